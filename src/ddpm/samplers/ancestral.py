@@ -1,0 +1,66 @@
+"""Ho et al. (2020) Algorithm 2: ancestral sampling of p_θ(x_{0:T}).
+
+    x_T ~ N(0, I)
+    for t = T, …, 1:
+        z ~ N(0, I) if t > 1 else z = 0
+        x_{t−1} = μ_θ(x_t, t) + σ_t z
+    return x_0
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, NamedTuple
+
+import torch
+
+from ..diffusion import Model, PredictionConfig, p_mean_variance
+from ..schedules import NoiseSchedule
+
+
+class SamplerStep(NamedTuple):
+    """The state after one reverse step: ``x`` is x_{t−1}; ``pred_x0`` is x̂_0(x_t, t)."""
+
+    t: int
+    x: torch.Tensor
+    pred_x0: torch.Tensor
+
+
+@torch.no_grad()
+def ancestral_steps(
+    model: Model,
+    schedule: NoiseSchedule,
+    x_T: torch.Tensor,
+    prediction: PredictionConfig = PredictionConfig(),
+    generator: torch.Generator | None = None,
+) -> Iterator[SamplerStep]:
+    """Yield every step of Algorithm 2, from t = T down to t = 1, starting at ``x_T``.
+
+    ``generator`` drives the fresh noise z; the last step (t = 1) adds none.
+    """
+    x = x_T
+    for t in range(schedule.T, 0, -1):
+        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        pred = p_mean_variance(model, schedule, x, t_batch, prediction)
+        if t > 1:
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            x = pred.mean + torch.exp(0.5 * pred.log_variance) * z  # (B, ...)
+        else:
+            x = pred.mean
+        yield SamplerStep(t, x, pred.pred_x0)
+
+
+def ancestral_sample(
+    model: Model,
+    schedule: NoiseSchedule,
+    x_T: torch.Tensor,
+    prediction: PredictionConfig = PredictionConfig(),
+    generator: torch.Generator | None = None,
+    callback: Callable[[SamplerStep], None] | None = None,
+) -> torch.Tensor:
+    """Run Algorithm 2 and return x_0; ``callback`` sees every :class:`SamplerStep`."""
+    x = x_T
+    for step in ancestral_steps(model, schedule, x_T, prediction, generator):
+        x = step.x
+        if callback is not None:
+            callback(step)
+    return x

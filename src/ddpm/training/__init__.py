@@ -1,0 +1,1 @@
+"""Training loop, EMA, checkpoints and timestep sampling."""

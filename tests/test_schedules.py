@@ -1,0 +1,113 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm import ConfigError, NoiseSchedule, make_betas
+from ddpm.schedules import SCHEDULES, extract
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+@pytest.mark.parametrize("T", [1, 2, 10, 1000])
+def test_every_schedule_is_float64_of_length_T_in_unit_interval(name, T):
+    b = make_betas(name, T)
+    assert b.dtype == torch.float64 and b.shape == (T,)
+    assert torch.all(b > 0) and torch.all(b <= 1)
+
+
+def test_linear_is_the_papers():
+    b = make_betas("linear", 1000)
+    assert b[0] == pytest.approx(1e-4) and b[-1] == pytest.approx(0.02)
+    assert torch.allclose(torch.diff(b), torch.full((999,), (0.02 - 1e-4) / 999, dtype=torch.float64))
+
+
+def test_seed_schedules():
+    code = make_betas("seed_code", 1000)
+    assert np.allclose(code.numpy(), np.linspace(1e-5, 0.2e-2, 1000))
+    T = 1000
+    formula = make_betas("seed_formula", T)
+    t = torch.arange(1, T + 1, dtype=torch.float64)
+    # the note's alpha_t = sqrt(1 - 0.02 t / T) is the paper's sqrt(alpha_t) = sqrt(1 - beta_t)
+    assert torch.allclose(torch.sqrt(1 - formula), torch.sqrt(1 - 0.02 * t / T))
+
+
+def test_cosine_follows_its_alpha_bar_where_unclipped():
+    T, s = 1000, 0.008
+    sched = NoiseSchedule.from_name("cosine", T)
+    t = torch.arange(T + 1, dtype=torch.float64)
+    f = torch.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
+    target = f / f[0]
+    unclipped = sched.beta < 0.999
+    assert torch.allclose(sched.alpha_bar[unclipped], target[unclipped], rtol=1e-10, atol=1e-12)
+    assert sched.beta.max() <= 0.999
+
+
+def test_other_schedules_match_their_definitions():
+    T = 100
+    assert torch.allclose(make_betas("jsd", T), 1.0 / torch.arange(T, 0, -1, dtype=torch.float64))
+    q = make_betas("quadratic", T)
+    assert torch.allclose(torch.diff(q.sqrt()), torch.full((T - 1,), (0.02**0.5 - 1e-4**0.5) / (T - 1), dtype=torch.float64))
+    sig = make_betas("sigmoid", T)
+    assert torch.all(torch.diff(sig) > 0) and 1e-4 < sig[0] < sig[-1] < 0.02
+    assert torch.all(make_betas("constant", T, beta=0.3) == 0.3)
+    assert make_betas("linear", T, beta_start=0.001, beta_end=0.01)[-1] == pytest.approx(0.01)
+
+
+def test_bad_schedule_requests_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown schedule 'nope'.*linear"):
+        make_betas("nope", 10)
+    for bad_T in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match="T must be an integer >= 1"):
+            make_betas("linear", bad_T)
+    with pytest.raises(ConfigError, match="bad parameters"):
+        make_betas("linear", 10, nonsense=1.0)
+    with pytest.raises(ConfigError, match="beta_1"):
+        make_betas("linear", 10, beta_start=0.0)
+    with pytest.raises(ConfigError, match=r"beta_7 = 1\.00003"):
+        make_betas("linear", 10, beta_end=1.5)
+
+
+def test_tables_are_indexed_by_paper_t(any_schedule):
+    s = any_schedule
+    T = s.T
+    for name in ("beta", "alpha", "alpha_bar", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "posterior_variance",
+                 "posterior_log_variance_clipped", "posterior_mean_coef_x0", "posterior_mean_coef_xt"):
+        table = getattr(s, name)
+        assert table.shape == (T + 1,) and table.dtype == torch.float64, name
+    assert s.beta[0] == 0 and s.alpha_bar[0] == 1
+    assert torch.equal(s.betas, s.beta[1:])
+    assert torch.allclose(s.alpha_bar, torch.cumprod(1 - s.beta, 0))
+    assert torch.allclose(s.sqrt_alpha_bar**2 + s.sqrt_one_minus_alpha_bar**2, torch.ones(T + 1, dtype=torch.float64))
+    t = torch.arange(2, T + 1)
+    expected = (1 - s.alpha_bar[t - 1]) / (1 - s.alpha_bar[t]) * s.beta[t]  # Ho et al. eq. 7
+    assert torch.allclose(s.posterior_variance[t], expected)
+    assert s.posterior_variance[1] == 0  # beta~_1 = 0: x_0 is known given x_1 and x_0
+    if T >= 2:
+        assert s.posterior_log_variance_clipped[1] == pytest.approx(math.log(s.posterior_variance[2]))
+
+
+def test_schedule_is_a_module_of_float64_buffers():
+    s = NoiseSchedule.from_name("linear", 10)
+    names = {n for n, _ in s.named_buffers()}
+    assert {"alpha_bar", "beta", "posterior_variance"} <= names
+    assert s.to("cpu").alpha_bar.dtype == torch.float64
+
+
+def test_extract_broadcasts_and_casts():
+    table = torch.arange(5, dtype=torch.float64)
+    x = torch.zeros(3, 2, 4, 4, dtype=torch.float32)
+    out = extract(table, torch.tensor([0, 2, 4]), x)
+    assert out.shape == (3, 1, 1, 1) and out.dtype == torch.float32
+    assert out.flatten().tolist() == [0.0, 2.0, 4.0]
+
+
+def test_check_t_rejects_out_of_range_and_float():
+    s = NoiseSchedule.from_name("linear", 10)
+    with pytest.raises(ValueError, match=r"\[1, 10\]"):
+        s.check_t(torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"\[1, 10\]"):
+        s.check_t(torch.tensor([11]))
+    with pytest.raises(ValueError, match="integer"):
+        s.check_t(torch.tensor([1.0]))
+    assert s.check_t(torch.tensor([0]), allow_zero=True).tolist() == [0]
