@@ -180,18 +180,25 @@ def x0_from_mean(schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, mea
 
 
 def model_output_from_x0(
-    schedule: NoiseSchedule, parameterization: Parameterization, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor
+    schedule: NoiseSchedule,
+    parameterization: Parameterization,
+    xt: torch.Tensor,
+    t: torch.Tensor,
+    x0: torch.Tensor,
+    eps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """What a network of the given parameterization should output for the true x_0.
 
     This is the regression target of L_simple: ε for ``eps`` (Ho et al. eq. 14), x_0, v, or
-    μ̃_t(x_t, x_0) for ``mean``.
+    μ̃_t(x_t, x_0) for ``mean``. Pass the noise ``eps`` that made x_t when it is known
+    (training does), so the target is exactly it rather than recomputed from x_t.
     """
     if parameterization == "x0":
         return x0
     if parameterization == "mean":
         return q_posterior(schedule, x0, xt, t).mean
-    eps = eps_from_x0(schedule, xt, t, x0)
+    if eps is None:
+        eps = eps_from_x0(schedule, xt, t, x0)
     if parameterization == "eps":
         return eps
     if parameterization == "v":

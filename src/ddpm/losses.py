@@ -108,7 +108,8 @@ def discretized_gaussian_log_likelihood(
     b = torch.where(flip, -upper, lower)
     log_a = torch.special.log_ndtr(a)
     log_b = torch.special.log_ndtr(b)
-    # log(Φ(a) − Φ(b)) = log Φ(a) + log(1 − e^{log Φ(b) − log Φ(a)}), floored at 1e-12 as the authors did.
+    # log(Φ(a) − Φ(b)) = log Φ(a) + log(1 − e^{log Φ(b) − log Φ(a)}); the second factor is floored at
+    # 1e-12 (the authors floored Φ(a) − Φ(b) itself), so far tails stay finite and accurate.
     log_delta = log_a + torch.log((-torch.expm1((log_b - log_a).clamp(max=0.0))).clamp(min=1e-12))
     edge = 1.0 - half_bin / 2
     return torch.where(x < -edge, log_cdf_upper, torch.where(x > edge, log_sf_lower, log_delta))
@@ -182,7 +183,7 @@ def training_loss(
         )
         return LossOutput(vlb, zero, vlb)
     out_mean = out.chunk(2, dim=1)[0] if prediction.learned_variance else out
-    target = model_output_from_x0(schedule, prediction.parameterization, xt, t, x0)
+    target = model_output_from_x0(schedule, prediction.parameterization, xt, t, x0, eps=noise)
     mse = mean_flat((target - out_mean) ** 2)
     if loss_config.loss == "simple":
         return LossOutput(mse, mse, zero)
