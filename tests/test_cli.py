@@ -1,0 +1,120 @@
+"""The command line: end to end on 2-D data, and one clear line for every bad input."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ddpm.cli import main
+
+TINY = ["--T", "20", "--steps", "30", "--batch-size", "32", "--hidden", "16", "--blocks", "1", "--quiet"]
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_dry_run_prints_the_papers_defaults(capsys):
+    code, out, _ = run(["train", "--dry-run"], capsys)
+    cfg = json.loads(out)
+    assert code == 0
+    assert cfg["diffusion"]["T"] == 1000 and cfg["diffusion"]["schedule"] == "linear"
+    assert cfg["diffusion"]["parameterization"] == "eps" and cfg["diffusion"]["loss"] == "simple"
+    assert cfg["optim"] == {"lr": 2e-4, "warmup": 5000, "grad_clip": 1.0, "ema_decay": 0.9999,
+                            "ema_warmup": True, "batch_size": 128}
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--help"])
+    assert info.value.code == 0
+    assert "(default: 0.0002)" in capsys.readouterr().out
+
+
+def test_train_then_sample_writes_safetensors_json_and_plots(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, out, err = run(["train", "--data", "moons", "--out", str(run_dir), *TINY], capsys)
+    assert code == 0, err
+    ckpt = run_dir / "checkpoints" / "step_000000030"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["data.safetensors", "ema.safetensors", "model.safetensors",
+                                                        "state.json"]
+    assert json.loads((run_dir / "config.json").read_text())["data"] == "moons"
+    out_file = tmp_path / "s" / "samples.npy"
+    code, out, err = run(["sample", "--checkpoint", str(run_dir), "--n", "64", "--seed", "3", "--out", str(out_file),
+                          "--quiet"], capsys)
+    assert code == 0, err
+    samples = np.load(out_file)
+    assert samples.shape == (64, 2) and np.isfinite(samples).all()
+    for extra in ("samples.png", "samples_strip.png", "samples.json"):
+        assert (tmp_path / "s" / extra).stat().st_size > 0
+    meta = json.loads((tmp_path / "s" / "samples.json").read_text())
+    assert meta["seed"] == 3 and meta["config"]["diffusion"]["T"] == 20
+    again = tmp_path / "again.npy"
+    run(["sample", "--checkpoint", str(ckpt), "--n", "64", "--seed", "3", "--out", str(again), "--quiet"], capsys)
+    assert np.array_equal(np.load(again), samples)  # same seed, same samples
+
+
+def test_samples_come_back_in_the_files_scale(tmp_path, capsys):
+    pts = np.random.default_rng(0).normal(size=(500, 2)) * [1000.0, 0.001] + [5e4, -3.0]
+    np.save(tmp_path / "pts.npy", pts)
+    run(["train", "--data", str(tmp_path / "pts.npy"), "--out", str(tmp_path / "r"), *TINY], capsys)
+    run(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "200", "--out", str(tmp_path / "o.npy"), "--quiet"],
+        capsys)
+    samples = np.load(tmp_path / "o.npy")
+    assert abs(samples[:, 0].mean() - 5e4) < 5e3 and abs(samples[:, 1].mean() + 3.0) < 0.01
+
+
+def write(tmp_path, name, array):
+    path = tmp_path / name
+    np.save(path, array)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--data", "missing.npy"], "missing.npy: no such file"),
+        (["train", "--data", "{three}"], r"points must have shape \(N, 2\), got \(10, 3\)"),
+        (["train", "--data", "{nan}"], "NaN or inf"),
+        (["train", "--schedule", "wobbly"], "schedule must be one of linear, .*got 'wobbly'"),
+        (["train", "--T", "0"], "T must be an integer >= 1, got 0"),
+        (["train", "--steps", "-5"], "steps must be an integer >= 0, got -5"),
+        (["train", "--steps", "many"], "invalid int value: 'many'"),
+        (["train", "--variance", "learned"], "use loss 'hybrid' or 'vlb'"),
+        (["train", "--lr", "-1"], "lr must be a number > 0.0"),
+        (["train", "--schedule-param", "beta_end"], "expected KEY=VALUE"),
+        (["sample", "--checkpoint", "nowhere"], "nowhere: no such checkpoint"),
+        (["sample", "--checkpoint", ".", "--out", "x.png"], "written as .npy"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):
+    three = write(tmp_path, "three.npy", np.zeros((10, 3)))
+    nan = write(tmp_path, "nan.npy", np.array([[0.0, 1.0], [np.nan, 2.0], [1.0, 0.0]]))
+    argv = [a.replace("{three}", three).replace("{nan}", nan) for a in argv]
+    argv = argv + ["--out", str(tmp_path / "o")] if argv[0] == "train" else argv
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "o" / "checkpoints").exists()  # nothing half-written
+
+
+def test_python_dash_m_reports_an_error_without_a_traceback(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "ddpm", "train", "--data", str(tmp_path / "absent.csv")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"ddpm train: error: {tmp_path / 'absent.csv'}: no such file, and not a built-in " \
+        "data set (s_curve, swiss_roll, moons, 8gaussians, checkerboard, gmm)"
