@@ -1,0 +1,94 @@
+"""The training loop's guards, EMA, warm-up and checkpoints."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from ddpm.config import DiffusionConfig, OptimConfig, PointsTrainConfig, from_dict, to_dict
+from ddpm.errors import CheckpointError, ConfigError
+from ddpm.training.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from ddpm.training.ema import EMA
+from ddpm.training.trainer import TrainingHalted, learning_rate, make_train_state, train_step
+
+
+class Scaled(nn.Module):
+    def __init__(self, value=1.0):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(value))
+
+    def forward(self, x, t):
+        return self.w * x
+
+
+def test_non_finite_loss_halts_before_the_optimizer_step():
+    diffusion, optim = DiffusionConfig(T=10), OptimConfig(warmup=0)
+    model = Scaled(float("nan"))
+    state = make_train_state(model, diffusion, optim)
+    with pytest.raises(TrainingHalted, match="step 1: the loss is nan"):
+        train_step(state, diffusion.make_schedule(), torch.ones(4, 2), diffusion, optim, torch.Generator())
+    assert state.step == 0 and state.ema.num_updates == 0 and not state.optimizer.state
+
+
+def test_a_step_updates_weights_ema_and_counters():
+    diffusion, optim = DiffusionConfig(T=10), OptimConfig(warmup=0, lr=0.1)
+    model = Scaled(0.5)
+    state = make_train_state(model, diffusion, optim)
+    loss = train_step(state, diffusion.make_schedule(), torch.randn(16, 2), diffusion, optim,
+                      torch.Generator().manual_seed(0))
+    assert loss > 0 and state.step == 1 and state.losses == [loss]
+    assert model.w.item() != 0.5
+    # first EMA decay with warm-up is min(0.9999, 1/10) = 0.1
+    assert state.ema.shadow["w"].item() == pytest.approx(0.1 * 0.5 + 0.9 * model.w.item())
+
+
+def test_ema_warmup_and_plain_decay():
+    model = Scaled(0.0)
+    ema = EMA(model, 0.9999, warmup=True)
+    assert ema.current_decay() == pytest.approx(0.1)
+    ema.num_updates = 10**6
+    assert ema.current_decay() == 0.9999
+    assert EMA(model, 0.9999, warmup=False).current_decay() == 0.9999
+    with pytest.raises(ValueError):
+        EMA(model, 1.5)
+
+
+def test_learning_rate_warms_up_linearly():
+    optim = OptimConfig(lr=2e-4, warmup=5000)
+    assert learning_rate(optim, 0) == pytest.approx(2e-4 / 5000)
+    assert learning_rate(optim, 2499) == pytest.approx(1e-4)
+    assert learning_rate(optim, 10**6) == 2e-4
+    assert learning_rate(OptimConfig(warmup=0), 0) == 2e-4
+
+
+def test_config_round_trips_through_json_and_names_bad_keys():
+    config = PointsTrainConfig(data="moons", steps=5, diffusion=DiffusionConfig(T=50, schedule="cosine"))
+    again = from_dict(PointsTrainConfig, json.loads(json.dumps(to_dict(config))))
+    assert again == config
+    bad = to_dict(config)
+    bad["optim"]["momentum"] = 0.9
+    with pytest.raises(ConfigError, match=r"config\.optim: unknown key\(s\) momentum"):
+        from_dict(PointsTrainConfig, bad)
+    bad = to_dict(config)
+    bad["diffusion"]["T"] = -1
+    with pytest.raises(ConfigError, match=r"config\.diffusion: T must be an integer >= 1, got -1"):
+        from_dict(PointsTrainConfig, bad)
+
+
+def test_checkpoints_are_safetensors_and_json_and_resolve_to_the_newest(tmp_path):
+    for step in (5, 10):
+        save_checkpoint(tmp_path, step, {"model": {"w": torch.full((2,), float(step))}}, {"note": "x"})
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # no leftovers
+    ckpt, meta, tensors = load_checkpoint(tmp_path)
+    assert ckpt.name == "step_000000010" and meta == {"step": 10, "note": "x"}
+    assert torch.equal(tensors["model"]["w"], torch.full((2,), 10.0))
+    (ckpt / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="model.safetensors: unreadable"):
+        load_checkpoint(ckpt)
+    (ckpt / "state.json").write_text("{")
+    with pytest.raises(CheckpointError, match="state.json: unreadable"):
+        load_checkpoint(ckpt)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="empty: holds no checkpoint"):
+        resolve_checkpoint(tmp_path / "empty")
