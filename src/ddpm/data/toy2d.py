@@ -165,7 +165,7 @@ def _read_csv(path: Path) -> np.ndarray:
         raise DataError(f"{path}: the file is empty")
     skip = 0
     try:
-        [float(v) for v in text[0].replace(";", ",").split(",")]
+        [float(v) for v in text[0].split(",")]
     except ValueError:
         skip = 1  # a header line
     array = np.loadtxt(path, delimiter=",", skiprows=skip, dtype=np.float64, ndmin=2)

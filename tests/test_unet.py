@@ -1,0 +1,65 @@
+"""The paper's U-Net: sizes, shapes, and the timestep mapping."""
+
+import pytest
+import torch
+
+from ddpm.errors import ConfigError
+from ddpm.models.unet import UNet, UNetConfig
+from ddpm.presets import UNET_PRESETS, celebahq256_unet, cifar10_unet, mnist_unet
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_cifar10_preset_has_the_papers_35_7m_parameters():
+    assert count(UNet(cifar10_unet())) == 35_746_307  # Ho et al. Table 1 / Appendix B: 35.7M
+
+
+def test_256_presets_have_about_114m_parameters():
+    assert count(UNet(celebahq256_unet())) == pytest.approx(114e6, rel=0.01)
+
+
+def test_learned_variance_doubles_the_output():
+    cfg = UNetConfig(image_size=8, in_channels=2, out_channels=4, ch=16, ch_mult=(1, 2), num_res_blocks=1,
+                     attn_resolutions=(4,), num_groups=8)
+    out = UNet(cfg)(torch.randn(3, 2, 8, 8), torch.tensor([1, 5, 10]))
+    assert out.shape == (3, 4, 8, 8)
+
+
+@pytest.mark.parametrize("name", list(UNET_PRESETS))
+def test_presets_are_valid_configs(name):
+    cfg = UNET_PRESETS[name]()
+    assert cfg.image_size % 2 ** (len(cfg.ch_mult) - 1) == 0
+
+
+def test_mnist_preset_runs_forward_and_backward():
+    model = UNet(mnist_unet())
+    x = torch.randn(2, 1, 32, 32)
+    out = model(x, torch.tensor([1, 1000]))
+    assert out.shape == x.shape
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_output_depends_on_t_and_is_zero_at_init_of_the_last_layer():
+    cfg = UNetConfig(image_size=8, in_channels=1, out_channels=1, ch=16, ch_mult=(1, 2), num_res_blocks=1,
+                     attn_resolutions=(4,), num_groups=8, dropout=0.0)
+    model = UNet(cfg).eval()
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.all(model(x, torch.tensor([1, 2])) == 0)  # conv_out starts at zero, as the authors'
+    with torch.no_grad():  # undo every zero init (conv2 of each block, attention output, conv_out)
+        for p in model.parameters():
+            if p.dim() > 1 and torch.all(p == 0):
+                p.normal_(0, 0.05)
+    a, b = model(x[:1], torch.tensor([1])), model(x[:1], torch.tensor([500]))
+    assert not torch.allclose(a, b)
+
+
+def test_bad_unet_configs():
+    with pytest.raises(ConfigError, match="divisible by 2\\^3"):
+        UNetConfig(image_size=28, ch_mult=(1, 2, 2, 2))
+    with pytest.raises(ConfigError, match="not divisible by 32 groups"):
+        UNetConfig(ch=48)
+    with pytest.raises(ConfigError, match="dropout"):
+        UNetConfig(dropout=1.0)
