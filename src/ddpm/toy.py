@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import PointsTrainConfig, from_dict, to_dict
+from .config import PointsTrainConfig, to_dict
 from .data.toy2d import PointData, Standardizer, load_points
 from .errors import CheckpointError, DataError
 from .models.mlp import MLP
 from .samplers.ancestral import SamplerStep, ancestral_sample
 from .schedules import NoiseSchedule
-from .training.checkpoint import load_checkpoint, save_checkpoint, write_json
+from .training.checkpoint import save_checkpoint, write_json
 from .training.trainer import make_train_state, run_training
 
 REFERENCE_POINTS = 4000  # data points kept in the checkpoint for plots and metrics
@@ -80,23 +80,16 @@ def _reference_points(data: PointData) -> torch.Tensor:
 
 def load_points_model(path: str | Path, use_ema: bool = True) -> PointsModel:
     """Load a checkpoint written by :func:`train_points` (a run or checkpoint directory)."""
-    ckpt, meta, tensors = load_checkpoint(path)
-    if meta.get("kind") != "points":
-        raise CheckpointError(f"{ckpt}: not a 2-D points checkpoint (kind {meta.get('kind')!r})")
-    for needed in ("model", "ema", "data"):
-        if needed not in tensors:
-            raise CheckpointError(f"{ckpt}: missing {needed}.safetensors")
-    config = from_dict(PointsTrainConfig, meta["config"], where=f"{ckpt / 'state.json'}: config")
-    model = MLP(config.model)
-    weights = tensors["ema" if use_ema else "model"]
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{ckpt}: weights do not fit the configured model: {exc}") from None
-    model.eval()
-    d = tensors["data"]
-    return PointsModel(model, config.diffusion.make_schedule(), config, Standardizer(d["mean"], d["std"]),
-                       d["reference"], int(meta["step"]), ckpt)
+    from .api import load
+
+    loaded = load(path, use_ema=use_ema)
+    if loaded.kind != "points":
+        raise CheckpointError(f"{loaded.path}: not a 2-D points checkpoint (kind {loaded.kind!r})")
+    d = loaded.extras.get("data")
+    if d is None or not {"mean", "std", "reference"} <= set(d):
+        raise CheckpointError(f"{loaded.path}: data.safetensors is missing or lacks mean, std, reference")
+    return PointsModel(loaded.model, loaded.schedule, loaded.config, Standardizer(d["mean"], d["std"]),
+                       d["reference"], loaded.step, loaded.path)
 
 
 @dataclass

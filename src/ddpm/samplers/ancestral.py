@@ -14,6 +14,7 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 
 from ..diffusion import Model, PredictionConfig, p_mean_variance
+from ..rng import Generators, randn
 from ..schedules import NoiseSchedule
 
 
@@ -31,18 +32,18 @@ def ancestral_steps(
     schedule: NoiseSchedule,
     x_T: torch.Tensor,
     prediction: PredictionConfig = PredictionConfig(),
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> Iterator[SamplerStep]:
     """Yield every step of Algorithm 2, from t = T down to t = 1, starting at ``x_T``.
 
-    ``generator`` drives the fresh noise z; the last step (t = 1) adds none.
+    ``generator`` (one, or one per sample) drives the fresh noise z; the last step (t = 1) adds none.
     """
     x = x_T
     for t in range(schedule.T, 0, -1):
         t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         pred = p_mean_variance(model, schedule, x, t_batch, prediction)
         if t > 1:
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            z = randn(x.shape, generator, dtype=x.dtype, device=x.device)
             x = pred.mean + torch.exp(0.5 * pred.log_variance) * z  # (B, ...)
         else:
             x = pred.mean
@@ -54,7 +55,7 @@ def ancestral_sample(
     schedule: NoiseSchedule,
     x_T: torch.Tensor,
     prediction: PredictionConfig = PredictionConfig(),
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callable[[SamplerStep], None] | None = None,
 ) -> torch.Tensor:
     """Run Algorithm 2 and return x_0; ``callback`` sees every :class:`SamplerStep`."""

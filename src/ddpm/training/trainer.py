@@ -4,6 +4,10 @@
         x_0 ~ q(x_0);  t ~ Uniform({1, …, T});  ε ~ N(0, I)
         gradient step on ∇_θ ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖²
     until converged
+
+Randomness: every process draws the whole global batch's t and ε from the same generator and
+keeps its own slice, so N processes and one process at the same global batch see the same
+examples with the same noise.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -20,6 +24,7 @@ from ..config import DiffusionConfig, OptimConfig
 from ..errors import DDPMError
 from ..losses import training_loss
 from ..schedules import NoiseSchedule
+from . import distributed as dist
 from .ema import EMA
 from .timestep_sampler import TimestepSampler
 
@@ -32,13 +37,20 @@ class TrainingHalted(DDPMError):
 class TrainState:
     """Everything the loop updates; ``losses`` holds the mean loss of each step."""
 
-    model: nn.Module
+    model: nn.Module  # the bare network (EMA and checkpoints use it)
     ema: EMA
     optimizer: torch.optim.Optimizer
     timesteps: TimestepSampler
     step: int = 0
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    forward: nn.Module | None = None  # what the loss calls: the model, or its DDP wrapper
+    last_t: torch.Tensor | None = None  # the global batch's t at the last step
+    last_example_losses: torch.Tensor | None = None  # and its per-example losses
+
+    def __post_init__(self) -> None:
+        if self.forward is None:
+            self.forward = self.model
 
 
 def make_train_state(model: nn.Module, diffusion: DiffusionConfig, optim: OptimConfig) -> TrainState:
@@ -54,37 +66,50 @@ def learning_rate(optim: OptimConfig, step: int) -> float:
     return optim.lr * min(1.0, (step + 1) / optim.warmup)
 
 
-def train_step(
-    state: TrainState,
-    schedule: NoiseSchedule,
-    x0: torch.Tensor,
-    diffusion: DiffusionConfig,
-    optim: OptimConfig,
-    generator: torch.Generator,
-) -> float:
-    """One gradient step; raises :class:`TrainingHalted` before stepping on NaN/inf."""
-    model, opt = state.model, state.optimizer
-    model.train()
-    draw = state.timesteps.sample(x0.shape[0], generator, device=x0.device)
-    out = training_loss(model, schedule, x0, draw.t, diffusion.prediction(), diffusion.loss_config(), generator=generator)
-    loss = (out.loss * draw.weights).mean()
+class Batch(NamedTuple):
+    x0: torch.Tensor  # (B, ...) this process's slice of the global batch
+    t: torch.Tensor  # (B,)
+    noise: torch.Tensor  # (B, ...)
+    weights: torch.Tensor  # (B,) importance weights
+
+
+def draw_batch(state: TrainState, x0_global: torch.Tensor, generator: torch.Generator) -> Batch:
+    """t and ε for the global batch from ``generator``; keep this process's slice."""
+    n = x0_global.shape[0]
+    draw = state.timesteps.sample(n, generator)
+    noise = torch.randn(x0_global.shape, generator=generator, dtype=x0_global.dtype)
+    part = dist.local_slice(n)
+    device = next(state.model.parameters()).device
+    return Batch(x0_global[part].to(device), draw.t[part].to(device), noise[part].to(device),
+                 draw.weights[part].to(device))
+
+
+def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusion: DiffusionConfig,
+               optim: OptimConfig) -> float:
+    """One gradient step; raises :class:`TrainingHalted` on every process before stepping on NaN/inf."""
+    state.forward.train()
+    out = training_loss(state.forward, schedule, batch.x0, batch.t, diffusion.prediction(), diffusion.loss_config(),
+                        noise=batch.noise)
+    loss = (out.loss * batch.weights).mean()
     step = state.step + 1
-    if not torch.isfinite(loss):
-        raise TrainingHalted(f"step {step}: the loss is {loss.item()}; training halted before the optimizer step")
-    opt.zero_grad(set_to_none=True)
+    if not dist.all_finite(loss):  # the same decision on every process, so none waits in backward
+        raise TrainingHalted(f"step {step}: the loss is not finite ({loss.item()}); halted before the optimizer step")
+    state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    params = [p for p in model.parameters() if p.grad is not None]
+    params = [p for p in state.model.parameters() if p.grad is not None]
     max_norm = optim.grad_clip if optim.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    if not torch.isfinite(grad_norm):
-        raise TrainingHalted(f"step {step}: the gradient norm is {grad_norm.item()}; training halted before the optimizer step")
-    for group in opt.param_groups:
+    if not dist.all_finite(grad_norm):
+        raise TrainingHalted(f"step {step}: the gradient norm is {grad_norm.item()}; halted before the optimizer step")
+    for group in state.optimizer.param_groups:
         group["lr"] = learning_rate(optim, state.step)
-    opt.step()
-    state.ema.update(model)
-    state.timesteps.update(draw.t, out.loss)
+    state.optimizer.step()
+    state.ema.update(state.model)
+    t_all, loss_all = dist.all_gather_cat(batch.t), dist.all_gather_cat(out.loss.detach())
+    state.timesteps.update(t_all, loss_all)
+    state.last_t, state.last_example_losses = t_all, loss_all
     state.step = step
-    value = loss.item()
+    value = float(loss_all.mean()) if dist.world_size() > 1 else loss.item()
     state.losses.append(value)
     return value
 
@@ -99,19 +124,28 @@ def run_training(
     generator: torch.Generator,
     progress: bool = True,
     log_every: int = 100,
+    after_step: Callable[[TrainState], bool] | None = None,
 ) -> TrainState:
-    """Run ``steps`` steps, drawing x_0 from ``batches(generator)``; a progress bar shows loss and steps/s."""
+    """Train until ``state.step == steps``, drawing global x_0 batches from ``batches(generator)``.
+
+    ``after_step(state)`` runs after every step (checkpoints, logs); returning True stops early.
+    A progress bar on the main process shows the loss, steps/s and the time left.
+    """
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=steps, disable=not progress, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(total=steps, initial=state.step, disable=not progress or not dist.is_main(), desc="train",
+               unit="step", dynamic_ncols=True, mininterval=1.0)
     start, window = time.perf_counter(), []
     try:
-        for _ in range(steps):
-            window.append(train_step(state, schedule, batches(generator), diffusion, optim, generator))
+        while state.step < steps:
+            batch = draw_batch(state, batches(generator), generator)
+            window.append(train_step(state, schedule, batch, diffusion, optim))
             bar.update(1)
             if len(window) == log_every or state.step == steps:
                 bar.set_postfix(loss=f"{sum(window) / len(window):.4f}", lr=f"{learning_rate(optim, state.step - 1):.2e}")
                 window = []
+            if after_step is not None and after_step(state):
+                break
     finally:
         bar.close()
         state.seconds += time.perf_counter() - start

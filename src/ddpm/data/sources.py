@@ -1,0 +1,83 @@
+"""Build an image data set from its config, and draw batches in a resumable order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import ImageDataConfig
+from ..errors import DataError
+from .folder import ImageFolder
+from .images import load_cifar10, load_digits, load_mnist
+
+
+def build_image_data(cfg: ImageDataConfig, split: str = "train", min_images: int = 1) -> torch.Tensor | ImageFolder:
+    """uint8 images (N, C, H, W) in memory, or a lazily decoded folder."""
+    if cfg.dataset == "mnist":
+        data = load_mnist(cfg.path, split, cfg.image_size)
+    elif cfg.dataset == "digits":
+        data = load_digits(cfg.image_size)
+    elif cfg.dataset == "cifar10":
+        if not cfg.path:
+            raise DataError("CIFAR-10: give the folder of its python-version batch files (--data-dir); "
+                            "nothing is downloaded")
+        data = load_cifar10(cfg.path, split)
+        if cfg.image_size != 32:
+            raise DataError(f"CIFAR-10 images are 32×32, the config asks for {cfg.image_size}")
+    elif cfg.dataset == "folder":
+        return ImageFolder(cfg.path, cfg.image_size, cfg.channels, skip_bad=cfg.skip_bad_images,
+                           min_images=min_images)
+    else:
+        raise DataError(f"data set {cfg.dataset!r} has no images to train on")
+    if data.shape[1] != cfg.channels:
+        raise DataError(f"{cfg.dataset} has {data.shape[1]} channel(s), the config asks for {cfg.channels}")
+    if data.shape[0] < min_images:
+        raise DataError(f"{cfg.dataset}: only {data.shape[0]} image(s); need at least {min_images}")
+    return data
+
+
+@dataclass
+class EpochOrder:
+    """Batches of indices from a fresh permutation each epoch; (epoch, offset) is the whole state.
+
+    The permutation of epoch e comes from a generator seeded with (seed, e), so the order can
+    be resumed exactly from the two integers alone. An incomplete last batch is dropped.
+    """
+
+    size: int
+    batch_size: int
+    seed: int
+    epoch: int = 0
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < self.batch_size:
+            raise DataError(f"{self.size} image(s) are fewer than one batch of {self.batch_size}")
+        self._perm: torch.Tensor | None = None
+
+    def _permutation(self) -> torch.Tensor:
+        if self._perm is None:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._perm = torch.randperm(self.size, generator=g)
+        return self._perm
+
+    def next(self) -> torch.Tensor:
+        if self.offset + self.batch_size > self.size:
+            self.epoch, self.offset, self._perm = self.epoch + 1, 0, None
+        idx = self._permutation()[self.offset:self.offset + self.batch_size]
+        self.offset += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.offset, self._perm = int(state["epoch"]), int(state["offset"]), None
+
+
+def gather(data: torch.Tensor | ImageFolder, idx: torch.Tensor) -> torch.Tensor:
+    """uint8 images at ``idx``, shape (B, C, H, W)."""
+    if isinstance(data, torch.Tensor):
+        return data[idx]
+    return torch.stack([data[int(i)] for i in idx])

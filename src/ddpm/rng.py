@@ -1,0 +1,40 @@
+"""Explicit randomness: one generator for a batch, or one per sample.
+
+With one generator per sample, sample i draws the same numbers whatever batch it sits in,
+so image i is the same at any batch size (as in EDM's sampler).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+def randn(shape: Sequence[int], generator: Generators = None, dtype: torch.dtype = torch.float32,
+          device: torch.device | str | None = None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` from a generator or from one generator per sample."""
+    if generator is None or isinstance(generator, torch.Generator):
+        g_device = generator.device if generator is not None else device
+        return torch.randn(tuple(shape), generator=generator, dtype=dtype, device=g_device).to(device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, dtype=dtype, device=g.device)
+                        for g in generator]).to(device)
+
+
+def per_sample_generators(seed: int, start: int, count: int) -> list[torch.Generator]:
+    """Generators for samples start … start+count−1 of a run seeded with ``seed``."""
+    return [torch.Generator().manual_seed(seed_for(seed, start + i)) for i in range(count)]
+
+
+def seed_for(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (SplitMix64 steps), e.g. (run seed, step, rank)."""
+    x = 0x9E3779B97F4A7C15
+    for p in parts:
+        x = (x ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 31
+    return x & 0x7FFFFFFFFFFFFFFF

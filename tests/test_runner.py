@@ -1,0 +1,140 @@
+"""Image training runs: exact resume, kill -9, halting, signals, damaged checkpoints, DDP."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ddpm.cli import build_parser, image_config, main
+from ddpm.presets import digits
+from ddpm.training.runner import train_images
+
+pytest.importorskip("sklearn")
+
+CLI = ["--preset", "digits", "--batch-size", "16", "--quiet"]
+
+
+def tiny(steps, checkpoint_every=4, dropout=0.1):
+    run = digits()
+    return replace(run, model=replace(run.model, ch=16, dropout=dropout), steps=steps,
+                   checkpoint_every=checkpoint_every, log_every=2, optim=replace(run.optim, batch_size=16))
+
+
+def assert_same_state(a, b):
+    for x, y in ((a.model.state_dict(), b.model.state_dict()), (a.ema.shadow, b.ema.shadow)):
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    sa, sb = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+    assert a.step == b.step and a.ema.num_updates == b.ema.num_updates
+
+
+def test_resume_is_bitwise_exact(tmp_path):
+    config = tiny(8)
+    straight = train_images(config, tmp_path / "a", progress=False)
+    first = train_images(config, tmp_path / "b", progress=False, stop_at=4)
+    assert first.state.step == 4 and first.checkpoint.name == "step_000000004"
+    resumed = train_images(config, tmp_path / "b", progress=False)
+    assert_same_state(straight.state, resumed.state)
+    log = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,loss,lr,steps_per_s,loss_t_q1") and len(log) == 5
+
+
+def test_a_damaged_newest_checkpoint_is_skipped(tmp_path, capsys):
+    config = tiny(8)
+    straight = train_images(config, tmp_path / "a", progress=False)
+    train_images(config, tmp_path / "b", progress=False)
+    (tmp_path / "b" / "checkpoints" / "step_000000008" / "model.safetensors").write_bytes(b"garbage")
+    resumed = train_images(config, tmp_path / "b", progress=False)
+    err = capsys.readouterr().err
+    assert "skipping a damaged checkpoint" in err and "resumed from" in err and "step_000000004" in err
+    assert_same_state(straight.state, resumed.state)
+
+
+def test_old_checkpoints_are_pruned_after_the_new_one_is_in_place(tmp_path):
+    run = replace(tiny(10, checkpoint_every=2), keep_checkpoints=2)
+    train_images(run, tmp_path, progress=False)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step_000000008", "step_000000010"]
+
+
+def test_non_finite_loss_halts_and_keeps_the_last_checkpoint(tmp_path, capsys):
+    common = ["train", *CLI, "--checkpoint-every", "3", "--out", str(tmp_path)]
+    assert main([*common, "--steps", "3"]) == 0
+    ckpt = tmp_path / "checkpoints" / "step_000000003"
+    weights = load_file(str(ckpt / "model.safetensors"))
+    save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, str(ckpt / "model.safetensors"))
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    capsys.readouterr()
+    assert main([*common, "--steps", "6"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "ddpm train: error: step 4: the loss is not finite (nan); halted before the optimizer step"
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000000003"]
+
+
+def _spawn(argv, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ddpm", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, **kw)
+
+
+def _wait_for(path: Path, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            raise AssertionError(f"{path} never appeared: {proc.communicate()}")
+        time.sleep(0.05)
+
+
+def test_kill_9_then_resume_matches_a_straight_run(tmp_path):
+    argv = ["train", *CLI, "--steps", "300", "--checkpoint-every", "10", "--out", str(tmp_path / "killed")]
+    proc = _spawn(argv)
+    _wait_for(tmp_path / "killed" / "checkpoints" / "step_000000020", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    config = image_config(build_parser().parse_args(argv))
+    shorter = replace(config, steps=100)  # the same run, cut short (the step count does not change the math)
+    resumed = train_images(shorter, tmp_path / "killed", progress=False)
+    straight = train_images(shorter, tmp_path / "straight", progress=False)
+    assert_same_state(straight.state, resumed.state)
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+    proc = _spawn(["train", *CLI, "--steps", "100000", "--checkpoint-every", "10", "--out", str(tmp_path)])
+    _wait_for(tmp_path / "checkpoints" / "step_000000010", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped by a signal after step" in err
+    step = int(err.split("stopped by a signal after step ")[1].split(";")[0])
+    assert (tmp_path / "checkpoints" / f"step_{step:09d}" / "state.json").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed beside this python")
+    argv = ["train", *CLI, "--steps", "6", "--checkpoint-every", "3", "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run([torchrun, "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+                           "-m", "ddpm", *argv], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = train_images(image_config(build_parser().parse_args(argv)), tmp_path / "one", progress=False)
+    ddp = load_file(str(tmp_path / "ddp" / "checkpoints" / "step_000000006" / "model.safetensors"))
+    one = single.state.model.state_dict()
+    assert max((ddp[k] - one[k]).abs().max().item() for k in one) < 1e-5
