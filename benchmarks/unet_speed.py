@@ -1,0 +1,101 @@
+"""U-Net throughput against diffusers' UNet2DModel of the identical configuration.
+
+Prints, in one run on one machine, for each preset: images/s of a forward pass and of a
+training step (forward + backward + Adam), ours and diffusers' side by side, their ratio, and
+the share of the machine's fp32 matmul peak each reaches (FLOPs counted by PyTorch's
+FlopCounterMode; a training step counted as 3× the forward). Also the data loader's images/s.
+
+    .venv/bin/python benchmarks/unet_speed.py                  # cifar10 and mnist, batch 16
+    .venv/bin/python benchmarks/unet_speed.py --presets mnist --batch 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+import warnings
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ddpm.models.diffusers_interop import diffusers_config_from_unet, state_dict_to_diffusers
+from ddpm.models.unet import UNet
+from ddpm.presets import UNET_PRESETS
+
+
+def matmul_peak(n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def forward_flops(model, x, t) -> float:
+    with FlopCounterMode(display=False) as counter:
+        model(x, t)
+    return counter.get_total_flops()
+
+
+def timed(fn, reps: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps
+
+
+def measure(model, x, t, reps: int) -> tuple[float, float]:
+    model.eval()
+    with torch.no_grad():
+        fwd = timed(lambda: model(x, t), reps)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = model(x, t)
+        out = out.sample if hasattr(out, "sample") else out
+        out.square().mean().backward()
+        opt.step()
+
+    return fwd, timed(step, reps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="*", default=["cifar10", "mnist"])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    import diffusers
+
+    peak = matmul_peak()
+    print(f"# {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"diffusers {diffusers.__version__}, fp32, batch {args.batch}; matmul peak {peak:.0f} GFLOP/s")
+    print("| preset | params | pass | ours img/s | diffusers img/s | ratio | ours % peak | diffusers % peak |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    for name in args.presets:
+        cfg = UNET_PRESETS[name]()
+        torch.manual_seed(0)
+        ours = UNet(cfg)
+        kwargs = {k: v for k, v in diffusers_config_from_unet(cfg).items() if not k.startswith("_")}
+        theirs = diffusers.UNet2DModel(**kwargs)
+        theirs.load_state_dict(state_dict_to_diffusers(ours.state_dict(), cfg))
+        x = torch.randn(args.batch, cfg.in_channels, cfg.image_size, cfg.image_size)
+        t = torch.randint(1, 1001, (args.batch,))
+        flops = forward_flops(ours, x, t)
+        f_ours, s_ours = measure(ours, x, t, args.reps)
+        f_theirs, s_theirs = measure(theirs, x, t - 1, args.reps)
+        params = sum(p.numel() for p in ours.parameters())
+        for label, a, b, mult in (("forward", f_ours, f_theirs, 1), ("train step", s_ours, s_theirs, 3)):
+            share = lambda sec: 100 * mult * flops / sec / 1e9 / peak  # noqa: E731
+            print(f"| {name} | {params / 1e6:.2f}M | {label} | {args.batch / a:.2f} | {args.batch / b:.2f} "
+                  f"| {b / a:.2f}× | {share(a):.0f} % | {share(b):.0f} % |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
