@@ -1,7 +1,23 @@
+import os
+
 import pytest
 import torch
 
 from ddpm.schedules import NoiseSchedule, make_betas
+
+# Under pytest-xdist each worker gets one thread: two workers with two OpenMP threads each on a
+# 2-core machine spin against each other and run many times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+
+def subprocess_env() -> dict:
+    """The environment for a child process, with the same one-thread rule under xdist."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        env["OMP_NUM_THREADS"] = "1"
+    return env
+
 
 SCHEDULE_CASES = [
     ("linear", 1000, {}),

@@ -1,7 +1,6 @@
 """The command line: end to end on 2-D data, and one clear line for every bad input."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -10,6 +9,8 @@ import numpy as np
 import pytest
 
 from ddpm.cli import main
+
+from .conftest import subprocess_env
 
 TINY = ["--T", "20", "--steps", "30", "--batch-size", "32", "--hidden", "16", "--blocks", "1", "--quiet"]
 
@@ -63,6 +64,19 @@ def test_train_then_sample_writes_safetensors_json_and_plots(tmp_path, capsys):
     assert np.array_equal(np.load(again), samples)  # same seed, same samples
 
 
+@pytest.mark.parametrize("options", [
+    ["--loss", "hybrid", "--variance", "learned_range", "--timestep-sampler", "importance"],
+    ["--loss", "vlb", "--parameterization", "mean", "--variance", "fixed_large"],
+    ["--parameterization", "v", "--schedule", "cosine"],
+    ["--parameterization", "x0", "--schedule", "seed_code"],
+])
+def test_every_loss_and_parameterization_trains_and_samples(tmp_path, capsys, options):
+    assert main(["train", "--data", "gmm", "--out", str(tmp_path / "r"), *TINY, *options]) == 0
+    assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "32", "--out", str(tmp_path / "s.npy"),
+                 "--quiet"]) == 0
+    assert np.isfinite(np.load(tmp_path / "s.npy")).all()
+
+
 def test_samples_come_back_in_the_files_scale(tmp_path, capsys):
     pts = np.random.default_rng(0).normal(size=(500, 2)) * [1000.0, 0.001] + [5e4, -3.0]
     np.save(tmp_path / "pts.npy", pts)
@@ -90,6 +104,7 @@ def write(tmp_path, name, array):
         (["train", "--steps", "-5"], "steps must be an integer >= 0, got -5"),
         (["train", "--steps", "many"], "invalid int value: 'many'"),
         (["train", "--variance", "learned"], "use loss 'hybrid' or 'vlb'"),
+        (["train", "--loss", "hybrid"], "loss 'hybrid' trains a learned variance"),
         (["train", "--lr", "-1"], "lr must be a number > 0.0"),
         (["train", "--schedule-param", "beta_end"], "expected KEY=VALUE"),
         (["sample", "--checkpoint", "nowhere"], "nowhere: no such checkpoint"),
@@ -115,7 +130,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):
 
 
 def test_python_dash_m_reports_an_error_without_a_traceback(tmp_path):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**subprocess_env(), "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, "-m", "ddpm", "train", "--data", str(tmp_path / "absent.csv")],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2

@@ -4,7 +4,6 @@ import pytest
 import torch
 from scipy import stats
 
-from ddpm import NoiseSchedule
 from ddpm.diffusion import (
     PredictionConfig,
     eps_from_v,

@@ -7,7 +7,6 @@ import pytest
 import torch
 from scipy import stats
 
-from ddpm import NoiseSchedule
 from ddpm.diffusion import PredictionConfig, model_output_from_x0, q_sample
 from ddpm.errors import ConfigError
 from ddpm.losses import (

@@ -1,6 +1,6 @@
 """Image training runs: exact resume, kill -9, halting, signals, damaged checkpoints, DDP."""
 
-import os
+import importlib.util
 import shutil
 import signal
 import socket
@@ -17,6 +17,8 @@ from safetensors.torch import load_file, save_file
 from ddpm.cli import build_parser, image_config, main
 from ddpm.presets import digits
 from ddpm.training.runner import train_images
+
+from .conftest import subprocess_env
 
 pytest.importorskip("sklearn")
 
@@ -47,6 +49,9 @@ def test_resume_is_bitwise_exact(tmp_path):
     assert_same_state(straight.state, resumed.state)
     log = (tmp_path / "b" / "log.csv").read_text().splitlines()
     assert log[0].startswith("step,loss,lr,steps_per_s,loss_t_q1") and len(log) == 5
+    assert [int(r.split(",")[0]) for r in log[1:]] == [2, 4, 6, 8]
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert list((tmp_path / "b" / "tb").glob("events.out.tfevents.*"))
 
 
 def test_a_damaged_newest_checkpoint_is_skipped(tmp_path, capsys):
@@ -83,9 +88,8 @@ def test_non_finite_loss_halts_and_keeps_the_last_checkpoint(tmp_path, capsys):
 
 
 def _spawn(argv, **kw):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "ddpm", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, **kw)
+                            text=True, env=subprocess_env(), **kw)
 
 
 def _wait_for(path: Path, proc, timeout=120):
@@ -103,7 +107,7 @@ def test_kill_9_then_resume_matches_a_straight_run(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     config = image_config(build_parser().parse_args(argv))
-    shorter = replace(config, steps=100)  # the same run, cut short (the step count does not change the math)
+    shorter = replace(config, steps=40)  # the same run, cut short (the step count does not change the math)
     resumed = train_images(shorter, tmp_path / "killed", progress=False)
     straight = train_images(shorter, tmp_path / "straight", progress=False)
     assert_same_state(straight.state, resumed.state)
@@ -132,9 +136,17 @@ def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path)
         pytest.skip("torchrun is not installed beside this python")
     argv = ["train", *CLI, "--steps", "6", "--checkpoint-every", "3", "--out", str(tmp_path / "ddp")]
     proc = subprocess.run([torchrun, "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-                           "-m", "ddpm", *argv], capture_output=True, text=True, timeout=300)
+                           "-m", "ddpm", *argv], capture_output=True, text=True, timeout=300, env=subprocess_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     single = train_images(image_config(build_parser().parse_args(argv)), tmp_path / "one", progress=False)
     ddp = load_file(str(tmp_path / "ddp" / "checkpoints" / "step_000000006" / "model.safetensors"))
     one = single.state.model.state_dict()
     assert max((ddp[k] - one[k]).abs().max().item() for k in one) < 1e-5
+
+
+def test_bf16_autocast_trains_with_float32_weights(tmp_path):
+    run = replace(tiny(2, checkpoint_every=2), precision="bf16")
+    result = train_images(run, tmp_path, progress=False)
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.state.losses)
+    assert all(p.dtype == torch.float32 for p in result.state.model.parameters())
+    assert all(v.dtype == torch.float32 for v in result.state.ema.shadow.values())

@@ -48,6 +48,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=S, help="images: steps between checkpoints")
     p.add_argument("--sample-every", type=int, default=S, help="images: steps between EMA sample grids (0: none)")
     p.add_argument("--skip-bad-images", action="store_true", help="images: skip unreadable files instead of stopping")
+    p.add_argument("--precision", default=S, choices=("fp32", "bf16"), help="images: bf16 autocast (default fp32; "
+                   "bf16 is emulated and slow on most CPUs)")
+    p.add_argument("--compile", action="store_true", help="images: torch.compile the network (minutes per graph)")
     p.add_argument("--hidden", type=int, default=128, help="2-D: MLP width")
     p.add_argument("--blocks", type=int, default=3, help="2-D: MLP residual blocks")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -166,9 +169,10 @@ def image_config(args: argparse.Namespace):
     data_cfg = replace(data_cfg, skip_bad_images=args.skip_bad_images)
     diffusion, optim = _override(args, run.diffusion, run.optim)
     model = replace(run.model, out_channels=diffusion.prediction().output_channels(run.model.in_channels))
-    fields = {"steps": "steps", "checkpoint_every": "checkpoint_every", "sample_every": "sample_every"}
+    fields = {"steps": "steps", "checkpoint_every": "checkpoint_every", "sample_every": "sample_every",
+              "precision": "precision"}
     return replace(run, data=data_cfg, model=model, diffusion=diffusion, optim=optim, seed=args.seed,
-                   **_given(args, fields))
+                   compile=args.compile or run.compile, **_given(args, fields))
 
 
 # ---------------------------------------------------------------- commands

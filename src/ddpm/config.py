@@ -63,6 +63,9 @@ class DiffusionConfig:
         self.loss_config()  # validates loss, decoder and weight
         if self.loss == "simple" and self.variance in ("learned", "learned_range"):
             raise ConfigError(f"variance {self.variance!r} is learned only through the bound: use loss 'hybrid' or 'vlb'")
+        if self.loss == "hybrid" and self.variance in ("fixed_small", "fixed_large"):
+            raise ConfigError("loss 'hybrid' trains a learned variance (its bound term is stopped for the mean); "
+                              "with a fixed variance use 'simple' or 'vlb'")
         make_betas(self.schedule, self.T, **self.schedule_params)  # validates the parameters
 
     def prediction(self) -> PredictionConfig:
@@ -151,8 +154,11 @@ class ImageTrainConfig:
     keep_checkpoints: int = 3
     sample_every: int = 0  # 0: no sample grids while training
     log_every: int = 100
+    precision: typing.Literal["fp32", "bf16"] = "fp32"  # bf16 autocast; emulated (slow) on most CPUs
+    compile: bool = False  # torch.compile the network (minutes of compilation per graph)
 
     def __post_init__(self) -> None:
+        _check_choice("precision", self.precision, ("fp32", "bf16"))
         for key, low in (("steps", 0), ("seed", 0), ("checkpoint_every", 1), ("keep_checkpoints", 1),
                          ("sample_every", 0), ("log_every", 1)):
             _check_int(key, getattr(self, key), low)

@@ -286,7 +286,7 @@ def p_mean_variance(
     pred_x0 = _x0_from_output(schedule, config.parameterization, xt, t, out_mean)
     if config.clip_x0:
         pred_x0 = pred_x0.clamp(-1.0, 1.0)
-    if config.parameterization == "mean" and not config.clip_x0:
+    if config.parameterization == "mean":  # the network's μ is used as is (x̂_0 only reports it)
         mean = out_mean
     else:
         mean = q_posterior(schedule, pred_x0, xt, t).mean

@@ -28,7 +28,7 @@ from ..models.unet import UNet
 from ..rng import seed_for
 from . import distributed as dist
 from .checkpoint import PREFIX, load_checkpoint, save_checkpoint, write_json
-from .trainer import TrainState, draw_batch, learning_rate, make_train_state, train_step
+from .trainer import TrainState, learning_rate, make_train_state
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -145,19 +145,29 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-class _CsvLog:
-    """step, loss, lr, steps/s and the loss in each quarter of the timesteps, every ``every`` steps."""
+class _TrainLog:
+    """Every ``every`` steps: step, loss, lr, steps/s and the loss in each quarter of the timesteps,
+    as a row of ``log.csv`` and as TensorBoard scalars under ``tb/`` (where tensorboard is installed)."""
 
-    def __init__(self, path: Path, T: int, every: int, active: bool):
+    COLUMNS = ["step", "loss", "lr", "steps_per_s", "loss_t_q1", "loss_t_q2", "loss_t_q3", "loss_t_q4"]
+
+    def __init__(self, out_dir: Path, T: int, every: int, active: bool, say):
         self.T, self.every, self.active = T, every, active
         self.sums, self.counts, self.losses, self.start = torch.zeros(4), torch.zeros(4), [], time.perf_counter()
+        self.tb = None
         if active:
+            path = out_dir / "log.csv"
             new = not path.exists()
             self.file = open(path, "a", newline="")
             self.writer = csv.writer(self.file)
             if new:
-                self.writer.writerow(["step", "loss", "lr", "steps_per_s", "loss_t_q1", "loss_t_q2", "loss_t_q3",
-                                      "loss_t_q4"])
+                self.writer.writerow(self.COLUMNS)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out_dir / "tb"))
+            except ImportError:
+                say("TensorBoard logs need `pip install tensorboard`; writing log.csv only")
 
     def record(self, state: TrainState, lr: float) -> None:
         if not self.active:
@@ -169,9 +179,13 @@ class _CsvLog:
         if len(self.losses) == self.every:
             rate = self.every / (time.perf_counter() - self.start)
             quart = (self.sums / self.counts.clamp_min(1)).tolist()
-            self.writer.writerow([state.step, f"{np.mean(self.losses):.6f}", f"{lr:.3e}", f"{rate:.3f}",
-                                  *(f"{v:.6f}" for v in quart)])
+            row = [state.step, float(np.mean(self.losses)), lr, rate, *quart]
+            self.writer.writerow([row[0], *(f"{v:.6g}" for v in row[1:])])
             self.file.flush()
+            if self.tb is not None:
+                for name, value in zip(self.COLUMNS[1:], row[1:]):
+                    self.tb.add_scalar(f"train/{name}", value, state.step)
+                self.tb.flush()
             self.sums.zero_()
             self.counts.zero_()
             self.losses, self.start = [], time.perf_counter()
@@ -179,6 +193,8 @@ class _CsvLog:
     def close(self) -> None:
         if self.active:
             self.file.close()
+            if self.tb is not None:
+                self.tb.close()
 
 
 class RunResult(NamedTuple):
@@ -202,13 +218,16 @@ def train_images(config: ImageTrainConfig, out_dir: str | Path, resume: str = "a
     state = make_train_state(model, config.diffusion, config.optim)
     if dist.world_size() > 1:
         state.forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if config.compile:
+        state.forward = torch.compile(state.forward)
+    state.autocast = torch.bfloat16 if config.precision == "bf16" else None
     order = EpochOrder(len(data), config.optim.batch_size, config.seed)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "config.json", to_dict(config))
     _resume(resume, out_dir, state, order, say)
     schedule = config.diffusion.make_schedule().to(device)
-    log = _CsvLog(out_dir / "log.csv", config.diffusion.T, config.log_every, main)
+    log = _TrainLog(out_dir, config.diffusion.T, config.log_every, main, say)
     last: Path | None = None
     end = config.steps if stop_at is None else min(stop_at, config.steps)
     if state.step >= end:

@@ -47,6 +47,7 @@ class TrainState:
     forward: nn.Module | None = None  # what the loss calls: the model, or its DDP wrapper
     last_t: torch.Tensor | None = None  # the global batch's t at the last step
     last_example_losses: torch.Tensor | None = None  # and its per-example losses
+    autocast: torch.dtype | None = None  # e.g. torch.bfloat16: the forward pass runs under autocast
 
     def __post_init__(self) -> None:
         if self.forward is None:
@@ -88,8 +89,10 @@ def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusi
                optim: OptimConfig) -> float:
     """One gradient step; raises :class:`TrainingHalted` on every process before stepping on NaN/inf."""
     state.forward.train()
-    out = training_loss(state.forward, schedule, batch.x0, batch.t, diffusion.prediction(), diffusion.loss_config(),
-                        noise=batch.noise)
+    device_type = batch.x0.device.type
+    with torch.autocast(device_type, dtype=state.autocast or torch.bfloat16, enabled=state.autocast is not None):
+        out = training_loss(state.forward, schedule, batch.x0, batch.t, diffusion.prediction(),
+                            diffusion.loss_config(), noise=batch.noise)
     loss = (out.loss * batch.weights).mean()
     step = state.step + 1
     if not dist.all_finite(loss):  # the same decision on every process, so none waits in backward
