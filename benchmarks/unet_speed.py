@@ -24,13 +24,17 @@ from ddpm.models.unet import UNet
 from ddpm.presets import UNET_PRESETS
 
 
-def matmul_peak(n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(reps):
+def matmul_peak(sizes=(1024, 2048, 3072), reps: int = 5) -> float:
+    """The best fp32 GFLOP/s of square matmuls, each size timed after a warm-up."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
         a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+        for _ in range(reps):
+            start = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def forward_flops(model, x, t) -> float:

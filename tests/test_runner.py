@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ddpm.cli import build_parser, image_config, main
+from ddpm.errors import CheckpointError
 from ddpm.presets import digits
 from ddpm.training.runner import train_images
 
@@ -63,6 +64,14 @@ def test_a_damaged_newest_checkpoint_is_skipped(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "skipping a damaged checkpoint" in err and "resumed from" in err and "step_000000004" in err
     assert_same_state(straight.state, resumed.state)
+
+
+def test_when_no_checkpoint_loads_the_run_stops_instead_of_starting_over(tmp_path):
+    config = tiny(4)
+    train_images(config, tmp_path, progress=False)
+    (tmp_path / "checkpoints" / "step_000000004" / "optimizer.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="none of its 1 checkpoint\\(s\\) could be loaded.*--resume never"):
+        train_images(config, tmp_path, progress=False)
 
 
 def test_old_checkpoints_are_pruned_after_the_new_one_is_in_place(tmp_path):

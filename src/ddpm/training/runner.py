@@ -106,13 +106,17 @@ def _resume(resume: str, out_dir: Path, state: TrainState, order: EpochOrder, sa
         restore_training_checkpoint(Path(resume), state, order)
         say(f"resumed from {resume} at step {state.step}")
         return
-    for ckpt in _candidates(out_dir):
+    candidates = _candidates(out_dir)
+    for ckpt in candidates:
         try:
             restore_training_checkpoint(ckpt, state, order)
             say(f"resumed from {ckpt} at step {state.step}")
             return
         except CheckpointError as exc:
             say(f"skipping a damaged checkpoint: {exc}")
+    if candidates:  # never train on from a half-loaded state
+        raise CheckpointError(f"{out_dir}: none of its {len(candidates)} checkpoint(s) could be loaded (see above); "
+                              "fix or move them, or start over with --resume never")
 
 
 def _prune(out_dir: Path, keep: int) -> None:

@@ -1,0 +1,59 @@
+"""Sampling images from a checkpoint: output formats and per-sample seeds."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm.api import load
+from ddpm.cli import main
+from ddpm.sampling import make_grid, sample_images
+
+pytest.importorskip("sklearn")
+PIL = pytest.importorskip("PIL.Image")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits")
+    assert main(["train", "--preset", "digits", "--T", "30", "--steps", "4", "--batch-size", "16", "--quiet",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_image_i_is_the_same_at_any_batch_size(run_dir):
+    loaded = load(run_dir)
+    a = sample_images(loaded.model, loaded.schedule, loaded.prediction, n=5, seed=3, batch_size=5)
+    b = sample_images(loaded.model, loaded.schedule, loaded.prediction, n=5, seed=3, batch_size=2)
+    c = sample_images(loaded.model, loaded.schedule, loaded.prediction, n=5, seed=4, batch_size=5)
+    assert a.images.dtype == torch.uint8 and a.images.shape == (5, 1, 8, 8)
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+
+
+def test_grid_npz_folder_and_gif(run_dir, tmp_path, capsys):
+    common = ["sample", "--checkpoint", str(run_dir), "--n", "6", "--seed", "1", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "g.png"), "--gif"]) == 0
+    grid = PIL.open(tmp_path / "g.png")
+    assert grid.size == (3 * 10 + 2, 2 * 10 + 2)  # 3 columns × 2 rows of 8×8 with 2-pixel borders
+    gif = PIL.open(tmp_path / "g.gif")
+    assert gif.n_frames > 10
+    assert json.loads((tmp_path / "g.json").read_text())["per_sample_seeds"] is True
+    assert main([*common, "--out", str(tmp_path / "s.npz")]) == 0
+    arr = np.load(tmp_path / "s.npz")["arr_0"]
+    assert arr.shape == (6, 8, 8, 1) and arr.dtype == np.uint8
+    assert main([*common, "--out", str(tmp_path / "folder")]) == 0
+    files = sorted(p.name for p in (tmp_path / "folder").glob("*.png"))
+    assert files == [f"{i:06d}.png" for i in range(6)]
+    first = np.asarray(PIL.open(tmp_path / "folder" / "000000.png"))
+    assert np.array_equal(first, arr[0, :, :, 0])  # the same image in every format
+    assert main([*common, "--out", str(tmp_path / "x.jpg")]) == 2
+    assert "use a .png (grid), an .npz, or a folder" in capsys.readouterr().err
+
+
+def test_make_grid_layout():
+    imgs = torch.zeros(5, 3, 4, 4, dtype=torch.uint8)
+    imgs[4] = 7
+    grid = make_grid(imgs, nrow=2, pad=1)
+    assert grid.shape == (3 * 5 + 1, 2 * 5 + 1, 3)
+    assert (grid[11:15, 1:5] == 7).all() and (grid[0] == 255).all()
