@@ -122,6 +122,23 @@ def test_kill_9_then_resume_matches_a_straight_run(tmp_path):
     assert_same_state(straight.state, resumed.state)
 
 
+def test_log_rows_after_the_resumed_checkpoint_are_not_written_twice(tmp_path):
+    config = tiny(8)
+    train_images(config, tmp_path, progress=False)
+    shutil.rmtree(tmp_path / "checkpoints" / "step_000000008")  # as if killed after logging step 8
+    train_images(config, tmp_path, progress=False)
+    steps = [int(r.split(",")[0]) for r in (tmp_path / "log.csv").read_text().splitlines()[1:]]
+    assert steps == [2, 4, 6, 8]
+
+
+def test_time_limit_stops_with_a_checkpoint(tmp_path, capsys):
+    assert main(["train", *CLI, "--steps", "1000", "--time-limit", "0.0001", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "stopped by the time limit of 0 s after step 1; checkpoint written" in err
+    assert (tmp_path / "checkpoints" / "step_000000001" / "state.json").exists()
+    assert main(["train", *CLI, "--steps", "10", "--time-limit", "-1", "--out", str(tmp_path)]) == 2
+
+
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     proc = _spawn(["train", *CLI, "--steps", "100000", "--checkpoint-every", "10", "--out", str(tmp_path)])
     _wait_for(tmp_path / "checkpoints" / "step_000000010", proc)

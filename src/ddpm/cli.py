@@ -47,6 +47,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", default="auto", help="images: auto (newest good checkpoint in --out), never, or a "
                    "checkpoint directory")
     p.add_argument("--checkpoint-every", type=int, default=S, help="images: steps between checkpoints")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES", help="images: stop with a "
+                   "checkpoint after this many minutes of training (a later run resumes)")
     p.add_argument("--sample-every", type=int, default=S, help="images: steps between EMA sample grids (0: none)")
     p.add_argument("--skip-bad-images", action="store_true", help="images: skip unreadable files instead of stopping")
     p.add_argument("--precision", default=S, choices=("fp32", "bf16"), help="images: bf16 autocast (default fp32; "
@@ -191,7 +193,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if image:
         from .training.runner import train_images
 
-        ckpt = train_images(config, out, resume=args.resume, progress=not args.quiet).checkpoint
+        if args.time_limit is not None and not args.time_limit > 0:
+            raise ConfigError(f"--time-limit must be > 0 minutes, got {args.time_limit}")
+        limit = args.time_limit * 60 if args.time_limit is not None else None
+        ckpt = train_images(config, out, resume=args.resume, progress=not args.quiet, time_limit=limit).checkpoint
     else:
         from .data.toy2d import load_points
         from .toy import train_points

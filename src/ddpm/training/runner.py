@@ -155,12 +155,16 @@ class _TrainLog:
 
     COLUMNS = ["step", "loss", "lr", "steps_per_s", "loss_t_q1", "loss_t_q2", "loss_t_q3", "loss_t_q4"]
 
-    def __init__(self, out_dir: Path, T: int, every: int, active: bool, say):
+    def __init__(self, out_dir: Path, T: int, every: int, active: bool, say, start_step: int = 0):
         self.T, self.every, self.active = T, every, active
         self.sums, self.counts, self.losses, self.start = torch.zeros(4), torch.zeros(4), [], time.perf_counter()
         self.tb = None
         if active:
             path = out_dir / "log.csv"
+            if path.exists():  # rows past the checkpoint we resume from will be written again: drop them
+                rows = path.read_text().splitlines()
+                kept = rows[:1] + [r for r in rows[1:] if r.split(",")[0].isdigit() and int(r.split(",")[0]) <= start_step]
+                path.write_text("".join(f"{r}\n" for r in kept))
             new = not path.exists()
             self.file = open(path, "a", newline="")
             self.writer = csv.writer(self.file)
@@ -207,10 +211,11 @@ class RunResult(NamedTuple):
 
 
 def train_images(config: ImageTrainConfig, out_dir: str | Path, resume: str = "auto", progress: bool = True,
-                 stop_at: int | None = None) -> RunResult:
+                 stop_at: int | None = None, time_limit: float | None = None) -> RunResult:
     """Train (or resume) an image model into ``out_dir``.
 
-    ``stop_at`` ends the run early at that step (with a checkpoint), as a kill would, for tests.
+    ``stop_at`` ends the run early at that step, ``time_limit`` (seconds) after the first step
+    that ends past it; either way with a checkpoint, and a later call resumes.
     """
     out_dir = Path(out_dir)
     device = dist.setup()
@@ -231,7 +236,7 @@ def train_images(config: ImageTrainConfig, out_dir: str | Path, resume: str = "a
         write_json(out_dir / "config.json", to_dict(config))
     _resume(resume, out_dir, state, order, say)
     schedule = config.diffusion.make_schedule().to(device)
-    log = _TrainLog(out_dir, config.diffusion.T, config.log_every, main, say)
+    log = _TrainLog(out_dir, config.diffusion.T, config.log_every, main, say, start_step=state.step)
     last: Path | None = None
     end = config.steps if stop_at is None else min(stop_at, config.steps)
     if state.step >= end:
@@ -251,16 +256,20 @@ def train_images(config: ImageTrainConfig, out_dir: str | Path, resume: str = "a
             _prune(out_dir, config.keep_checkpoints)
         dist.barrier()
 
+    started = time.monotonic()
     with _StopRequest() as stop:
         def after_step(st: TrainState) -> bool:
             log.record(st, learning_rate(config.optim, st.step - 1))
-            stopping = dist.any_flag(stop.requested, device) if dist.world_size() > 1 else stop.requested
+            out_of_time = time_limit is not None and time.monotonic() - started > time_limit
+            stopping = stop.requested or out_of_time
+            stopping = dist.any_flag(stopping, device) if dist.world_size() > 1 else stopping
             if stopping or st.step % config.checkpoint_every == 0 or st.step == end:
                 checkpoint()
             if main and config.sample_every and st.step % config.sample_every == 0:
                 _sample_grid(config, st, out_dir, device)
             if stopping:
-                say(f"stopped by a signal after step {st.step}; checkpoint written")
+                why = "a signal" if stop.requested else f"the time limit of {time_limit:.0f} s"
+                say(f"stopped by {why} after step {st.step}; checkpoint written")
             return stopping
 
         from .trainer import run_training
