@@ -134,6 +134,7 @@ def test_log_rows_after_the_resumed_checkpoint_are_not_written_twice(tmp_path):
 def test_time_limit_stops_with_a_checkpoint(tmp_path, capsys):
     assert main(["train", *CLI, "--steps", "1000", "--time-limit", "0.0001", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
+    assert "training for at most" in err
     assert "stopped by the time limit of 0 s after step 1; checkpoint written" in err
     assert (tmp_path / "checkpoints" / "step_000000001" / "state.json").exists()
     assert main(["train", *CLI, "--steps", "10", "--time-limit", "-1", "--out", str(tmp_path)]) == 2

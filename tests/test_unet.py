@@ -34,8 +34,9 @@ def test_presets_are_valid_configs(name):
 
 
 def test_mnist_preset_runs_forward_and_backward():
-    model = UNet(mnist_unet())
-    x = torch.randn(2, 1, 32, 32)
+    cfg = mnist_unet()
+    model = UNet(cfg)
+    x = torch.randn(2, 1, cfg.image_size, cfg.image_size)
     out = model(x, torch.tensor([1, 1000]))
     assert out.shape == x.shape
     out.square().mean().backward()

@@ -31,9 +31,14 @@ def lsun256_unet() -> UNetConfig:
 
 
 def mnist_unet() -> UNetConfig:
-    """32×32 grey, ch 32, mult (1, 2, 2), 1 block, attention at 8×8: sized for a 2-core CPU."""
-    return UNetConfig(image_size=32, in_channels=1, out_channels=1, ch=32, ch_mult=(1, 2, 2),
-                      num_res_blocks=1, attn_resolutions=(8,), dropout=0.1, num_groups=16)
+    """28×28 grey (MNIST unpadded), ch 32, mult (1, 2, 2), 1 block, attention at 7×7, no dropout.
+
+    Sized for a 2-core CPU: against 32×32 with dropout 0.1 it trains 1.3× faster per step (on
+    a 2-core EPYC: 3.2 vs 2.4 steps/s at batch 32), and after 10 minutes most samples are
+    clear digits (docs/benchmarks.md).
+    """
+    return UNetConfig(image_size=28, in_channels=1, out_channels=1, ch=32, ch_mult=(1, 2, 2),
+                      num_res_blocks=1, attn_resolutions=(7,), dropout=0.0, num_groups=16)
 
 
 def digits_unet() -> UNetConfig:
@@ -83,7 +88,10 @@ def lsun256(data_dir: str | None = None, flip: bool = True):
 
 
 def mnist(data_dir: str | None = None):
-    """MNIST padded to 32×32 with the small U-Net; the optimizer settings suit a short CPU run."""
+    """MNIST at its own 28×28 with the small U-Net; the optimizer settings suit a short CPU run.
+
+    (The data loader pads to 32×32 when a config asks for 32, as the paper-sized U-Nets need.)
+    """
     from dataclasses import replace
 
     run = _image_run(("mnist", data_dir), mnist_unet(), steps=20_000, lr=1e-3, batch=32, flip=False)

@@ -257,6 +257,9 @@ def train_images(config: ImageTrainConfig, out_dir: str | Path, resume: str = "a
         dist.barrier()
 
     started = time.monotonic()
+    if time_limit is not None:
+        say(f"training for at most {time_limit / 60:g} min (the bar's ETA is for all {end} steps); "
+            "the run then stops with a checkpoint and the same command resumes it")
     with _StopRequest() as stop:
         def after_step(st: TrainState) -> bool:
             log.record(st, learning_rate(config.optim, st.step - 1))
