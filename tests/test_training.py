@@ -80,7 +80,8 @@ def test_config_round_trips_through_json_and_names_bad_keys():
 def test_checkpoints_are_safetensors_and_json_and_resolve_to_the_newest(tmp_path):
     for step in (5, 10):
         save_checkpoint(tmp_path, step, {"model": {"w": torch.full((2,), float(step))}}, {"note": "x"})
-    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # no leftovers
+    save_checkpoint(tmp_path, 10, {"model": {"w": torch.full((2,), 10.0)}}, {"note": "x"})  # the same step again
+    assert not list((tmp_path / "checkpoints").glob(".*"))  # no temporary or set-aside leftovers
     ckpt, meta, tensors = load_checkpoint(tmp_path)
     assert ckpt.name == "step_000000010" and meta == {"step": 10, "note": "x"}
     assert torch.equal(tensors["model"]["w"], torch.full((2,), 10.0))

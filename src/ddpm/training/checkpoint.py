@@ -55,13 +55,17 @@ def save_checkpoint(
         write_json(tmp / "state.json", {"step": step, **meta})
         _fsync_files(tmp)
         _fsync_dir(tmp)
-        if final.exists():  # re-saving the same step: move the old one aside first
-            shutil.rmtree(final)
+        old = None
+        if final.exists():  # re-saving the same step: move the old one aside, never delete it first
+            old = Path(tempfile.mkdtemp(prefix=".old-", dir=ckpt_root))
+            os.replace(final, old / final.name)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(ckpt_root)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
