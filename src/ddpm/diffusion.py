@@ -13,6 +13,7 @@ from typing import Callable, Literal, NamedTuple, get_args
 import torch
 
 from .errors import ConfigError
+from .rng import Generators, randn
 from .schedules import NoiseSchedule, extract
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "eps_from_v",
     "x0_from_mean",
     "model_output_from_x0",
+    "noise_like",
     "p_mean_variance",
 ]
 
@@ -97,11 +99,11 @@ def q_step_sample(
     x_prev: torch.Tensor,
     t: torch.Tensor,
     noise: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> torch.Tensor:
     """One draw from q(x_t | x_{t−1}) by reparameterization."""
     mean, var, _ = q_step_mean_var(schedule, x_prev, t)
-    noise = _noise_like(x_prev, noise, generator)
+    noise = noise_like(x_prev, noise, generator)
     return mean + torch.sqrt(var) * noise
 
 
@@ -117,11 +119,11 @@ def q_sample(
     x0: torch.Tensor,
     t: torch.Tensor,
     noise: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> torch.Tensor:
     """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, Ho et al. (2020) eq. 4 reparameterized (Algorithm 1)."""
     t = schedule.check_t(t, allow_zero=True)
-    noise = _noise_like(x0, noise, generator)
+    noise = noise_like(x0, noise, generator)
     return (
         extract(schedule.sqrt_alpha_bar, t, x0) * x0  # (B, ...)
         + extract(schedule.sqrt_one_minus_alpha_bar, t, x0) * noise
@@ -294,9 +296,10 @@ def p_mean_variance(
     return Prediction(mean, variance, log_variance, pred_x0, pred_eps, out)
 
 
-def _noise_like(x: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+def noise_like(x: torch.Tensor, noise: torch.Tensor | None = None, generator: Generators = None) -> torch.Tensor:
+    """``noise`` checked against x's shape, or fresh N(0, I) from a generator (or one per sample)."""
     if noise is not None:
         if noise.shape != x.shape:
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(x.shape)}")
         return noise
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return randn(x.shape, generator, dtype=x.dtype, device=x.device)

@@ -17,7 +17,16 @@ from typing import Literal, NamedTuple, get_args
 
 import torch
 
-from .diffusion import Model, PredictionConfig, model_output_from_x0, p_mean_variance, q_mean_var, q_posterior, q_sample
+from .diffusion import (
+    Model,
+    PredictionConfig,
+    model_output_from_x0,
+    noise_like,
+    p_mean_variance,
+    q_mean_var,
+    q_posterior,
+    q_sample,
+)
 from .errors import ConfigError
 from .schedules import NoiseSchedule
 
@@ -171,8 +180,7 @@ def training_loss(
     if loss_config.loss == "simple" and prediction.learned_variance:
         raise ConfigError(f"variance {prediction.variance!r} is learned only by the bound: use loss 'hybrid' or 'vlb'")
     t = schedule.check_t(t)
-    if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    noise = noise_like(x0, noise, generator)
     xt = q_sample(schedule, x0, t, noise)  # (B, ...)
     out = model(xt, t)
     zero = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)

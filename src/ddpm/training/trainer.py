@@ -22,6 +22,7 @@ from torch import nn
 
 from ..config import DiffusionConfig, OptimConfig
 from ..errors import DDPMError
+from ..diffusion import noise_like
 from ..losses import training_loss
 from ..schedules import NoiseSchedule
 from . import distributed as dist
@@ -78,7 +79,7 @@ def draw_batch(state: TrainState, x0_global: torch.Tensor, generator: torch.Gene
     """t and ε for the global batch from ``generator``; keep this process's slice."""
     n = x0_global.shape[0]
     draw = state.timesteps.sample(n, generator)
-    noise = torch.randn(x0_global.shape, generator=generator, dtype=x0_global.dtype)
+    noise = noise_like(x0_global, None, generator)  # (B, ...) for the global batch
     part = dist.local_slice(n)
     device = next(state.model.parameters()).device
     return Batch(x0_global[part].to(device), draw.t[part].to(device), noise[part].to(device),
