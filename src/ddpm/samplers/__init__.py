@@ -1,5 +1,30 @@
-"""Samplers of the reverse process, one file per algorithm."""
+"""Samplers of the reverse process, one file per algorithm, all with one signature:
+
+    name_steps(model, schedule, x_T, prediction, generator, *, timesteps=None, **options)
+        -> iterator of SamplerStep(t, x, pred_x0)
+    name_sample(model, schedule, x_T, prediction, generator, callback, *, timesteps=None, **options)
+        -> x_0
+
+``timesteps`` are decreasing paper timesteps (see :mod:`ddpm.samplers.timesteps`); None
+means all of T … 1. :data:`SAMPLERS` maps the CLI's names to the step iterators.
+"""
+
+from typing import Callable, Iterator
 
 from .ancestral import SamplerStep, ancestral_sample, ancestral_steps
+from .ddim import ddim_invert, ddim_sample, ddim_sigma, ddim_steps
+from .dpm_solver import dpm_solver_sample, dpm_solver_steps
+from .timesteps import SPACINGS, RespacedModel, check_timesteps, make_timesteps, parse_timesteps, respace
 
-__all__ = ["SamplerStep", "ancestral_sample", "ancestral_steps"]
+#: Name -> step iterator. "ddim" takes eta (default 0); the others take no options.
+SAMPLERS: dict[str, Callable[..., Iterator[SamplerStep]]] = {
+    "ancestral": ancestral_steps,
+    "ddim": ddim_steps,
+    "dpm_solver++": dpm_solver_steps,
+}
+
+__all__ = [
+    "SAMPLERS", "SPACINGS", "RespacedModel", "SamplerStep", "ancestral_sample", "ancestral_steps",
+    "check_timesteps", "ddim_invert", "ddim_sample", "ddim_sigma", "ddim_steps", "dpm_solver_sample",
+    "dpm_solver_steps", "make_timesteps", "parse_timesteps", "respace",
+]

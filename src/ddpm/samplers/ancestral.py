@@ -5,17 +5,22 @@
         z ~ N(0, I) if t > 1 else z = 0
         x_{t−1} = μ_θ(x_t, t) + σ_t z
     return x_0
+
+Given a subsequence of timesteps it runs the same algorithm on the respaced process
+(Nichol & Dhariwal 2021): β recomputed from the kept ᾱ, the network called with the
+original t.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 
 from ..diffusion import Model, PredictionConfig, p_mean_variance
 from ..rng import Generators, randn
 from ..schedules import NoiseSchedule
+from .timesteps import RespacedModel, check_timesteps, respace
 
 
 class SamplerStep(NamedTuple):
@@ -33,11 +38,21 @@ def ancestral_steps(
     x_T: torch.Tensor,
     prediction: PredictionConfig = PredictionConfig(),
     generator: Generators = None,
+    *,
+    timesteps: Sequence[int] | None = None,
 ) -> Iterator[SamplerStep]:
     """Yield every step of Algorithm 2, from t = T down to t = 1, starting at ``x_T``.
 
     ``generator`` (one, or one per sample) drives the fresh noise z; the last step (t = 1) adds none.
+    With ``timesteps`` (decreasing paper timesteps) the respaced process is run instead; each
+    step reports its original t.
     """
+    t_map = None
+    if timesteps is not None:
+        kept = check_timesteps(schedule.T, timesteps)
+        if kept != list(range(schedule.T, 0, -1)):
+            schedule, t_map = respace(schedule, kept)
+            model = RespacedModel(model, t_map.to(x_T.device))
     x = x_T
     for t in range(schedule.T, 0, -1):
         t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
@@ -47,7 +62,7 @@ def ancestral_steps(
             x = pred.mean + torch.exp(0.5 * pred.log_variance) * z  # (B, ...)
         else:
             x = pred.mean
-        yield SamplerStep(t, x, pred.pred_x0)
+        yield SamplerStep(t if t_map is None else int(t_map[t]), x, pred.pred_x0)
 
 
 def ancestral_sample(
@@ -57,10 +72,12 @@ def ancestral_sample(
     prediction: PredictionConfig = PredictionConfig(),
     generator: Generators = None,
     callback: Callable[[SamplerStep], None] | None = None,
+    *,
+    timesteps: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Run Algorithm 2 and return x_0; ``callback`` sees every :class:`SamplerStep`."""
     x = x_T
-    for step in ancestral_steps(model, schedule, x_T, prediction, generator):
+    for step in ancestral_steps(model, schedule, x_T, prediction, generator, timesteps=timesteps):
         x = step.x
         if callback is not None:
             callback(step)
