@@ -77,6 +77,26 @@ def test_every_loss_and_parameterization_trains_and_samples(tmp_path, capsys, op
     assert np.isfinite(np.load(tmp_path / "s.npy")).all()
 
 
+@pytest.mark.parametrize("sampler", [
+    ["--sampler", "ddim", "--steps", "5"],
+    ["--sampler", "ddim", "--steps", "5", "--eta", "1", "--spacing", "leading"],
+    ["--sampler", "dpm_solver++", "--timesteps", "20,12,6,2"],
+    ["--sampler", "ancestral", "--steps", "7", "--spacing", "linspace"],
+])
+def test_every_sampler_from_the_cli(tmp_path, capsys, sampler):
+    run(["train", "--data", "moons", "--out", str(tmp_path / "r"), *TINY], capsys)
+    code, out, err = run(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "50", "--out",
+                          str(tmp_path / "s.npy"), "--quiet", *sampler], capsys)
+    assert code == 0, err
+    assert np.isfinite(np.load(tmp_path / "s.npy")).all()
+    meta = json.loads((tmp_path / "s.json").read_text())["sampler"]
+    assert meta["name"] == sampler[1] and meta["network_evaluations_per_sample"] == len(meta["timesteps"])
+    assert meta["timesteps"][0] == 20 or "leading" in sampler
+    bad = run(["sample", "--checkpoint", str(tmp_path / "r"), "--steps", "21", "--out", str(tmp_path / "b.npy")],
+              capsys)
+    assert bad[0] == 2 and "steps must be an integer in [1, 20], got 21" in bad[2]
+
+
 def test_samples_come_back_in_the_files_scale(tmp_path, capsys):
     pts = np.random.default_rng(0).normal(size=(500, 2)) * [1000.0, 0.001] + [5e4, -3.0]
     np.save(tmp_path / "pts.npy", pts)
@@ -109,6 +129,10 @@ def write(tmp_path, name, array):
         (["train", "--schedule-param", "beta_end"], "expected KEY=VALUE"),
         (["sample", "--checkpoint", "nowhere"], "nowhere: no such checkpoint"),
         (["sample", "--checkpoint", "."], "holds no checkpoint"),
+        (["sample", "--checkpoint", ".", "--sampler", "ancestral", "--eta", "1"], "eta applies to the ddim sampler"),
+        (["sample", "--checkpoint", ".", "--steps", "5", "--timesteps", "9,3"], "--steps or --timesteps, not both"),
+        (["sample", "--checkpoint", ".", "--timesteps", "9;3"], "comma-separated integers"),
+        (["sample", "--checkpoint", ".", "--sampler", "euler"], "invalid choice: 'euler'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):

@@ -1,12 +1,11 @@
 """DDIM, respaced ancestral sampling and DPM-Solver++(2M), tested with exact denoisers."""
 
-import math
 
 import pytest
 import torch
 
 from ddpm import NoiseSchedule
-from ddpm.data.toy2d import TOY_DATASETS, GaussianMixture
+from ddpm.data.toy2d import TOY_DATASETS
 from ddpm.diffusion import PredictionConfig, model_output_from_x0
 from ddpm.errors import ConfigError
 from ddpm.models import GaussianMixtureDenoiser

@@ -57,3 +57,15 @@ def test_make_grid_layout():
     grid = make_grid(imgs, nrow=2, pad=1)
     assert grid.shape == (3 * 5 + 1, 2 * 5 + 1, 3)
     assert (grid[11:15, 1:5] == 7).all() and (grid[0] == 255).all()
+
+
+@pytest.mark.parametrize("sampler", [["--sampler", "ddim", "--steps", "6"], ["--sampler", "dpm_solver++", "--steps", "4"],
+                                     ["--sampler", "ancestral", "--steps", "10"]])
+def test_fast_samplers_write_images_and_an_animation(run_dir, tmp_path, sampler):
+    out = tmp_path / "g.png"
+    assert main(["sample", "--checkpoint", str(run_dir), "--n", "4", "--quiet", "--out", str(out), "--gif",
+                 *sampler]) == 0
+    gif = PIL.open(tmp_path / "g.gif")
+    assert gif.n_frames == int(sampler[-1]) + 1  # x at every kept timestep, then x_0
+    meta = json.loads((tmp_path / "g.json").read_text())
+    assert meta["sampler"]["name"] == sampler[1] and len(meta["sampler"]["timesteps"]) == int(sampler[-1])

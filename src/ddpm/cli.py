@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--gif", action="store_true", help="images: also write an animation of the reverse process")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_sampler_options(sample)
 
     data = sub.add_parser("data", help="inspect data", formatter_class=fmt)
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -113,6 +114,29 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("out", help="folder to write (config.json, weights, scheduler_config.json)")
     exp.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
     return parser
+
+
+def _add_sampler_options(p: argparse.ArgumentParser) -> None:
+    from .samplers import SAMPLERS, SPACINGS
+
+    g = p.add_argument_group("sampler")
+    g.add_argument("--sampler", default="ancestral", choices=list(SAMPLERS),
+                   help="ancestral: Algorithm 2 (respaced when --steps < T); ddim: Song et al. 2021; "
+                   "dpm_solver++: DPM-Solver++(2M)")
+    g.add_argument("--steps", type=int, default=None, help="network evaluations per sample (default: T)")
+    g.add_argument("--spacing", default="trailing", choices=SPACINGS, help="which timesteps --steps keeps")
+    g.add_argument("--timesteps", default=None, help="explicit decreasing paper timesteps, e.g. 1000,750,500,250")
+    g.add_argument("--eta", type=float, default=0.0, help="DDIM's eta: 0 deterministic, 1 ancestral variance")
+
+
+def _sampler_spec(args: argparse.Namespace):
+    from .samplers import SamplerSpec, parse_timesteps
+
+    timesteps = parse_timesteps(args.timesteps) if args.timesteps else None
+    if timesteps is not None and args.steps is not None:
+        raise ConfigError("give --steps or --timesteps, not both")
+    return SamplerSpec(args.sampler, args.steps, args.spacing, args.eta,
+                       tuple(timesteps) if timesteps is not None else None)
 
 
 # ---------------------------------------------------------------- configs from arguments
@@ -213,11 +237,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
+    spec = _sampler_spec(args)
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
-    return _sample_points(args) if loaded.kind == "points" else _sample_images(args, loaded)
+    spec.timesteps_for(loaded.schedule.T)  # a bad --steps/--timesteps fails before any work
+    return _sample_points(args, spec) if loaded.kind == "points" else _sample_images(args, loaded, spec)
 
 
-def _sample_points(args: argparse.Namespace) -> int:
+def _sample_points(args: argparse.Namespace, spec) -> int:
     import numpy as np
 
     from .config import to_dict
@@ -230,7 +256,7 @@ def _sample_points(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {out}: 2-D samples are written as .npy")
     loaded = load_points_model(args.checkpoint, use_ema=not args.no_ema)
     n = args.n or 4000
-    result = sample_points(loaded, n, args.seed, progress=not args.quiet)
+    result = sample_points(loaded, n, args.seed, progress=not args.quiet, sampler=spec)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, result.samples)
     name = f"{loaded.config.data} · step {loaded.step}"
@@ -238,13 +264,13 @@ def _sample_points(args: argparse.Namespace) -> int:
     strip = reverse_strip(result.trajectory, out.with_name(out.stem + "_strip.png"), name)
     write_json(out.with_suffix(".json"), {
         "checkpoint": str(loaded.path), "n": n, "seed": args.seed, "ema": not args.no_ema,
-        "sampler": "ancestral", "seconds": result.seconds, "config": to_dict(loaded.config),
+        "sampler": spec.describe(loaded.schedule.T), "seconds": result.seconds, "config": to_dict(loaded.config),
     })
     print(f"samples: {out}\nscatter: {scatter}\nstrip:   {strip}")
     return 0
 
 
-def _sample_images(args: argparse.Namespace, loaded) -> int:
+def _sample_images(args: argparse.Namespace, loaded, spec) -> int:
     from .config import to_dict
     from .sampling import sample_images, save_folder, save_gif, save_grid, save_npz
     from .training.checkpoint import write_json
@@ -257,13 +283,14 @@ def _sample_images(args: argparse.Namespace, loaded) -> int:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     n = args.n or 64
     result = sample_images(loaded.model, loaded.schedule, loaded.prediction, n, args.seed, args.batch_size,
-                           frames=50 if args.gif else 0, progress=not args.quiet)
+                           frames=50 if args.gif else 0, progress=not args.quiet, sampler=spec)
     (out if kind == "folder" else out.parent).mkdir(parents=True, exist_ok=True)
     {"grid": save_grid, "npz": save_npz, "folder": save_folder}[kind](result.images, out)
     base = out if kind == "folder" else out.with_suffix("")
     meta_path = base / "samples.json" if kind == "folder" else base.with_suffix(".json")
     write_json(meta_path, {"checkpoint": str(loaded.path), "n": n, "seed": args.seed, "ema": not args.no_ema,
-                           "sampler": "ancestral", "per_sample_seeds": True, "config": to_dict(loaded.config)})
+                           "sampler": spec.describe(loaded.schedule.T), "per_sample_seeds": True,
+                           "config": to_dict(loaded.config)})
     print(f"samples: {out}")
     if args.gif:
         gif = save_gif(result.frames, (base / "reverse.gif") if kind == "folder" else base.with_suffix(".gif"))

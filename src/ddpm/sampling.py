@@ -12,7 +12,7 @@ from torch import nn
 from .data.images import to_uint8
 from .diffusion import PredictionConfig
 from .rng import per_sample_generators, randn
-from .samplers.ancestral import ancestral_steps
+from .samplers.spec import SamplerSpec
 from .schedules import NoiseSchedule
 
 
@@ -25,29 +25,31 @@ class ImageSamples:
 @torch.no_grad()
 def sample_images(model: nn.Module, schedule: NoiseSchedule, prediction: PredictionConfig, n: int, seed: int,
                   batch_size: int = 16, device: torch.device | str = "cpu", frames: int = 0,
-                  progress: bool = False) -> ImageSamples:
-    """n images by Algorithm 2; image i uses its own generator, so it is the same at any batch size.
+                  progress: bool = False, sampler: SamplerSpec = SamplerSpec()) -> ImageSamples:
+    """n images (Algorithm 2 unless ``sampler`` says otherwise); image i uses its own generator,
+    so it is the same at any batch size.
 
-    ``frames`` > 0 keeps that many evenly spaced x_t (and x_0) for an animation.
+    ``frames`` > 0 keeps up to that many evenly spaced states x_t (x_T and x_0 included) for an animation.
     """
     from tqdm.auto import tqdm
 
     c = model.config
-    keep = set(np.linspace(0, schedule.T, frames).round().astype(int).tolist()) if frames else set()
+    visited = sampler.timesteps_for(schedule.T) + [0]  # x starts at the first kept t (T but for "leading")
+    keep = {visited[i] for i in np.linspace(0, len(visited) - 1, frames).round().astype(int)} if frames else set()
     out, kept = [], {}
-    bar = tqdm(total=n * schedule.T, disable=not progress, desc="sample", unit="step", unit_scale=True,
+    bar = tqdm(total=n * (len(visited) - 1), disable=not progress, desc="sample", unit="step", unit_scale=True,
                dynamic_ncols=True, mininterval=1.0)
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
         gens = per_sample_generators(seed, start, count)
         x = randn((count, c.in_channels, c.image_size, c.image_size), gens, device=device)  # x_T
-        if schedule.T in keep:
-            kept.setdefault(schedule.T, []).append(to_uint8(x).cpu())
-        for step in ancestral_steps(model, schedule, x, prediction, gens):
+        if visited[0] in keep:
+            kept.setdefault(visited[0], []).append(to_uint8(x).cpu())
+        for step in sampler.steps_iter(model, schedule, x, prediction, gens):
             x = step.x
             bar.update(count)
-            if step.t - 1 in keep:
-                kept.setdefault(step.t - 1, []).append(to_uint8(x).cpu())
+            if step.t_next in keep:
+                kept.setdefault(step.t_next, []).append(to_uint8(x).cpu())
         out.append(to_uint8(x).cpu())
     bar.close()
     frames_list = [(t, torch.cat(kept[t])) for t in sorted(kept, reverse=True)]

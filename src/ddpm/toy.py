@@ -13,7 +13,8 @@ from .config import PointsTrainConfig, to_dict
 from .data.toy2d import PointData, Standardizer, load_points
 from .errors import CheckpointError, DataError
 from .models.mlp import MLP
-from .samplers.ancestral import SamplerStep, ancestral_sample
+from .samplers.ancestral import SamplerStep
+from .samplers.spec import SamplerSpec
 from .schedules import NoiseSchedule
 from .training.checkpoint import save_checkpoint, write_json
 from .training.trainer import make_train_state, run_training
@@ -100,27 +101,34 @@ class PointSamples:
 
 
 def sample_points(loaded: PointsModel, n: int, seed: int, keep_t: list[int] | None = None,
-                  progress: bool = False) -> PointSamples:
-    """Draw n points by Algorithm 2 from N(0, I); keep x_t at the timesteps ``keep_t``."""
+                  progress: bool = False, sampler: SamplerSpec = SamplerSpec()) -> PointSamples:
+    """Draw n points (Algorithm 2 unless ``sampler`` says otherwise) from N(0, I); keep x_t at
+    those of the timesteps ``keep_t`` that the sampler visits."""
     if n < 1:
         raise DataError(f"the number of samples must be >= 1, got {n}")
     from tqdm.auto import tqdm
 
     T = loaded.schedule.T
-    keep = set(keep_t if keep_t is not None else strip_timesteps(T))
+    states = sampler.timesteps_for(T) + [0]  # the timesteps x passes through
+    if keep_t is None:  # the visited timesteps nearest to T, 3T/4, …, 0
+        keep_t = [min(states, key=lambda v: abs(v - t)) for t in strip_timesteps(T)]
+    keep = set(keep_t)
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn(n, loaded.config.model.data_dim, generator=g)  # (N, 2)
-    trajectory = {T: loaded.standardizer.inverse(x_T).numpy()} if T in keep else {}
-    bar = tqdm(total=T, disable=not progress, desc="sample", unit="step", dynamic_ncols=True, mininterval=1.0)
+    trajectory = {states[0]: loaded.standardizer.inverse(x_T).numpy()} if states[0] in keep else {}
+    bar = tqdm(total=len(states) - 1, disable=not progress, desc="sample", unit="step", dynamic_ncols=True, mininterval=1.0)
 
     def record(step: SamplerStep) -> None:
         bar.update(1)
-        if step.t - 1 in keep:
-            trajectory[step.t - 1] = loaded.standardizer.inverse(step.x).numpy()
+        if step.t_next in keep:
+            trajectory[step.t_next] = loaded.standardizer.inverse(step.x).numpy()
 
     start = time.perf_counter()
+    x0 = x_T
     with torch.no_grad():
-        x0 = ancestral_sample(loaded.model, loaded.schedule, x_T, loaded.config.diffusion.prediction(), g, record)
+        for step in sampler.steps_iter(loaded.model, loaded.schedule, x_T, loaded.config.diffusion.prediction(), g):
+            x0 = step.x
+            record(step)
     bar.close()
     return PointSamples(loaded.standardizer.inverse(x0).numpy(), trajectory, time.perf_counter() - start)
 

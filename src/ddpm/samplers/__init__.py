@@ -6,25 +6,18 @@
         -> x_0
 
 ``timesteps`` are decreasing paper timesteps (see :mod:`ddpm.samplers.timesteps`); None
-means all of T … 1. :data:`SAMPLERS` maps the CLI's names to the step iterators.
+means all of T … 1. :data:`SAMPLERS` maps the CLI's names to the step iterators and
+:class:`SamplerSpec` picks one with its timesteps.
 """
-
-from typing import Callable, Iterator
 
 from .ancestral import SamplerStep, ancestral_sample, ancestral_steps
 from .ddim import ddim_invert, ddim_sample, ddim_sigma, ddim_steps
 from .dpm_solver import dpm_solver_sample, dpm_solver_steps
+from .spec import SAMPLERS, SamplerSpec
 from .timesteps import SPACINGS, RespacedModel, check_timesteps, make_timesteps, parse_timesteps, respace
 
-#: Name -> step iterator. "ddim" takes eta (default 0); the others take no options.
-SAMPLERS: dict[str, Callable[..., Iterator[SamplerStep]]] = {
-    "ancestral": ancestral_steps,
-    "ddim": ddim_steps,
-    "dpm_solver++": dpm_solver_steps,
-}
-
 __all__ = [
-    "SAMPLERS", "SPACINGS", "RespacedModel", "SamplerStep", "ancestral_sample", "ancestral_steps",
+    "SAMPLERS", "SPACINGS", "RespacedModel", "SamplerSpec", "SamplerStep", "ancestral_sample", "ancestral_steps",
     "check_timesteps", "ddim_invert", "ddim_sample", "ddim_sigma", "ddim_steps", "dpm_solver_sample",
     "dpm_solver_steps", "make_timesteps", "parse_timesteps", "respace",
 ]

@@ -24,11 +24,13 @@ from .timesteps import RespacedModel, check_timesteps, respace
 
 
 class SamplerStep(NamedTuple):
-    """The state after one reverse step: ``x`` is x_{t−1}; ``pred_x0`` is x̂_0(x_t, t)."""
+    """The state after one reverse step from t: ``x`` is x at ``t_next`` (t − 1 on the full
+    grid, the next kept timestep or 0 otherwise); ``pred_x0`` is x̂_0(x_t, t)."""
 
     t: int
     x: torch.Tensor
     pred_x0: torch.Tensor
+    t_next: int
 
 
 @torch.no_grad()
@@ -62,7 +64,10 @@ def ancestral_steps(
             x = pred.mean + torch.exp(0.5 * pred.log_variance) * z  # (B, ...)
         else:
             x = pred.mean
-        yield SamplerStep(t if t_map is None else int(t_map[t]), x, pred.pred_x0)
+        if t_map is None:
+            yield SamplerStep(t, x, pred.pred_x0, t - 1)
+        else:
+            yield SamplerStep(int(t_map[t]), x, pred.pred_x0, int(t_map[t - 1]))
 
 
 def ancestral_sample(

@@ -66,7 +66,7 @@ def ddim_steps(
         x = math.sqrt(abar_s) * x0 + math.sqrt(max(1.0 - abar_s - sigma**2, 0.0)) * eps
         if sigma > 0:
             x = x + sigma * randn(x.shape, generator, dtype=x.dtype, device=x.device)
-        yield SamplerStep(t, x, x0)
+        yield SamplerStep(t, x, x0, s)
 
 
 def ddim_sample(model: Model, schedule: NoiseSchedule, x_T: torch.Tensor,

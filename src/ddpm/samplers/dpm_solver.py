@@ -48,10 +48,10 @@ def dpm_solver_steps(
     prev_x0, prev_h = None, None
     for i, t in enumerate(ts):
         x0, _ = predict_x0_eps(model, schedule, x, t, prediction)
-        if i + 1 == len(ts):  # to t = 0: σ = 0, so the first-order step is x̂_0 itself
+        s = ts[i + 1] if i + 1 < len(ts) else 0
+        if s == 0:  # σ_0 = 0, so the first-order step is x̂_0 itself
             x = x0
         else:
-            s = ts[i + 1]
             abar_t, abar_s = float(schedule.alpha_bar[t]), float(schedule.alpha_bar[s])
             h = _lambda(schedule, s) - _lambda(schedule, t)
             if prev_x0 is None:
@@ -61,7 +61,7 @@ def dpm_solver_steps(
                 d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * prev_x0
             x = math.sqrt((1.0 - abar_s) / (1.0 - abar_t)) * x - math.sqrt(abar_s) * math.expm1(-h) * d
             prev_x0, prev_h = x0, h
-        yield SamplerStep(t, x, x0)
+        yield SamplerStep(t, x, x0, s)
 
 
 def dpm_solver_sample(model: Model, schedule: NoiseSchedule, x_T: torch.Tensor,

@@ -1,0 +1,78 @@
+"""A sampler chosen by name, as the CLI and the benchmarks choose one."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from ..diffusion import Model, PredictionConfig
+from ..errors import ConfigError
+from ..rng import Generators
+from ..schedules import NoiseSchedule
+from .ancestral import SamplerStep, ancestral_steps
+from .ddim import ddim_steps
+from .dpm_solver import dpm_solver_steps
+from .timesteps import make_timesteps
+
+#: Name -> step iterator. "ddim" takes eta (default 0); the others take no options.
+SAMPLERS = {
+    "ancestral": ancestral_steps,
+    "ddim": ddim_steps,
+    "dpm_solver++": dpm_solver_steps,
+}
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """Which sampler, over which timesteps.
+
+    ``steps`` None means all T steps; ``timesteps`` (decreasing paper timesteps) overrides
+    ``steps`` and ``spacing``. ``eta`` is DDIM's η (0: deterministic, 1: ancestral variance).
+    """
+
+    name: str = "ancestral"
+    steps: int | None = None
+    spacing: str = "trailing"
+    eta: float = 0.0
+    timesteps: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.eta < 0:
+            raise ConfigError(f"eta must be >= 0, got {self.eta}")
+        if self.eta != 0 and self.name != "ddim":
+            raise ConfigError(f"eta applies to the ddim sampler only, not {self.name!r}")
+
+    def timesteps_for(self, T: int) -> list[int]:
+        if self.timesteps is not None:
+            return make_timesteps(T, explicit=list(self.timesteps))
+        return make_timesteps(T, self.steps if self.steps is not None else T, self.spacing)
+
+    def steps_iter(self, model: Model, schedule: NoiseSchedule, x_T: torch.Tensor,
+                   prediction: PredictionConfig = PredictionConfig(),
+                   generator: Generators = None) -> Iterator[SamplerStep]:
+        opts = {"eta": self.eta} if self.name == "ddim" else {}
+        return SAMPLERS[self.name](model, schedule, x_T, prediction, generator,
+                                   timesteps=self.timesteps_for(schedule.T), **opts)
+
+    def sample(self, model: Model, schedule: NoiseSchedule, x_T: torch.Tensor,
+               prediction: PredictionConfig = PredictionConfig(), generator: Generators = None) -> torch.Tensor:
+        x = x_T
+        for step in self.steps_iter(model, schedule, x_T, prediction, generator):
+            x = step.x
+        return x
+
+    def describe(self, T: int) -> dict:
+        """What to record beside the samples."""
+        d = asdict(self)
+        d["timesteps"] = self.timesteps_for(T)
+        d["network_evaluations_per_sample"] = len(d["timesteps"])
+        return d
+
+
+def parse_sampler(name: str, steps: int | None, spacing: str, eta: float,
+                  timesteps: Sequence[int] | None) -> SamplerSpec:
+    return SamplerSpec(name, steps, spacing, eta, tuple(timesteps) if timesteps is not None else None)
