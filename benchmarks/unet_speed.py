@@ -3,7 +3,9 @@
 Prints, in one run on one machine, for each preset: images/s of a forward pass and of a
 training step (forward + backward + Adam), ours and diffusers' side by side, their ratio, and
 the share of the machine's fp32 matmul peak each reaches (FLOPs counted by PyTorch's
-FlopCounterMode; a training step counted as 3× the forward). Also the data loader's images/s.
+FlopCounterMode; a training step counted as 3× the forward). Then the data loader's images/s
+(MNIST in memory, and a folder of PNGs decoded, cropped and resized on access) next to the
+training step's.
 
     .venv/bin/python benchmarks/unet_speed.py                  # cifar10 and mnist, batch 16
     .venv/bin/python benchmarks/unet_speed.py --presets mnist --batch 32
@@ -68,6 +70,43 @@ def measure(model, x, t, reps: int) -> tuple[float, float]:
     return fwd, timed(step, reps)
 
 
+def loader_rate(data, batch: int, seconds: float = 3.0) -> float:
+    """Images/s of the trainer's data path: index a batch, gather it, map to [-1, 1]."""
+    from ddpm.data.images import to_model_range
+    from ddpm.data.sources import EpochOrder, gather
+
+    order = EpochOrder(len(data), batch, seed=0)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        to_model_range(gather(data, order.next()))
+        count += batch
+    return count / (time.perf_counter() - start)
+
+
+def loaders(batch: int, train_rates: dict[str, float]) -> None:
+    """The data loader's images/s next to what a training step consumes."""
+    import tempfile
+
+    from PIL import Image
+
+    from ddpm.data.folder import ImageFolder
+    from ddpm.data.images import load_mnist
+
+    print("\n| data | loader img/s | training step img/s (ours) | loader / step |\n|---|---:|---:|---:|")
+    mnist = load_mnist(None, "train", 28)
+    rows = [("mnist in memory (28×28)", mnist, train_rates.get("mnist"))]
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = torch.Generator().manual_seed(0)
+        for i in range(256):  # 64×64 RGB PNGs, centre-cropped and resized to 32×32 on access
+            arr = torch.randint(0, 256, (64, 64, 3), generator=rng, dtype=torch.uint8).numpy()
+            Image.fromarray(arr).save(f"{tmp}/{i:04d}.png")
+        rows.append(("PNG folder, 64→32 px RGB", ImageFolder(tmp, 32, 3), train_rates.get("cifar10")))
+        for label, data, train in rows:
+            rate = loader_rate(data, batch)
+            ratio = f"{rate / train:.0f}×" if train else "–"
+            print(f"| {label} | {rate:.0f} | {f'{train:.2f}' if train else '–'} | {ratio} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="*", default=["cifar10", "mnist"])
@@ -82,6 +121,7 @@ def main() -> None:
           f"diffusers {diffusers.__version__}, fp32, batch {args.batch}; matmul peak {peak:.0f} GFLOP/s")
     print("| preset | params | pass | ours img/s | diffusers img/s | ratio | ours % peak | diffusers % peak |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
+    train_rates: dict[str, float] = {}
     for name in args.presets:
         cfg = UNET_PRESETS[name]()
         torch.manual_seed(0)
@@ -95,10 +135,12 @@ def main() -> None:
         f_ours, s_ours = measure(ours, x, t, args.reps)
         f_theirs, s_theirs = measure(theirs, x, t - 1, args.reps)
         params = sum(p.numel() for p in ours.parameters())
+        train_rates[name] = args.batch / s_ours
         for label, a, b, mult in (("forward", f_ours, f_theirs, 1), ("train step", s_ours, s_theirs, 3)):
             share = lambda sec: 100 * mult * flops / sec / 1e9 / peak  # noqa: E731
             print(f"| {name} | {params / 1e6:.2f}M | {label} | {args.batch / a:.2f} | {args.batch / b:.2f} "
                   f"| {b / a:.2f}× | {share(a):.0f} % | {share(b):.0f} % |", flush=True)
+    loaders(args.batch, train_rates)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_readme_python_examples_run():
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     assert blocks
+    namespace: dict = {}  # the blocks read as one session, each continuing the last
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})
+        exec(compile(block, "README.md", "exec"), namespace)
 
 
 def test_ci_runs_the_readme_test_command():
