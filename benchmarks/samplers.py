@@ -54,6 +54,14 @@ def sample(args) -> None:
             if steps == loaded.schedule.T and name not in args.full_grid:
                 continue  # on the full grid DDIM η=1 is Algorithm 2 itself (tested), η=0 and DPM-Solver its ODE
             spec = SamplerSpec(name, steps, args.spacing, **opts)
+            k = key(name, opts, steps)
+            if args.reuse is not None and name == "ancestral" and steps == schedule.T:
+                import shutil
+
+                shutil.copy(args.reuse, args.out / f"{k}.npz")
+                times[k] = {"sampler": label(name, opts), "steps": steps, "n": args.n, "reused": str(args.reuse),
+                            "seconds": _reused_seconds(args.reuse)}
+                continue
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -62,12 +70,16 @@ def sample(args) -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
-            k = key(name, opts, steps)
             save_npz(images, args.out / f"{k}.npz")
             times[k] = {"sampler": label(name, opts), "steps": steps, "seconds": seconds, "n": args.n}
             print(f"{label(name, opts):14s} {steps:5d} steps: {args.n} images in {seconds:7.1f} s", flush=True)
     (args.out / "sample_times.json").write_text(json.dumps({"machine": machine(), "checkpoint": str(loaded.path),
                                                             "step": loaded.step, "times": times}, indent=2))
+
+
+def _reused_seconds(npz: Path) -> float | None:
+    meta = npz.parent / "table2_eval.json"
+    return json.loads(meta.read_text()).get("sample_seconds") if meta.is_file() else None
 
 
 def fid(args) -> None:
@@ -96,7 +108,8 @@ def table(args, rows: dict, ref_label: str, sampling_machine: str) -> None:
     steps = sorted({r["steps"] for r in rows.values()})
     lines = ["| sampler | " + " | ".join(f"{s} steps" for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
     for name, rs in by_sampler.items():
-        cells = {r["steps"]: f"{r['fid']:.2f} ({r['seconds']:.1f} s)" for r in rs}
+        cells = {r["steps"]: f"{r['fid']:.2f} ({r['seconds']:.1f} s)" if r.get("seconds") else f"{r['fid']:.2f}"
+                 for r in rs}
         lines.append(f"| {name} | " + " | ".join(cells.get(s, "–") for s in steps) + " |")
     text = "\n".join(lines) + (f"\n\nFID against {ref_label} (wall time for {next(iter(rows.values()))['n']} "
                                f"images on {sampling_machine} in brackets)\n")
@@ -196,12 +209,15 @@ def main() -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", type=Path, default=Path("runs/samplers"))
     p.add_argument("--phase", default="all", choices=("all", "sample", "fid", "speed"))
-    p.add_argument("--n", type=int, default=100, help="images per setting")
+    p.add_argument("--n", type=int, default=128, help="images per setting")
     p.add_argument("--full-grid", default="ancestral", help="samplers also run at all T steps (comma-separated)")
     p.add_argument("--steps", default=",".join(map(str, STEPS)))
     p.add_argument("--spacing", default="trailing")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=1000, help="per-image seeds (1000: the images of table2_mnist.py)")
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="an .npz of the same images from the full-grid ancestral sampler (table2_mnist.py's "
+                   "samples.npz with the same seed and n) to use instead of sampling them again")
     p.add_argument("--ref-n", type=int, default=1000)
     p.add_argument("--speed-steps", type=int, default=50)
     p.add_argument("--speed-batch", type=int, default=16)

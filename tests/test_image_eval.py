@@ -42,6 +42,10 @@ def test_eval_nll_writes_the_breakdown_the_terms_and_rate_distortion(run_dir, tm
     assert rate == sorted(rate, reverse=True) and rate[0] == pytest.approx(result["rate_bits_per_dim"], rel=1e-4)
     for png in ("nll_terms.png", "rate_distortion.png"):
         assert PIL.open(out / png).size[0] > 100
+    assert main(["eval", "nll", "--checkpoint", str(run_dir), "--n", "4", "--respace", "5", "--quiet", "--out",
+                 str(tmp_path / "r")]) == 0
+    assert "respaced to 5 steps" in capsys.readouterr().out
+    assert len(list(csv.DictReader(open(tmp_path / "r" / "nll_terms.csv")))) == 5
 
 
 def test_the_estimate_agrees_with_the_full_bound(run_dir):

@@ -60,3 +60,21 @@ def test_rate_counts_what_was_sent_before_x_t(setup):
     # distortion: x̂_0 is exact at small t and the prior mean (0) at t = T, so its error is Var x_0 = 1
     mse = bound.sq_err.mean(0)
     assert mse[0] < 0.01 and abs(float(mse[-1]) - 1.0) < 0.3
+
+
+def test_the_bound_of_a_respaced_process_has_its_own_closed_form():
+    """Respaced to K steps, N(0, 1) data still has N(0, 1) marginals and exact reverse kernels
+    N(√α'_i x, β'_i), so with σ² = β' the bound is exact but for the decoder's σ'_1² = β̃'_2."""
+    from ddpm.samplers import RespacedModel, make_timesteps, respace
+
+    s = NoiseSchedule.from_name("linear", 1000)
+    model = GaussianMixtureDenoiser(torch.ones(1), torch.zeros(1, 1), torch.ones(1, 1, 1), s.alpha_bar)
+    short, t_map = respace(s, make_timesteps(1000, 10, "trailing"))
+    wrapped = RespacedModel(model, t_map)
+    x0 = torch.randn(4000, 1, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    bound = variational_bound(wrapped, short, x0, PRED, "gaussian", torch.Generator().manual_seed(7))
+    assert bound.terms.shape == (4000, 10)
+    r = float(short.beta[1] / short.posterior_variance[2])
+    expected = 0.5 * math.log(2 * math.pi * math.e) + 0.5 * (r - 1 - math.log(r))
+    se = bound.total.std().item() / math.sqrt(4000)
+    assert abs(bound.total.mean().item() - expected) < 4 * se + 1e-3

@@ -113,11 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("checkpoint", help="a run directory (newest checkpoint) or a checkpoint")
     exp.add_argument("out", help="folder to write (config.json, weights, scheduler_config.json)")
     exp.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
-    _add_eval_parsers(sub, fmt)
+    _add_evaluation_parsers(sub, fmt)
     return parser
 
 
-def _add_eval_parsers(sub, fmt) -> None:
+def _add_evaluation_parsers(sub, fmt) -> None:
+    """eval nll, eval fid, progressive and interpolate."""
     ev = sub.add_parser("eval", help="measure a checkpoint: bits/dim (nll) or FID/KID (fid)", formatter_class=fmt)
     ev_sub = ev.add_subparsers(dest="eval_command", required=True, parser_class=_Parser)
 
@@ -127,9 +128,11 @@ def _add_eval_parsers(sub, fmt) -> None:
     nll.add_argument("--split", default="test", choices=("train", "test"), help="which split of the data set")
     nll.add_argument("--data-dir", default=None, help="the data set's folder (CIFAR-10 batches, MNIST idx, images)")
     nll.add_argument("--n", type=int, default=None, help="first N test images (default: all; 2-D: 4000 points)")
-    nll.add_argument("--timesteps", type=int, default=None,
-                     help="estimate from this many random terms per image (unbiased, with its standard error) "
+    nll.add_argument("--terms", type=int, default=None, metavar="K",
+                     help="estimate from K random terms per image (unbiased, with its standard error) "
                      "instead of all T")
+    nll.add_argument("--respace", type=int, default=None, metavar="K",
+                     help="the bound of the process respaced to K steps (trailing spacing) instead of all T")
     nll.add_argument("--batch-size", type=int, default=100, help="images per batch")
     nll.add_argument("--max-batch", type=int, default=1000, help="images per network call (timesteps are stacked)")
     nll.add_argument("--seed", type=int, default=0)
@@ -421,7 +424,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _eval_nll(args: argparse.Namespace) -> int:
     from .api import load
 
-    for name in ("n", "timesteps", "batch_size", "max_batch"):
+    for name in ("n", "terms", "batch_size", "max_batch", "respace"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -431,8 +434,8 @@ def _eval_nll(args: argparse.Namespace) -> int:
     from .evaluation.images import bits_per_dim, eval_images, nll_lines, write_nll_outputs
 
     images = eval_images(loaded, args.split, args.data_dir, args.n)
-    result = bits_per_dim(loaded, images, args.timesteps, args.batch_size, args.max_batch, args.seed,
-                          _device(args.device), progress=not args.quiet)
+    result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed,
+                          _device(args.device), progress=not args.quiet, respace_steps=args.respace)
     result.update({"checkpoint": str(loaded.path), "step": loaded.step, "split": args.split, "seed": args.seed,
                    "data": loaded.config.data.dataset})
     out = Path(args.out) if args.out else loaded.path.parent.parent / "eval" / "nll"
@@ -448,7 +451,7 @@ def _eval_points(args: argparse.Namespace) -> int:
     from .training.checkpoint import write_json
 
     loaded = load_points_model(args.checkpoint, use_ema=not args.no_ema)
-    result = evaluate_points(loaded, n=args.n or 4000, seed=args.seed, timesteps=args.timesteps)
+    result = evaluate_points(loaded, n=args.n or 4000, seed=args.seed, timesteps=args.terms)
     for line in result.pop("lines"):
         print(line)
     if args.out:

@@ -54,6 +54,7 @@ def ancestral_steps(
         kept = check_timesteps(schedule.T, timesteps)
         if kept != list(range(schedule.T, 0, -1)):
             schedule, t_map = respace(schedule, kept)
+            schedule = schedule.to(x_T.device)
             model = RespacedModel(model, t_map.to(x_T.device))
     x = x_T
     for t in range(schedule.T, 0, -1):

@@ -23,10 +23,6 @@ from .ancestral import SamplerStep
 from .timesteps import check_timesteps, make_timesteps
 
 
-def _abar(schedule: NoiseSchedule, t: int) -> float:
-    return float(schedule.alpha_bar[t])
-
-
 def predict_x0_eps(model: Model, schedule: NoiseSchedule, x: torch.Tensor, t: int,
                    prediction: PredictionConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """x̂_0 and ε̂ at (x_t, t) for any parameterization (ε̂ recomputed from a clipped x̂_0)."""
@@ -57,11 +53,12 @@ def ddim_steps(
     if eta < 0:
         raise ValueError(f"eta must be ≥ 0, got {eta}")
     ts = check_timesteps(schedule.T, timesteps) if timesteps is not None else make_timesteps(schedule.T)
+    abar = schedule.alpha_bar.detach().cpu().tolist()  # python floats: no device sync per step
     x = x_T
     for i, t in enumerate(ts):
         s = ts[i + 1] if i + 1 < len(ts) else 0
         x0, eps = predict_x0_eps(model, schedule, x, t, prediction)
-        abar_t, abar_s = _abar(schedule, t), _abar(schedule, s)
+        abar_t, abar_s = abar[t], abar[s]
         sigma = ddim_sigma(abar_t, abar_s, eta)
         x = math.sqrt(abar_s) * x0 + math.sqrt(max(1.0 - abar_s - sigma**2, 0.0)) * eps
         if sigma > 0:
@@ -103,10 +100,11 @@ def ddim_invert(
         ts = make_timesteps(schedule.T, explicit=list(range(t_end, 0, -1)))
     else:
         ts = check_timesteps(schedule.T, timesteps)
+    abar = schedule.alpha_bar.detach().cpu().tolist()
     x, a = x0, 0
     for b in reversed(ts):
         x0_hat, eps = predict_x0_eps(model, schedule, x, a if a > 0 else b, prediction)
-        abar_b = _abar(schedule, b)
+        abar_b = abar[b]
         x = math.sqrt(abar_b) * x0_hat + math.sqrt(1.0 - abar_b) * eps
         a = b
     return x

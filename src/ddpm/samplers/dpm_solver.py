@@ -26,8 +26,10 @@ from .ddim import predict_x0_eps
 from .timesteps import check_timesteps, make_timesteps
 
 
-def _lambda(schedule: NoiseSchedule, t: int) -> float:
-    abar = float(schedule.alpha_bar[t])
+def _lambda(abar: float) -> float:
+    """λ = log(α/σ) = ½ log(ᾱ / (1 − ᾱ))."""
+    if not 0.0 < abar < 1.0:
+        raise ValueError(f"DPM-Solver needs 0 < ᾱ_t < 1 at every visited t, got {abar}")
     return 0.5 * (math.log(abar) - math.log1p(-abar))
 
 
@@ -44,6 +46,7 @@ def dpm_solver_steps(
     """Yield each DPM-Solver++(2M) step; deterministic, so ``generator`` is unused."""
     del generator
     ts = check_timesteps(schedule.T, timesteps) if timesteps is not None else make_timesteps(schedule.T)
+    abar = schedule.alpha_bar.detach().cpu().tolist()  # python floats: no device sync per step
     x = x_T
     prev_x0, prev_h = None, None
     for i, t in enumerate(ts):
@@ -52,8 +55,8 @@ def dpm_solver_steps(
         if s == 0:  # σ_0 = 0, so the first-order step is x̂_0 itself
             x = x0
         else:
-            abar_t, abar_s = float(schedule.alpha_bar[t]), float(schedule.alpha_bar[s])
-            h = _lambda(schedule, s) - _lambda(schedule, t)
+            abar_t, abar_s = abar[t], abar[s]
+            h = _lambda(abar_s) - _lambda(abar_t)
             if prev_x0 is None:
                 d = x0
             else:
