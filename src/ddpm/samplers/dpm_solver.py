@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from ..diffusion import Model, PredictionConfig
+from ..errors import ConfigError
 from ..rng import Generators
 from ..schedules import NoiseSchedule
 from .ancestral import SamplerStep
@@ -29,7 +30,8 @@ from .timesteps import check_timesteps, make_timesteps
 def _lambda(abar: float) -> float:
     """λ = log(α/σ) = ½ log(ᾱ / (1 − ᾱ))."""
     if not 0.0 < abar < 1.0:
-        raise ValueError(f"DPM-Solver needs 0 < ᾱ_t < 1 at every visited t, got {abar}")
+        raise ConfigError(f"DPM-Solver needs 0 < ᾱ_t < 1 at every visited t, got ᾱ = {abar} "
+                          "(a schedule with ᾱ_T = 0, such as jsd: use another sampler or drop t = T)")
     return 0.5 * (math.log(abar) - math.log1p(-abar))
 
 
