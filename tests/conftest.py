@@ -44,3 +44,15 @@ def paper_schedule() -> NoiseSchedule:
 
 def rand_t(schedule: NoiseSchedule, n: int, g: torch.Generator, low: int = 1) -> torch.Tensor:
     return torch.randint(low, schedule.T + 1, (n,), generator=g)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny image run (digits preset, T = 30, 4 steps) for sampling and evaluation tests."""
+    pytest.importorskip("sklearn")
+    from ddpm.cli import main
+
+    out = tmp_path_factory.mktemp("digits")
+    assert main(["train", "--preset", "digits", "--T", "30", "--steps", "4", "--batch-size", "16", "--quiet",
+                 "--out", str(out)]) == 0
+    return out

@@ -16,14 +16,6 @@ pytest.importorskip("sklearn")
 PIL = pytest.importorskip("PIL.Image")
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("digits")
-    assert main(["train", "--preset", "digits", "--T", "30", "--steps", "4", "--batch-size", "16", "--quiet",
-                 "--out", str(out)]) == 0
-    return out
-
-
 def test_eval_nll_writes_the_breakdown_the_terms_and_rate_distortion(run_dir, tmp_path, capsys):
     out = tmp_path / "nll"
     assert main(["eval", "nll", "--checkpoint", str(run_dir), "--n", "12", "--batch-size", "5", "--max-batch",

@@ -14,14 +14,6 @@ pytest.importorskip("sklearn")
 PIL = pytest.importorskip("PIL.Image")
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("digits")
-    assert main(["train", "--preset", "digits", "--T", "30", "--steps", "4", "--batch-size", "16", "--quiet",
-                 "--out", str(out)]) == 0
-    return out
-
-
 def test_image_i_is_the_same_at_any_batch_size(run_dir):
     loaded = load(run_dir)
     a = sample_images(loaded.model, loaded.schedule, loaded.prediction, n=5, seed=3, batch_size=5)
