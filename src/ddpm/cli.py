@@ -515,7 +515,8 @@ def _eval_fid(args: argparse.Namespace) -> int:
         images = images_from_path(args.samples)
         meta = {"samples": str(args.samples)}
     result = compare(FeatureStats.of(extractor(images, progress=not args.quiet)), ref_stats, ref_label)
-    print(result.line())
+    print(result.line() + (f"; samples seed {args.seed}, sampler {meta['sampler']['name']} with "
+                           f"{meta['sampler']['network_evaluations_per_sample']} steps" if loaded is not None else ""))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(args.out).with_suffix(".json"), {**asdict(result), **meta})
