@@ -82,8 +82,15 @@ def ancestral_sample(
     timesteps: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Run Algorithm 2 and return x_0; ``callback`` sees every :class:`SamplerStep`."""
+    return run_to_end(ancestral_steps(model, schedule, x_T, prediction, generator, timesteps=timesteps), x_T,
+                      callback)
+
+
+def run_to_end(steps: Iterator[SamplerStep], x_T: torch.Tensor,
+               callback: Callable[[SamplerStep], None] | None = None) -> torch.Tensor:
+    """Drain a sampler's step iterator and return the last x (x_T if there were no steps)."""
     x = x_T
-    for step in ancestral_steps(model, schedule, x_T, prediction, generator, timesteps=timesteps):
+    for step in steps:
         x = step.x
         if callback is not None:
             callback(step)

@@ -19,7 +19,7 @@ import torch
 from ..diffusion import Model, PredictionConfig, p_mean_variance
 from ..rng import Generators, randn
 from ..schedules import NoiseSchedule
-from .ancestral import SamplerStep
+from .ancestral import SamplerStep, run_to_end
 from .timesteps import check_timesteps, make_timesteps
 
 
@@ -71,12 +71,8 @@ def ddim_sample(model: Model, schedule: NoiseSchedule, x_T: torch.Tensor,
                 callback: Callable[[SamplerStep], None] | None = None, *, timesteps: Sequence[int] | None = None,
                 eta: float = 0.0) -> torch.Tensor:
     """Run DDIM and return x_0; ``callback`` sees every :class:`SamplerStep`."""
-    x = x_T
-    for step in ddim_steps(model, schedule, x_T, prediction, generator, timesteps=timesteps, eta=eta):
-        x = step.x
-        if callback is not None:
-            callback(step)
-    return x
+    return run_to_end(ddim_steps(model, schedule, x_T, prediction, generator, timesteps=timesteps, eta=eta), x_T,
+                      callback)
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from ..diffusion import Model, PredictionConfig
 from ..errors import ConfigError
 from ..rng import Generators
 from ..schedules import NoiseSchedule
-from .ancestral import SamplerStep
+from .ancestral import SamplerStep, run_to_end
 from .ddim import predict_x0_eps
 from .timesteps import check_timesteps, make_timesteps
 
@@ -74,9 +74,5 @@ def dpm_solver_sample(model: Model, schedule: NoiseSchedule, x_T: torch.Tensor,
                       callback: Callable[[SamplerStep], None] | None = None, *,
                       timesteps: Sequence[int] | None = None) -> torch.Tensor:
     """Run DPM-Solver++(2M) and return x_0; ``callback`` sees every :class:`SamplerStep`."""
-    x = x_T
-    for step in dpm_solver_steps(model, schedule, x_T, prediction, generator, timesteps=timesteps):
-        x = step.x
-        if callback is not None:
-            callback(step)
-    return x
+    return run_to_end(dpm_solver_steps(model, schedule, x_T, prediction, generator, timesteps=timesteps), x_T,
+                      callback)

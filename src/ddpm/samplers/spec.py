@@ -11,7 +11,7 @@ from ..diffusion import Model, PredictionConfig
 from ..errors import ConfigError
 from ..rng import Generators
 from ..schedules import NoiseSchedule
-from .ancestral import SamplerStep, ancestral_steps
+from .ancestral import SamplerStep, ancestral_steps, run_to_end
 from .ddim import ddim_steps
 from .dpm_solver import dpm_solver_steps
 from .timesteps import make_timesteps
@@ -60,10 +60,7 @@ class SamplerSpec:
 
     def sample(self, model: Model, schedule: NoiseSchedule, x_T: torch.Tensor,
                prediction: PredictionConfig = PredictionConfig(), generator: Generators = None) -> torch.Tensor:
-        x = x_T
-        for step in self.steps_iter(model, schedule, x_T, prediction, generator):
-            x = step.x
-        return x
+        return run_to_end(self.steps_iter(model, schedule, x_T, prediction, generator), x_T)
 
     def describe(self, T: int) -> dict:
         """What to record beside the samples."""

@@ -1,0 +1,55 @@
+"""Pieces the command modules share: the one-line-error parser, sampler options, devices."""
+
+from __future__ import annotations
+
+import argparse
+
+from .errors import ConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (and exit status 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_sampler_options(p: argparse.ArgumentParser) -> None:
+    from .samplers import SAMPLERS, SPACINGS
+
+    g = p.add_argument_group("sampler")
+    g.add_argument("--sampler", default="ancestral", choices=list(SAMPLERS),
+                   help="ancestral: Algorithm 2 (respaced when --steps < T); ddim: Song et al. 2021; "
+                   "dpm_solver++: DPM-Solver++(2M)")
+    g.add_argument("--steps", type=int, default=None, help="network evaluations per sample (default: T)")
+    g.add_argument("--spacing", default="trailing", choices=SPACINGS, help="which timesteps --steps keeps")
+    g.add_argument("--timesteps", default=None, help="explicit decreasing paper timesteps, e.g. 1000,750,500,250")
+    g.add_argument("--eta", type=float, default=0.0, help="DDIM's eta: 0 deterministic, 1 ancestral variance")
+
+
+def _sampler_spec(args: argparse.Namespace):
+    from .samplers import SamplerSpec, parse_timesteps
+
+    timesteps = parse_timesteps(args.timesteps) if args.timesteps else None
+    if timesteps is not None and args.steps is not None:
+        raise ConfigError("give --steps or --timesteps, not both")
+    return SamplerSpec(args.sampler, args.steps, args.spacing, args.eta,
+                       tuple(timesteps) if timesteps is not None else None)
+
+
+def _device(name: str | None):
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name!r}: {exc}") from None
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}") from None

