@@ -55,6 +55,20 @@ def test_ema_warmup_and_plain_decay():
         EMA(model, 1.5)
 
 
+def test_ema_load_keeps_float32_where_the_shadow_lives_and_checks_names_and_shapes():
+    # a checkpoint is read on the CPU; on a GPU run the shadow must stay on the GPU (a resume on
+    # CUDA once failed in the first update with "cuda:0 and cpu"), so load() places by the shadow
+    ema = EMA(Scaled(0.0).double(), 0.9999)
+    assert ema.shadow["w"].dtype == torch.float32
+    ema.load({"w": torch.tensor(2.0, dtype=torch.float64)}, 7)
+    assert ema.shadow["w"].dtype == torch.float32 and ema.shadow["w"].item() == 2.0 and ema.num_updates == 7
+    ema.update(Scaled(4.0))
+    with pytest.raises(ValueError, match="other names"):
+        ema.load({"v": torch.tensor(1.0)}, 0)
+    with pytest.raises(ValueError, match=r"EMA weight w: saved shape \(3,\)"):
+        ema.load({"w": torch.zeros(3)}, 0)
+
+
 def test_learning_rate_warms_up_linearly():
     optim = OptimConfig(lr=2e-4, warmup=5000)
     assert learning_rate(optim, 0) == pytest.approx(2e-4 / 5000)

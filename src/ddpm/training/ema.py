@@ -35,5 +35,16 @@ class EMA:
                 self.shadow[k].copy_(v)
         self.num_updates += 1
 
+    def load(self, tensors: dict[str, torch.Tensor], num_updates: int) -> None:
+        """Take saved shadow weights, placed where the current ones live (a checkpoint is read on
+        the CPU; the run may be on a GPU) and kept in float32."""
+        if set(tensors) != set(self.shadow):
+            raise ValueError("the saved EMA weights have other names than the model's")
+        for k, v in tensors.items():
+            if v.shape != self.shadow[k].shape:
+                raise ValueError(f"EMA weight {k}: saved shape {tuple(v.shape)}, model {tuple(self.shadow[k].shape)}")
+        self.shadow = {k: v.to(device=self.shadow[k].device, dtype=self.shadow[k].dtype) for k, v in tensors.items()}
+        self.num_updates = int(num_updates)
+
     def copy_to(self, model: nn.Module) -> None:
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()})

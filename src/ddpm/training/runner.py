@@ -74,10 +74,10 @@ def restore_training_checkpoint(path: Path, state: TrainState, order: EpochOrder
     try:
         state.model.load_state_dict(tensors["model"])
         _load_optimizer(state.optimizer, tensors["optimizer"], meta["optimizer_param_groups"])
-        if set(tensors["ema"]) != set(state.ema.shadow):
-            raise CheckpointError(f"{ckpt}: ema.safetensors does not fit the model")
-        state.ema.shadow = {k: v.clone() for k, v in tensors["ema"].items()}
-        state.ema.num_updates = int(meta["ema_updates"])
+        try:
+            state.ema.load(tensors["ema"], meta["ema_updates"])
+        except ValueError as exc:
+            raise CheckpointError(f"{ckpt}: ema.safetensors does not fit the model: {exc}") from None
         state.timesteps.load_state_dict(meta["timestep_sampler"])
         order.load_state_dict(meta["data_position"])
         state.step = int(meta["step"])
