@@ -142,6 +142,31 @@ def test_eps_mean_is_equation_11(paper_schedule):
     assert torch.allclose(pred.mean, (xt - b / torch.sqrt(1 - ab) * eps) / torch.sqrt(a), atol=1e-9)
 
 
+def test_p_mean_variance_takes_one_int_timestep_for_the_batch(paper_schedule):
+    import numpy as np
+
+    s = paper_schedule
+    xt = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    seen = []
+
+    def model(x, tt):
+        seen.append(tt)
+        return torch.tanh(x) * tt[:, None]
+
+    ref = p_mean_variance(model, s, xt, torch.full((4,), 700))
+    # the samplers' form: one Python int, checked in Python
+    for t in (700, np.int64(700)):
+        pred = p_mean_variance(model, s, xt, t)
+        assert seen[-1].dtype == torch.long and seen[-1].tolist() == [700] * 4
+        for a, b in zip(pred, ref):
+            assert torch.equal(a, b)
+    for bad in (0, s.T + 1):
+        with pytest.raises(ValueError, match=rf"timestep {bad} is outside \[1, {s.T}\]"):
+            p_mean_variance(model, s, xt, bad)
+    with pytest.raises(TypeError):
+        p_mean_variance(model, s, xt, 700.0)
+
+
 def test_variance_types(paper_schedule):
     s = paper_schedule
     xt = torch.zeros(3, 2, dtype=torch.float64)

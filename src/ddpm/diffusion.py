@@ -7,6 +7,8 @@ integer tensor of the paper's timesteps (1..T; 0 is the data where allowed).
 
 from __future__ import annotations
 
+import operator
+
 from dataclasses import dataclass
 from typing import Callable, Literal, NamedTuple, get_args
 
@@ -261,7 +263,7 @@ def p_mean_variance(
     model: Model,
     schedule: NoiseSchedule,
     xt: torch.Tensor,
-    t: torch.Tensor,
+    t: torch.Tensor | int,
     config: PredictionConfig = PredictionConfig(),
     model_output: torch.Tensor | None = None,
 ) -> Prediction:
@@ -270,8 +272,17 @@ def p_mean_variance(
     ``model(x_t, t)`` is called with the paper's t (unless ``model_output`` is given). For
     ε-prediction μ_θ = (x_t − β_t/√(1−ᾱ_t) ε_θ)/√α_t (eq. 11), computed through x̂_0 and the
     posterior mean, which is algebraically identical and lets x̂_0 be clipped.
+
+    ``t`` is a (B,) tensor, or one int for the whole batch (as the samplers pass it): that one
+    is checked in Python, so a step on a GPU waits for nothing (checking a tensor reads it back).
     """
-    t = schedule.check_t(t)
+    if not isinstance(t, torch.Tensor):
+        t = operator.index(t)  # an int (numpy's too); a float is a TypeError
+        if not 1 <= t <= schedule.T:
+            raise ValueError(f"timestep {t} is outside [1, {schedule.T}]")
+        t = torch.full((xt.shape[0],), t, dtype=torch.long, device=xt.device)
+    else:
+        t = schedule.check_t(t)
     out = model(xt, t) if model_output is None else model_output
     var_out = None
     if config.learned_variance:

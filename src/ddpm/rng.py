@@ -21,8 +21,12 @@ def randn(shape: Sequence[int], generator: Generators = None, dtype: torch.dtype
         return torch.randn(tuple(shape), generator=generator, dtype=dtype, device=g_device).to(device)
     if len(generator) != shape[0]:
         raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
-    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, dtype=dtype, device=g.device)
-                        for g in generator]).to(device)
+    noise = torch.stack([torch.randn(tuple(shape[1:]), generator=g, dtype=dtype, device=g.device)
+                         for g in generator])
+    if device is not None and torch.device(device).type == "cuda" and noise.device.type == "cpu":
+        # from page-locked memory the copy does not wait for the GPU's queue (a sampler step each)
+        return noise.pin_memory().to(device, non_blocking=True)
+    return noise.to(device)
 
 
 def per_sample_generators(seed: int, start: int, count: int) -> list[torch.Generator]:

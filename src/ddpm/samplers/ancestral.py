@@ -58,8 +58,7 @@ def ancestral_steps(
             model = RespacedModel(model, t_map.to(x_T.device))
     x = x_T
     for t in range(schedule.T, 0, -1):
-        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        pred = p_mean_variance(model, schedule, x, t_batch, prediction)
+        pred = p_mean_variance(model, schedule, x, t, prediction)
         if t > 1:
             z = randn(x.shape, generator, dtype=x.dtype, device=x.device)
             x = pred.mean + torch.exp(0.5 * pred.log_variance) * z  # (B, ...)

@@ -26,8 +26,7 @@ from .timesteps import check_timesteps, make_timesteps
 def predict_x0_eps(model: Model, schedule: NoiseSchedule, x: torch.Tensor, t: int,
                    prediction: PredictionConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """x̂_0 and ε̂ at (x_t, t) for any parameterization (ε̂ recomputed from a clipped x̂_0)."""
-    t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-    pred = p_mean_variance(model, schedule, x, t_batch, prediction)
+    pred = p_mean_variance(model, schedule, x, t, prediction)
     return pred.pred_x0, pred.pred_eps
 
 
