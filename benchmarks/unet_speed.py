@@ -3,9 +3,11 @@
 Prints, in one run on one machine, for each preset: images/s of a forward pass and of a
 training step (forward + backward + Adam), ours and diffusers' side by side, their ratio, and
 the share of the machine's fp32 matmul peak each reaches (FLOPs counted by PyTorch's
-FlopCounterMode; a training step counted as 3× the forward). Then the data loader's images/s
-(MNIST in memory, and a folder of PNGs decoded, cropped and resized on access) next to the
-training step's.
+FlopCounterMode; a training step counted as 3× the forward), the share of each pass's time spent
+in convolutions and matrix products (profiled), and the ratio ours would reach if everything
+else cost nothing: the bound on any speed-up that keeps oneDNN's convolutions. Then the data
+loader's images/s (MNIST in memory, and a folder of PNGs decoded, cropped and resized on
+access) next to the training step's.
 
     .venv/bin/python benchmarks/unet_speed.py                  # cifar10 and mnist, batch 16
     .venv/bin/python benchmarks/unet_speed.py --presets mnist --batch 32
@@ -27,16 +29,35 @@ from ddpm.presets import UNET_PRESETS
 
 
 def matmul_peak(sizes=(1024, 2048, 3072), reps: int = 5) -> float:
-    """The best fp32 GFLOP/s of square matmuls, each size timed after a warm-up."""
+    """The best fp32 GFLOP/s of square matmuls, by MKL (torch.matmul) or by oneDNN (the same
+    product as a 1×1 convolution, the library the U-Nets' convolutions run in), each size timed
+    after a warm-up."""
     best = 0.0
     for n in sizes:
         a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b
-        for _ in range(reps):
-            start = time.perf_counter()
-            a @ b
-            best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+        xs, ws = a.reshape(1, n, n, 1), b.reshape(n, n, 1, 1)
+        for fn in (lambda: a @ b, lambda: torch.nn.functional.conv2d(xs, ws)):
+            fn()
+            for _ in range(reps):
+                start = time.perf_counter()
+                fn()
+                best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
     return best
+
+
+CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::mm", "aten::addmm", "aten::bmm")
+
+
+def dense_share(fn) -> float:
+    """The share of fn's CPU time spent in convolutions and matrix products (profiled once)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS) / total
 
 
 def forward_flops(model, x, t) -> float:
@@ -53,10 +74,15 @@ def timed(fn, reps: int) -> float:
     return (time.perf_counter() - start) / reps
 
 
-def measure(model, x, t, reps: int) -> tuple[float, float]:
+def measure(model, x, t, reps: int) -> tuple[float, float, float, float]:
+    """Seconds per forward pass and per training step, and the dense (conv + matmul) share of each."""
     model.eval()
-    with torch.no_grad():
-        fwd = timed(lambda: model(x, t), reps)
+
+    def forward():
+        with torch.no_grad():
+            model(x, t)
+
+    fwd, fwd_share = timed(forward, reps), dense_share(forward)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
@@ -67,7 +93,7 @@ def measure(model, x, t, reps: int) -> tuple[float, float]:
         out.square().mean().backward()
         opt.step()
 
-    return fwd, timed(step, reps)
+    return fwd, timed(step, reps), fwd_share, dense_share(step)
 
 
 def loader_rate(data, batch: int, seconds: float = 3.0) -> float:
@@ -119,8 +145,9 @@ def main() -> None:
     peak = matmul_peak()
     print(f"# {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"diffusers {diffusers.__version__}, fp32, batch {args.batch}; matmul peak {peak:.0f} GFLOP/s")
-    print("| preset | params | pass | ours img/s | diffusers img/s | ratio | ours % peak | diffusers % peak |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print("| preset | params | pass | ours img/s | diffusers img/s | ratio | ours % peak | diffusers % peak "
+          "| ours dense share | diffusers dense share | ratio if all else were free |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     train_rates: dict[str, float] = {}
     for name in args.presets:
         cfg = UNET_PRESETS[name]()
@@ -132,14 +159,17 @@ def main() -> None:
         x = torch.randn(args.batch, cfg.in_channels, cfg.image_size, cfg.image_size)
         t = torch.randint(1, 1001, (args.batch,))
         flops = forward_flops(ours, x, t)
-        f_ours, s_ours = measure(ours, x, t, args.reps)
-        f_theirs, s_theirs = measure(theirs, x, t - 1, args.reps)
+        f_ours, s_ours, fs_ours, ss_ours = measure(ours, x, t, args.reps)
+        f_theirs, s_theirs, fs_theirs, ss_theirs = measure(theirs, x, t - 1, args.reps)
         params = sum(p.numel() for p in ours.parameters())
         train_rates[name] = args.batch / s_ours
-        for label, a, b, mult in (("forward", f_ours, f_theirs, 1), ("train step", s_ours, s_theirs, 3)):
+        rows = (("forward", f_ours, f_theirs, fs_ours, fs_theirs, 1), ("train step", s_ours, s_theirs, ss_ours, ss_theirs, 3))
+        for label, a, b, sa, sb, mult in rows:
             share = lambda sec: 100 * mult * flops / sec / 1e9 / peak  # noqa: E731
+            # the bound: ours reduced to its convolutions and matmuls alone, against diffusers as measured
             print(f"| {name} | {params / 1e6:.2f}M | {label} | {args.batch / a:.2f} | {args.batch / b:.2f} "
-                  f"| {b / a:.2f}× | {share(a):.0f} % | {share(b):.0f} % |", flush=True)
+                  f"| {b / a:.2f}× | {share(a):.0f} % | {share(b):.0f} % | {100 * sa:.0f} % | {100 * sb:.0f} % "
+                  f"| {b / (a * sa):.2f}× |", flush=True)
     loaders(args.batch, train_rates)
 
 

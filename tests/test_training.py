@@ -108,3 +108,26 @@ def test_checkpoints_are_safetensors_and_json_and_resolve_to_the_newest(tmp_path
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="empty: holds no checkpoint"):
         resolve_checkpoint(tmp_path / "empty")
+
+
+def test_the_optimizer_is_adam_and_a_checkpoint_does_not_choose_its_kernel():
+    from ddpm.training.runner import _load_optimizer, _optimizer_tensors
+    from ddpm.training.trainer import make_optimizer
+
+    torch.manual_seed(0)
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    b.load_state_dict(a.state_dict())
+    fast, plain = make_optimizer(a.parameters(), 1e-2), torch.optim.Adam(b.parameters(), lr=1e-2)
+    x = torch.randn(8, 3)
+    for _ in range(5):  # same arithmetic as torch's reference Adam, fused or not
+        for model, opt in ((a, fast), (b, plain)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    # a checkpoint written by the plain Adam resumes into the fused one without turning fusion off
+    tensors, groups = _optimizer_tensors(plain)
+    _load_optimizer(fast, tensors, groups)
+    assert fast.param_groups[0]["fused"] == make_optimizer(nn.Linear(1, 1).parameters(), 1e-2).param_groups[0]["fused"]
+    assert fast.param_groups[0]["lr"] == 1e-2 and fast.state_dict()["state"][0]["step"] == 5

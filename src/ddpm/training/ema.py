@@ -28,11 +28,15 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = self.current_decay()
+        shadow, current = [], []
         for k, v in model.state_dict().items():
             if v.dtype.is_floating_point:
-                self.shadow[k].lerp_(v.detach().float(), 1.0 - d)
+                shadow.append(self.shadow[k])
+                current.append(v.detach().float())
             else:
                 self.shadow[k].copy_(v)
+        if shadow:
+            torch._foreach_lerp_(shadow, current, 1.0 - d)  # one call for all tensors, as lerp_ each
         self.num_updates += 1
 
     def load(self, tensors: dict[str, torch.Tensor], num_updates: int) -> None:

@@ -42,6 +42,9 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
     for key, value in tensors.items():
         i, name = key.split(".", 1)
         state.setdefault(int(i), {})[name] = value
+    # how the step is computed (fused, foreach, ...) is this process's choice, not the checkpoint's
+    impl = ("fused", "foreach", "capturable", "differentiable")
+    groups = [{**g, **{k: cur[k] for k in impl if k in cur}} for g, cur in zip(groups, opt.param_groups)]
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
