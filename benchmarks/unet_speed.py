@@ -1,7 +1,8 @@
 """U-Net throughput against diffusers' UNet2DModel of the identical configuration.
 
 Prints, in one run on one machine, for each preset: images/s of a forward pass and of a
-training step (forward + backward + Adam), ours and diffusers' side by side, their ratio, and
+training step (forward + backward + Adam: the trainer's fused Adam for ours, torch's default
+Adam for diffusers), ours and diffusers' side by side, their ratio, and
 the share of the machine's fp32 matmul peak each reaches (FLOPs counted by PyTorch's
 FlopCounterMode; a training step counted as 3× the forward), the share of each pass's time spent
 in convolutions and matrix products (profiled), and the ratio ours would reach if everything
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
 import warnings
 
@@ -26,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ddpm.models.diffusers_interop import diffusers_config_from_unet, state_dict_to_diffusers
 from ddpm.models.unet import UNet
 from ddpm.presets import UNET_PRESETS
+from ddpm.training.trainer import make_optimizer
 
 
 def matmul_peak(sizes=(1024, 2048, 3072), reps: int = 5) -> float:
@@ -74,26 +77,35 @@ def timed(fn, reps: int) -> float:
     return (time.perf_counter() - start) / reps
 
 
-def measure(model, x, t, reps: int) -> tuple[float, float, float, float]:
-    """Seconds per forward pass and per training step, and the dense (conv + matmul) share of each."""
-    model.eval()
+def passes(model, x, t, optimizer):
+    """The two timed passes: a forward pass (eval, no grad) and a training step with
+    ``optimizer(params, lr)``."""
+    opt = optimizer(model.parameters(), lr=1e-4)
 
     def forward():
+        model.eval()
         with torch.no_grad():
             model(x, t)
 
-    fwd, fwd_share = timed(forward, reps), dense_share(forward)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-
     def step():
+        model.train()
         opt.zero_grad(set_to_none=True)
         out = model(x, t)
         out = out.sample if hasattr(out, "sample") else out
         out.square().mean().backward()
         opt.step()
 
-    return fwd, timed(step, reps), fwd_share, dense_share(step)
+    return forward, step
+
+
+def median_seconds(fns, reps: int, rounds: int) -> list[float]:
+    """Each fn's median seconds per call over ``rounds`` rounds that alternate between the fns,
+    so that the machine's slow spells fall on all of them alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            times[i].append(timed(fn, reps))
+    return [statistics.median(ts) for ts in times]
 
 
 def loader_rate(data, batch: int, seconds: float = 3.0) -> float:
@@ -137,14 +149,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="*", default=["cifar10", "mnist"])
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=3, help="calls per timing")
+    parser.add_argument("--rounds", type=int, default=3, help="timings per pass (the median is reported)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import diffusers
 
     peak = matmul_peak()
     print(f"# {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"diffusers {diffusers.__version__}, fp32, batch {args.batch}; matmul peak {peak:.0f} GFLOP/s")
+          f"diffusers {diffusers.__version__}, fp32, batch {args.batch}; matmul peak {peak:.0f} GFLOP/s; "
+          f"median of {args.rounds} alternating rounds of {args.reps} calls")
     print("| preset | params | pass | ours img/s | diffusers img/s | ratio | ours % peak | diffusers % peak "
           "| ours dense share | diffusers dense share | ratio if all else were free |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -159,8 +173,12 @@ def main() -> None:
         x = torch.randn(args.batch, cfg.in_channels, cfg.image_size, cfg.image_size)
         t = torch.randint(1, 1001, (args.batch,))
         flops = forward_flops(ours, x, t)
-        f_ours, s_ours, fs_ours, ss_ours = measure(ours, x, t, args.reps)
-        f_theirs, s_theirs, fs_theirs, ss_theirs = measure(theirs, x, t - 1, args.reps)
+        # each with its own training optimizer: ours the trainer's (fused Adam), diffusers' torch's
+        # default Adam, as its training examples build it
+        fo, so = passes(ours, x, t, make_optimizer)
+        ft, st = passes(theirs, x, t - 1, torch.optim.Adam)
+        f_ours, f_theirs, s_ours, s_theirs = median_seconds((fo, ft, so, st), args.reps, args.rounds)
+        fs_ours, fs_theirs, ss_ours, ss_theirs = (dense_share(fn) for fn in (fo, ft, so, st))
         params = sum(p.numel() for p in ours.parameters())
         train_rates[name] = args.batch / s_ours
         rows = (("forward", f_ours, f_theirs, fs_ours, fs_theirs, 1), ("train step", s_ours, s_theirs, ss_ours, ss_theirs, 3))
