@@ -36,6 +36,10 @@ def test_pad_and_flip():
     same = [(flipped[i] == batch[i]).all().item() for i in range(64)]
     mirrored = [(flipped[i] == batch[i].flip(-1)).all().item() for i in range(64)]
     assert all(a or b for a, b in zip(same, mirrored)) and 10 < sum(mirrored) < 54
+    # a process's slice of a batch gets the slice of the whole batch's coin flips
+    whole = random_flip(batch, torch.Generator().manual_seed(1))
+    for part in (slice(0, 16), slice(48, 64)):
+        assert torch.equal(random_flip(batch[part], torch.Generator().manual_seed(1), part, 64), whole[part])
 
 
 def write_idx(path, array, gz=False):

@@ -161,11 +161,13 @@ def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path)
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
         pytest.skip("torchrun is not installed beside this python")
-    argv = ["train", *CLI, "--steps", "6", "--checkpoint-every", "3", "--out", str(tmp_path / "ddp")]
+    # each rank reads only its share of the global batch and takes its share of the global flips
+    argv = ["train", *CLI, "--random-flip", "--steps", "6", "--checkpoint-every", "3", "--out", str(tmp_path / "ddp")]
     proc = subprocess.run([torchrun, "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
                            "-m", "ddpm", *argv], capture_output=True, text=True, timeout=300, env=subprocess_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     single = train_images(image_config(build_parser().parse_args(argv)), tmp_path / "one", progress=False)
+    assert single.state.step == 6 and image_config(build_parser().parse_args(argv)).data.random_flip
     ddp = load_file(str(tmp_path / "ddp" / "checkpoints" / "step_000000006" / "model.safetensors"))
     one = single.state.model.state_dict()
     assert max((ddp[k] - one[k]).abs().max().item() for k in one) < 1e-5

@@ -46,6 +46,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    "checkpoint after this many minutes of training (a later run resumes)")
     p.add_argument("--sample-every", type=int, default=S, help="images: steps between EMA sample grids (0: none)")
     p.add_argument("--skip-bad-images", action="store_true", help="images: skip unreadable files instead of stopping")
+    p.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=S,
+                   help="images: flip horizontally with probability 1/2 (default: the preset's; the paper flips "
+                        "all but LSUN bedroom)")
     p.add_argument("--precision", default=S, choices=("fp32", "bf16"), help="images: bf16 autocast (default fp32; "
                    "bf16 is emulated and slow on most CPUs)")
     p.add_argument("--compile", action="store_true", help="images: torch.compile the network (minutes per graph)")
@@ -167,6 +170,8 @@ def image_config(args: argparse.Namespace):
     if hasattr(args, "data_dir"):
         data_cfg = replace(data_cfg, path=args.data_dir)
     data_cfg = replace(data_cfg, skip_bad_images=args.skip_bad_images)
+    if hasattr(args, "random_flip"):
+        data_cfg = replace(data_cfg, random_flip=args.random_flip)
     diffusion, optim = _override(args, run.diffusion, run.optim)
     model = replace(run.model, out_channels=diffusion.prediction().output_channels(run.model.in_channels))
     fields = {"steps": "steps", "checkpoint_every": "checkpoint_every", "sample_every": "sample_every",

@@ -40,9 +40,16 @@ def pad_to(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.pad(images, (left, size - w - left, top, size - h - top))
 
 
-def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Flip each image of a (B, C, H, W) batch horizontally with probability 1/2."""
-    flip = torch.rand(x.shape[0], generator=generator) < 0.5  # (B,)
+def random_flip(x: torch.Tensor, generator: torch.Generator | None = None,
+                part: slice | None = None, total: int | None = None) -> torch.Tensor:
+    """Flip each image of a (B, C, H, W) batch horizontally with probability 1/2.
+
+    With ``part`` and ``total``, x is that slice of a batch of ``total``: the coins are tossed
+    for the whole batch (the numbers an unsplit batch gets) and the slice's are used.
+    """
+    flip = torch.rand(x.shape[0] if total is None else total, generator=generator) < 0.5  # (B,)
+    if part is not None:
+        flip = flip[part]
     return torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
 
 

@@ -245,11 +245,15 @@ def train_images(config: ImageTrainConfig, out_dir: str | Path, resume: str = "a
     if state.step >= end:
         say(f"already at step {state.step} of {end}; nothing to train")
 
-    def batches(g: torch.Generator) -> torch.Tensor:
+    def batches(g: torch.Generator) -> tuple[torch.Tensor, int]:
         g.manual_seed(seed_for(config.seed, state.step))  # this step's t, ε and flips
         torch.manual_seed(seed_for(config.seed, state.step, dist.rank()))  # this step's dropout
-        x = to_model_range(gather(data, order.next()))  # (B, C, H, W) in [-1, 1]
-        return random_flip(x, g) if config.data.random_flip else x
+        idx = order.next()  # the global batch; each process reads only its own share of it
+        part = dist.local_slice(len(idx))
+        x = to_model_range(gather(data, idx[part]))  # (B / world size, C, H, W) in [-1, 1]
+        if config.data.random_flip:
+            x = random_flip(x, g, part, len(idx))
+        return x, len(idx)
 
     def checkpoint() -> None:
         nonlocal last

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import DiffusionConfig, OptimConfig
 from ..errors import DDPMError
-from ..diffusion import noise_like
+from ..rng import randn
 from ..losses import training_loss
 from ..schedules import NoiseSchedule
 from . import distributed as dist
@@ -87,15 +87,23 @@ class Batch(NamedTuple):
     weights: torch.Tensor  # (B,) importance weights
 
 
-def draw_batch(state: TrainState, x0_global: torch.Tensor, generator: torch.Generator) -> Batch:
-    """t and ε for the global batch from ``generator``; keep this process's slice."""
-    n = x0_global.shape[0]
+def draw_batch(state: TrainState, x0: torch.Tensor, generator: torch.Generator,
+               global_size: int | None = None) -> Batch:
+    """t and ε for the global batch from ``generator``; keep this process's slice.
+
+    ``x0`` is the global batch, or with ``global_size`` this process's slice of it already
+    (so that each process reads only its own images); the draws are the same either way.
+    """
+    n = x0.shape[0] if global_size is None else global_size
     draw = state.timesteps.sample(n, generator)
-    noise = noise_like(x0_global, None, generator)  # (B, ...) for the global batch
+    noise = randn((n, *x0.shape[1:]), generator, dtype=x0.dtype)  # (B, ...) for the global batch
     part = dist.local_slice(n)
+    if global_size is None:
+        x0 = x0[part]
+    elif x0.shape[0] != part.stop - part.start:
+        raise ValueError(f"got {x0.shape[0]} images for this process's share of {n}, expected {part.stop - part.start}")
     device = next(state.model.parameters()).device
-    return Batch(x0_global[part].to(device), draw.t[part].to(device), noise[part].to(device),
-                 draw.weights[part].to(device))
+    return Batch(x0.to(device), draw.t[part].to(device), noise[part].to(device), draw.weights[part].to(device))
 
 
 def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusion: DiffusionConfig,
@@ -133,7 +141,7 @@ def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusi
 def run_training(
     state: TrainState,
     schedule: NoiseSchedule,
-    batches: Callable[[torch.Generator], torch.Tensor],
+    batches: Callable[[torch.Generator], torch.Tensor | tuple[torch.Tensor, int]],
     diffusion: DiffusionConfig,
     optim: OptimConfig,
     steps: int,
@@ -154,7 +162,9 @@ def run_training(
     start, window = time.perf_counter(), []
     try:
         while state.step < steps:
-            batch = draw_batch(state, batches(generator), generator)
+            got = batches(generator)  # the global batch, or (this process's slice, the global size)
+            x0, size = got if isinstance(got, tuple) else (got, None)
+            batch = draw_batch(state, x0, generator, size)
             window.append(train_step(state, schedule, batch, diffusion, optim))
             bar.update(1)
             if len(window) == log_every or state.step == steps:
