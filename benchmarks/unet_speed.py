@@ -2,13 +2,13 @@
 
 Prints, in one run on one machine, for each preset: images/s of a forward pass and of a
 training step (forward + backward + Adam: the trainer's fused Adam for ours, torch's default
-Adam for diffusers), ours and diffusers' side by side, their ratio, and
-the share of the machine's fp32 matmul peak each reaches (FLOPs counted by PyTorch's
-FlopCounterMode; a training step counted as 3× the forward), the share of each pass's time spent
-in convolutions and matrix products (profiled), and the ratio ours would reach if everything
-else cost nothing: the bound on any speed-up that keeps oneDNN's convolutions. Then the data
-loader's images/s (MNIST in memory, and a folder of PNGs decoded, cropped and resized on
-access) next to the training step's.
+Adam for diffusers), ours and diffusers' side by side, their ratio, the share of the
+machine's fp32 matmul peak each reaches (FLOPs counted by PyTorch's FlopCounterMode; a training
+step counted as 3× the forward), the share of each pass's time spent in convolutions and matrix
+products (profiled), and the ratio ours would reach if everything else cost nothing: the bound
+on any speed-up that keeps oneDNN's convolutions. Then one Adam step, torch's default against
+the trainer's, and the data loader's images/s (MNIST in memory, and a folder of PNGs decoded,
+cropped and resized on access) next to the training step's.
 
     .venv/bin/python benchmarks/unet_speed.py                  # cifar10 and mnist, batch 16
     .venv/bin/python benchmarks/unet_speed.py --presets mnist --batch 32
@@ -108,6 +108,20 @@ def median_seconds(fns, reps: int, rounds: int) -> list[float]:
     return [statistics.median(ts) for ts in times]
 
 
+def optimizer_ms(model, reps: int = 10) -> tuple[float, float]:
+    """Milliseconds of one Adam step over the model's parameters: torch's default Adam, and the
+    trainer's (fused where torch has it)."""
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    out = []
+    for make in (torch.optim.Adam, make_optimizer):
+        opt = make(model.parameters(), lr=1e-4)
+        out.append(1e3 * timed(opt.step, reps))
+    for p in model.parameters():
+        p.grad = None
+    return out[0], out[1]
+
+
 def loader_rate(data, batch: int, seconds: float = 3.0) -> float:
     """Images/s of the trainer's data path: index a batch, gather it, map to [-1, 1]."""
     from ddpm.data.images import to_model_range
@@ -188,6 +202,10 @@ def main() -> None:
             print(f"| {name} | {params / 1e6:.2f}M | {label} | {args.batch / a:.2f} | {args.batch / b:.2f} "
                   f"| {b / a:.2f}× | {share(a):.0f} % | {share(b):.0f} % | {100 * sa:.0f} % | {100 * sb:.0f} % "
                   f"| {b / (a * sa):.2f}× |", flush=True)
+    print("\n| preset | Adam step, torch's default | the trainer's (fused) | ratio |\n|---|---:|---:|---:|")
+    for name in args.presets:
+        plain, fused = optimizer_ms(UNet(UNET_PRESETS[name]()))
+        print(f"| {name} | {plain:.1f} ms | {fused:.1f} ms | {plain / fused:.1f}× |", flush=True)
     loaders(args.batch, train_rates)
 
 
