@@ -133,6 +133,12 @@ def write(tmp_path, name, array):
         (["sample", "--checkpoint", ".", "--steps", "5", "--timesteps", "9,3"], "--steps or --timesteps, not both"),
         (["sample", "--checkpoint", ".", "--timesteps", "9;3"], "comma-separated integers"),
         (["sample", "--checkpoint", ".", "--sampler", "euler"], "invalid choice: 'euler'"),
+        # counts are checked before any checkpoint is read, by one helper for every command
+        (["sample", "--checkpoint", "nowhere", "--n", "0"], "--n must be >= 1, got 0"),
+        (["sample", "--checkpoint", "nowhere", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["progressive", "--checkpoint", "nowhere", "--out", "p.png", "--n", "-1"], "--n must be >= 1, got -1"),
+        (["interpolate", "--checkpoint", "nowhere", "--out", "i", "--pairs", "0"], "--pairs must be >= 1, got 0"),
+        (["eval", "nll", "--checkpoint", "nowhere", "--max-batch", "0"], "--max-batch must be >= 1, got 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli_common import _add_sampler_options, _Parser, _sampler_spec
+from .cli_common import _add_sampler_options, _at_least_one, _Parser, _sampler_spec
 from .cli_eval import EVAL_COMMANDS, _add_evaluation_parsers
 from .errors import ConfigError, DDPMError
 
@@ -216,8 +216,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .api import load
 
-    if args.n is not None and args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    _at_least_one(args, "n", "batch_size")
     spec = _sampler_spec(args)
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
     spec.timesteps_for(loaded.schedule.T)  # a bad --steps/--timesteps fails before any work
@@ -260,8 +259,6 @@ def _sample_images(args: argparse.Namespace, loaded, spec) -> int:
     kind = {".png": "grid", ".npz": "npz"}.get(out.suffix.lower(), "folder" if not out.suffix else None)
     if kind is None:
         raise ConfigError(f"--out {out}: use a .png (grid), an .npz, or a folder name without an extension")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     n = args.n or 64
     result = sample_images(loaded.model, loaded.schedule, loaded.prediction, n, args.seed, args.batch_size,
                            frames=50 if args.gif else 0, progress=not args.quiet, sampler=spec)

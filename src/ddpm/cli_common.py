@@ -48,6 +48,14 @@ def _device(name: str | None):
         raise ConfigError(f"--device {name!r}: {exc}") from None
 
 
+def _at_least_one(args: argparse.Namespace, *names: str) -> None:
+    """Refuse a count option below 1, naming it (None: the option was not given)."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
 def _ints(text: str, flag: str) -> list[int]:
     try:
         return [int(v) for v in text.replace(" ", "").split(",") if v]

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .cli_common import _add_sampler_options, _device, _ints, _Parser, _sampler_spec
+from .cli_common import _add_sampler_options, _at_least_one, _device, _ints, _Parser, _sampler_spec
 from .errors import ConfigError
 
 
@@ -102,10 +102,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _eval_nll(args: argparse.Namespace) -> int:
     from .api import load
 
-    for name in ("n", "terms", "batch_size", "max_batch", "respace"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    _at_least_one(args, "n", "terms", "batch_size", "max_batch", "respace")
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
     if loaded.kind == "points":
         return _eval_points(args)
@@ -207,9 +204,8 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
     from .evaluation.experiments import progressive_generation
     from .visualization import image_table
 
+    _at_least_one(args, "n")
     loaded = _image_checkpoint(args, "progressive")
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
     T = loaded.schedule.T
     show = _ints(args.t, "--t") if args.t else [int(v) for v in np.linspace(T, 0, 9).round()]
     spec = _sampler_spec(args)
@@ -230,9 +226,8 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     from .evaluation.images import eval_images
     from .visualization import image_table
 
+    _at_least_one(args, "pairs")
     loaded = _image_checkpoint(args, "interpolate")
-    if args.pairs < 1:
-        raise ConfigError(f"--pairs must be >= 1, got {args.pairs}")
     T = loaded.schedule.T
     ts = sorted({min(t, T) for t in _ints(args.t, "--t")})
     lambdas = lambdas_of(args.points)
