@@ -19,7 +19,7 @@ import time
 import torch
 
 from ddpm.config import DiffusionConfig, OptimConfig, PointsTrainConfig
-from ddpm.data.toy2d import TOY_DATASETS, load_points
+from ddpm.data.toy2d import POINT_DATASETS, load_points
 from ddpm.evaluation.toy import energy_distance, sliced_wasserstein
 from ddpm.toy import load_points_model, sample_points, train_points
 
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--n", type=int, default=4000, help="samples and fresh points per comparison")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", nargs="*", default=list(TOY_DATASETS))
+    parser.add_argument("--data", nargs="*", default=list(POINT_DATASETS))
     args = parser.parse_args()
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"# MLP 128×3 blocks, batch 256, lr 1e-3, T = 1000 linear, {args.steps} steps, {args.n} samples, EMA weights")

@@ -22,8 +22,8 @@ def subprocess_env() -> dict:
 SCHEDULE_CASES = [
     ("linear", 1000, {}),
     ("cosine", 1000, {}),
-    ("seed_code", 1000, {}),
-    ("seed_formula", 1000, {}),
+    ("linear_small", 1000, {}),
+    ("proportional", 1000, {}),
     ("sigmoid", 200, {}),
     ("quadratic", 200, {}),
     ("constant", 50, {"beta": 0.05}),

@@ -45,7 +45,7 @@ def test_train_then_sample_writes_safetensors_json_and_plots(tmp_path, capsys):
     assert code == 0, err
     ckpt = run_dir / "checkpoints" / "step_000000030"
     assert sorted(p.name for p in ckpt.iterdir()) == ["data.safetensors", "ema.safetensors", "model.safetensors",
-                                                        "state.json"]
+                                                        "optimizer.safetensors", "rng.safetensors", "state.json"]
     assert json.loads((run_dir / "config.json").read_text())["data"] == "moons"
     out_file = tmp_path / "s" / "samples.npy"
     code, out, err = run(["sample", "--checkpoint", str(run_dir), "--n", "64", "--seed", "3", "--out", str(out_file),
@@ -68,7 +68,8 @@ def test_train_then_sample_writes_safetensors_json_and_plots(tmp_path, capsys):
     ["--loss", "hybrid", "--variance", "learned_range", "--timestep-sampler", "importance"],
     ["--loss", "vlb", "--parameterization", "mean", "--variance", "fixed_large"],
     ["--parameterization", "v", "--schedule", "cosine"],
-    ["--parameterization", "x0", "--schedule", "seed_code"],
+    ["--parameterization", "x0", "--schedule", "seed_code"],  # the old name of linear_small
+    ["--parameterization", "x0", "--schedule", "linear_small"],
 ])
 def test_every_loss_and_parameterization_trains_and_samples(tmp_path, capsys, options):
     assert main(["train", "--data", "gmm", "--out", str(tmp_path / "r"), *TINY, *options]) == 0

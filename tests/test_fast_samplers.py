@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ddpm import NoiseSchedule
-from ddpm.data.toy2d import TOY_DATASETS
+from ddpm.data.points import POINT_DATASETS
 from ddpm.diffusion import PredictionConfig, model_output_from_x0
 from ddpm.errors import ConfigError
 from ddpm.models import GaussianMixtureDenoiser
@@ -153,7 +153,7 @@ def test_every_sampler_reproduces_a_gaussian_in_few_steps(schedule, name, K, opt
 
 @pytest.mark.parametrize("name, K, opts", [("ddim", 200, {}), ("dpm_solver++", 50, {}), ("ancestral", 250, {})])
 def test_every_sampler_reproduces_a_mixture_likelihood_and_weights(schedule, name, K, opts):
-    mixture = TOY_DATASETS["gmm"]().mixture
+    mixture = POINT_DATASETS["gmm"]().mixture
     model = GaussianMixtureDenoiser(mixture.weights, mixture.means, mixture.covariances, schedule.alpha_bar)
     n, g = 10_000, torch.Generator().manual_seed(5)
     x = torch.randn(n, 2, generator=g, dtype=torch.float64)

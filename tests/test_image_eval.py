@@ -9,8 +9,8 @@ import torch
 
 from ddpm.api import load
 from ddpm.cli import main
-from ddpm.evaluation.experiments import interpolate
-from ddpm.evaluation.images import bits_per_dim, eval_images
+from ddpm.applications.pictures import interpolate
+from ddpm.evaluation.bits_per_dim import bits_per_dim, eval_images
 
 pytest.importorskip("sklearn")
 PIL = pytest.importorskip("PIL.Image")
@@ -70,8 +70,8 @@ def test_interpolation_shares_noise_so_the_ends_do_not_depend_on_the_other_image
     loaded = load(run_dir)
     images = eval_images(loaded, n=3)
     a, b, c = images[0:1], images[1:2], images[2:3]
-    ab = interpolate(loaded.model, loaded.schedule, loaded.prediction, a, b, 10, [0.0, 0.5, 1.0], seed=4)
-    ac = interpolate(loaded.model, loaded.schedule, loaded.prediction, a, c, 10, [0.0, 0.5, 1.0], seed=4)
+    ab = interpolate(loaded, a, b, 10, [0.0, 0.5, 1.0], seed=4)
+    ac = interpolate(loaded, a, c, 10, [0.0, 0.5, 1.0], seed=4)
     assert ab.shape == (1, 3, 1, 8, 8) and ab.dtype == torch.uint8
     assert torch.equal(ab[:, 0], ac[:, 0])  # λ = 0 is a alone, whatever b is
     assert not torch.equal(ab[:, 1], ac[:, 1])

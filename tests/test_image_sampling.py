@@ -8,7 +8,8 @@ import torch
 
 from ddpm.api import load
 from ddpm.cli import main
-from ddpm.sampling import make_grid, sample_images
+from ddpm.generation import generate
+from ddpm.visualization import make_grid
 
 pytest.importorskip("sklearn")
 PIL = pytest.importorskip("PIL.Image")
@@ -16,11 +17,11 @@ PIL = pytest.importorskip("PIL.Image")
 
 def test_image_i_is_the_same_at_any_batch_size(run_dir):
     loaded = load(run_dir)
-    a = sample_images(loaded.model, loaded.schedule, loaded.prediction, n=5, seed=3, batch_size=5)
-    b = sample_images(loaded.model, loaded.schedule, loaded.prediction, n=5, seed=3, batch_size=2)
-    c = sample_images(loaded.model, loaded.schedule, loaded.prediction, n=5, seed=4, batch_size=5)
-    assert a.images.dtype == torch.uint8 and a.images.shape == (5, 1, 8, 8)
-    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    a = generate(loaded, n=5, seed=3, batch_size=5)
+    b = generate(loaded, n=5, seed=3, batch_size=2)
+    c = generate(loaded, n=5, seed=4, batch_size=5)
+    assert a.data.dtype == torch.uint8 and a.data.shape == (5, 1, 8, 8)
+    assert torch.equal(a.data, b.data) and not torch.equal(a.data, c.data)
 
 
 def test_grid_npz_folder_and_gif(run_dir, tmp_path, capsys):

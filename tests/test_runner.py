@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from ddpm.cli import build_parser, image_config, main
 from ddpm.errors import CheckpointError
 from ddpm.presets import digits
-from ddpm.training.runner import train_images
+from ddpm.training.run import train as train_images
 
 from .conftest import subprocess_env
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ddpm import NoiseSchedule
-from ddpm.data.toy2d import TOY_DATASETS, GaussianMixture
+from ddpm.data.points import POINT_DATASETS, GaussianMixture
 from ddpm.diffusion import PredictionConfig, p_mean_variance
 from ddpm.evaluation.nll import variational_bound
 from ddpm.models import GaussianMixtureDenoiser
@@ -34,7 +34,7 @@ def test_exact_denoiser_of_gaussian_data_reproduces_mean_and_covariance(paper_sc
 
 def test_exact_denoiser_of_a_mixture_reproduces_its_likelihood_and_weights(paper_schedule):
     s, n = paper_schedule, 10_000
-    mixture = TOY_DATASETS["gmm"]().mixture
+    mixture = POINT_DATASETS["gmm"]().mixture
     model = GaussianMixtureDenoiser(mixture.weights, mixture.means, mixture.covariances, s.alpha_bar)
     g = torch.Generator().manual_seed(1)
     x0 = ancestral_sample(model, s, torch.randn(n, 2, generator=g, dtype=torch.float64), generator=g)

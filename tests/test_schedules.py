@@ -23,13 +23,21 @@ def test_linear_is_the_papers():
 
 
 def test_seed_schedules():
-    code = make_betas("seed_code", 1000)
+    code = make_betas("linear_small", 1000)
     assert np.allclose(code.numpy(), np.linspace(1e-5, 0.2e-2, 1000))
     T = 1000
-    formula = make_betas("seed_formula", T)
+    formula = make_betas("proportional", T)
     t = torch.arange(1, T + 1, dtype=torch.float64)
     # the note's alpha_t = sqrt(1 - 0.02 t / T) is the paper's sqrt(alpha_t) = sqrt(1 - beta_t)
     assert torch.allclose(torch.sqrt(1 - formula), torch.sqrt(1 - 0.02 * t / T))
+
+
+def test_the_old_names_of_the_seed_schedules_still_work():
+    from ddpm.config import DiffusionConfig
+
+    assert torch.equal(make_betas("seed_code", 50), make_betas("linear_small", 50))
+    assert torch.equal(make_betas("seed_formula", 50), make_betas("proportional", 50))
+    assert DiffusionConfig(schedule="seed_formula").schedule == "proportional"  # stored under the new name
 
 
 def test_cosine_follows_its_alpha_bar_where_unclipped():
@@ -55,7 +63,7 @@ def test_other_schedules_match_their_definitions():
 
 
 def test_bad_schedule_requests_are_config_errors():
-    with pytest.raises(ConfigError, match="unknown schedule 'nope'.*linear"):
+    with pytest.raises(ConfigError, match="schedule must be one of linear.*got 'nope'"):
         make_betas("nope", 10)
     for bad_T in (0, -3, 2.5, True):
         with pytest.raises(ConfigError, match="T must be an integer >= 1"):

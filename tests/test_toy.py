@@ -8,13 +8,17 @@ import torch
 from scipy import stats
 
 from ddpm.config import DiffusionConfig, OptimConfig, PointsTrainConfig
-from ddpm.data.toy2d import TOY_DATASETS, Standardizer, load_points
+from ddpm.api import load
+from ddpm.data.points import POINT_DATASETS, Standardizer, load_points
 from ddpm.errors import DataError
-from ddpm.evaluation.toy import energy_distance, sliced_wasserstein
-from ddpm.toy import load_points_model, sample_points, train_points
+from ddpm.evaluation.points import energy_distance, sliced_wasserstein
+from ddpm.generation import generate
+from ddpm.outputs import states_to_keep
+from ddpm.samplers import SamplerSpec
+from ddpm.training.run import train
 
 
-@pytest.mark.parametrize("name", list(TOY_DATASETS))
+@pytest.mark.parametrize("name", list(POINT_DATASETS))
 def test_builtin_data_sets_are_reproducible_finite_points(name):
     data = load_points(name)
     a = data.sample(500, torch.Generator().manual_seed(0))
@@ -102,20 +106,20 @@ def s_curve_distance(points: np.ndarray) -> np.ndarray:
 
 def test_mlp_trained_briefly_on_the_s_curve_learns_it(tmp_path):
     config = PointsTrainConfig(
-        data="s_curve", steps=1500, seed=0,
+        data="s_curve", steps=1500, seed=0, log_every=25,
         diffusion=DiffusionConfig(T=200, decoder="gaussian"),
         optim=OptimConfig(lr=2e-3, warmup=50, batch_size=256, ema_decay=0.995),
     )
-    ckpt = train_points(config, tmp_path, progress=False)
-    losses = np.loadtxt(tmp_path / "losses.csv", skiprows=1)
-    assert losses[-200:].mean() < 0.7 * losses[:50].mean()
-    loaded = load_points_model(tmp_path)
-    assert loaded.path == ckpt and loaded.step == 1500
-    result = sample_points(loaded, 1000, seed=0)
-    assert result.samples.shape == (1000, 2)
-    dist = s_curve_distance(result.samples)
+    ckpt = train(config, tmp_path, progress=False).checkpoint
+    losses = np.loadtxt(tmp_path / "log.csv", delimiter=",", skiprows=1)[:, 1]  # mean of every 25 steps
+    assert losses[-8:].mean() < 0.7 * losses[:2].mean()  # the last 200 steps against the first 50
+    loaded = load(tmp_path)
+    assert loaded.path == ckpt and loaded.step == 1500 and loaded.kind == "points"
+    result = generate(loaded, 1000, seed=0, keep_states=states_to_keep(loaded, SamplerSpec(), False))
+    assert result.data.shape == (1000, 2)
+    dist = s_curve_distance(result.data.numpy())
     noise = s_curve_distance(load_points("s_curve").sample(1000, torch.Generator().manual_seed(3)).numpy())
     # the data's own noise (σ = 0.1) puts its median distance near 0.06 (measured: samples 0.072)
     assert np.median(dist) < 1.5 * np.median(noise), (np.median(dist), np.median(noise))
     assert np.mean(dist < 0.3) > 0.93
-    assert sorted(result.trajectory) == [0, 5, 20, 50, 100, 150, 200]
+    assert sorted(result.states) == [0, 5, 20, 50, 100, 150, 200]

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from ddpm.config import DiffusionConfig, OptimConfig, PointsTrainConfig, from_dict, to_dict
+from ddpm.config import DiffusionConfig, ImageTrainConfig, OptimConfig, PointsTrainConfig, from_dict, to_dict
 from ddpm.errors import CheckpointError, ConfigError
-from ddpm.training.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from ddpm.checkpoint import Checkpoint, resolve
 from ddpm.training.ema import EMA
 from ddpm.training.trainer import TrainingHalted, draw_batch, learning_rate, make_train_state, train_step
 
@@ -91,28 +91,57 @@ def test_config_round_trips_through_json_and_names_bad_keys():
         from_dict(PointsTrainConfig, bad)
 
 
+def _checkpoint(step: int, value: float) -> Checkpoint:
+    w = {"w": torch.full((2,), value)}
+    return Checkpoint("points", step, PointsTrainConfig(steps=step), w, w, info={"note": "x"})
+
+
 def test_checkpoints_are_safetensors_and_json_and_resolve_to_the_newest(tmp_path):
     for step in (5, 10):
-        save_checkpoint(tmp_path, step, {"model": {"w": torch.full((2,), float(step))}}, {"note": "x"})
-    save_checkpoint(tmp_path, 10, {"model": {"w": torch.full((2,), 10.0)}}, {"note": "x"})  # the same step again
+        _checkpoint(step, float(step)).write(tmp_path)
+    _checkpoint(10, 10.0).write(tmp_path)  # the same step again
     assert not list((tmp_path / "checkpoints").glob(".*"))  # no temporary or set-aside leftovers
-    ckpt, meta, tensors = load_checkpoint(tmp_path)
-    assert ckpt.name == "step_000000010" and meta == {"step": 10, "note": "x"}
-    assert torch.equal(tensors["model"]["w"], torch.full((2,), 10.0))
-    (ckpt / "model.safetensors").write_bytes(b"not a safetensors file")
+    ckpt = Checkpoint.read(tmp_path)
+    assert ckpt.path.name == "step_000000010" and ckpt.step == 10 and ckpt.info == {"note": "x"}
+    assert sorted(p.name for p in ckpt.path.iterdir()) == ["ema.safetensors", "model.safetensors", "state.json"]
+    assert torch.equal(ckpt.model["w"], torch.full((2,), 10.0)) and ckpt.config == PointsTrainConfig(steps=10)
+    (ckpt.path / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="model.safetensors: unreadable"):
-        load_checkpoint(ckpt)
-    (ckpt / "state.json").write_text("{")
-    with pytest.raises(CheckpointError, match="state.json: unreadable"):
-        load_checkpoint(ckpt)
+        Checkpoint.read(ckpt.path)
+    for text, match in (("{", "state.json: unreadable"), ("[1, 2, 3]", "state.json: expected a JSON object"),
+                        ('{"kind": "audio"}', "unknown checkpoint kind 'audio'"),
+                        ('{"kind": "points", "config": {"steps": -1}}', "config: steps must be an integer >= 0")):
+        (ckpt.path / "state.json").write_text(text)
+        with pytest.raises(CheckpointError, match=match):
+            Checkpoint.read(ckpt.path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="empty: holds no checkpoint"):
-        resolve_checkpoint(tmp_path / "empty")
+        resolve(tmp_path / "empty")
+
+
+def test_every_field_of_a_checkpoint_survives_a_round_trip(tmp_path):
+    from ddpm.rng import global_rng_state
+
+    g = torch.Generator().manual_seed(0)
+    w = {"a": torch.randn(3, 4, generator=g), "b": torch.arange(5)}
+    ckpt = Checkpoint("image", 7, ImageTrainConfig(steps=9, seed=3), w, {k: v * 2 for k, v in w.items()}, 6,
+                      {"0.exp_avg": torch.randn(3, generator=g)}, [{"lr": 0.1, "params": [0]}], global_rng_state(),
+                      {"mean": torch.zeros(2)}, {"epoch": 2, "offset": 64}, {"history": [[0.5]], "counts": [1]}, 1.5,
+                      {"source": "test"})
+    back = Checkpoint.read(ckpt.write(tmp_path))
+    for name in ("model", "ema", "optimizer", "data"):
+        a, b = getattr(ckpt, name), getattr(back, name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert torch.equal(back.rng["torch"], ckpt.rng["torch"])
+    assert {k: v for k, v in back.rng.items() if k != "torch"} == {k: v for k, v in ckpt.rng.items() if k != "torch"}
+    for name in ("kind", "step", "config", "ema_updates", "optimizer_param_groups", "data_position", "timestep_sampler",
+                 "train_seconds", "info"):
+        assert getattr(back, name) == getattr(ckpt, name), name
+    assert back.resumable and back.path == tmp_path / "checkpoints" / "step_000000007"
 
 
 def test_the_optimizer_is_adam_and_a_checkpoint_does_not_choose_its_kernel():
-    from ddpm.training.runner import _load_optimizer, _optimizer_tensors
-    from ddpm.training.trainer import make_optimizer
+    from ddpm.training.trainer import load_optimizer, make_optimizer, optimizer_tensors
 
     torch.manual_seed(0)
     a, b = nn.Linear(3, 2), nn.Linear(3, 2)
@@ -127,7 +156,7 @@ def test_the_optimizer_is_adam_and_a_checkpoint_does_not_choose_its_kernel():
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
     # a checkpoint written by the plain Adam resumes into the fused one without turning fusion off
-    tensors, groups = _optimizer_tensors(plain)
-    _load_optimizer(fast, tensors, groups)
+    tensors, groups = optimizer_tensors(plain)
+    load_optimizer(fast, tensors, groups)
     assert fast.param_groups[0]["fused"] == make_optimizer(nn.Linear(1, 1).parameters(), 1e-2).param_groups[0]["fused"]
     assert fast.param_groups[0]["lr"] == 1e-2 and fast.state_dict()["state"][0]["step"] == 5

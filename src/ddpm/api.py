@@ -1,65 +1,71 @@
-"""``ddpm.load``: any checkpoint this package writes, as a model and its schedule."""
+"""``ddpm.load``: any checkpoint this package writes, points or images, as a model ready to sample."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .config import ImageTrainConfig, PointsTrainConfig, from_dict
+from .checkpoint import Checkpoint
+from .config import RunConfig
 from .diffusion import PredictionConfig
 from .errors import CheckpointError
-from .models.unet import UNet
+from .kinds import KINDS, Codec
 from .schedules import NoiseSchedule
-from .training.checkpoint import load_checkpoint
 
 
 @dataclass
 class Loaded:
-    """A trained model: call ``model(x_t, t)`` with the paper's t ∈ {1, …, T}."""
+    """A trained model: call ``model(x_t, t)`` with the paper's t ∈ {1, …, T} in the model's
+    space; ``codec`` maps samples to the data's own values (uint8 pixels, points in their scale)."""
 
     model: nn.Module
     schedule: NoiseSchedule
     prediction: PredictionConfig
-    config: ImageTrainConfig | PointsTrainConfig
+    config: RunConfig
     kind: str  # "image" or "points"
-    step: int
-    path: Path
-    meta: dict[str, Any]  # state.json
-    extras: dict[str, dict[str, torch.Tensor]]  # the other safetensors files, by stem (e.g. "data")
+    codec: Codec
+    step: int = 0
+    path: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # what else the checkpoint recorded
+    data: dict[str, torch.Tensor] = field(default_factory=dict)  # its data statistics (2-D: mean, std, reference)
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One sample's shape in the model's space: (2,) for points, (C, H, W) for images."""
+        return KINDS[self.kind].sample_shape(self.config)
 
-def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{where}: the weights do not fit the configured model: {first}") from None
+    @classmethod
+    def of(cls, config: RunConfig, kind: str, weights: dict[str, torch.Tensor], data: dict[str, torch.Tensor],
+           step: int = 0, path: Path | None = None, info: dict[str, Any] | None = None) -> "Loaded":
+        """Build the kind's network from ``config``, load ``weights`` and put it in eval mode."""
+        adapter = KINDS[kind]
+        model = adapter.model(config)
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"{path or 'weights'}: the weights do not fit the configured model: {first}") from None
+        model.eval()
+        codec = adapter.codec(config, data)
+        return cls(model, config.diffusion.make_schedule(), config.diffusion.prediction(), config, kind, codec, step,
+                   path, dict(info or {}), dict(data))
+
+    def to(self, device: torch.device | str) -> "Loaded":
+        """Model and schedule on ``device`` (in place; returns self)."""
+        self.model.to(device)
+        self.schedule = self.schedule.to(device)
+        return self
 
 
 def load(path: str | Path, use_ema: bool = True) -> Loaded:
-    """Load a run directory (its newest checkpoint) or one checkpoint directory."""
-    ckpt, meta, tensors = load_checkpoint(path)
-    kind = meta.get("kind")
+    """Load a run directory (its newest checkpoint) or one checkpoint directory, of either kind."""
+    ckpt = Checkpoint.read(path)
     name = "ema" if use_ema else "model"
-    if name not in tensors:
-        raise CheckpointError(f"{ckpt}: missing {name}.safetensors")
-    where = f"{ckpt / 'state.json'}: config"
-    if kind == "image":
-        config = from_dict(ImageTrainConfig, meta.get("config", {}), where=where)
-        model: nn.Module = UNet(config.model)
-    elif kind == "points":
-        from .models.mlp import MLP
-
-        config = from_dict(PointsTrainConfig, meta.get("config", {}), where=where)
-        model = MLP(config.model)
-    else:
-        raise CheckpointError(f"{ckpt}: unknown checkpoint kind {kind!r} in state.json")
-    _load_weights(model, tensors[name], ckpt / f"{name}.safetensors")
-    model.eval()
-    extras = {k: v for k, v in tensors.items() if k not in ("model", "ema", "optimizer")}
-    return Loaded(model, config.diffusion.make_schedule(), config.diffusion.prediction(), config, kind,
-                  int(meta.get("step", 0)), ckpt, meta, extras)
+    try:
+        return Loaded.of(ckpt.config, ckpt.kind, getattr(ckpt, name), ckpt.data, ckpt.step, ckpt.path, ckpt.info)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{ckpt.path}: {exc}" if str(ckpt.path) not in str(exc) else str(exc)) from None

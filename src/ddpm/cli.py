@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli_common import _add_sampler_options, _at_least_one, _Parser, _sampler_spec
+from .cli_common import _add_sampler_options, _at_least_one, _device, _HelpFormatter, _Parser, _sampler_spec
 from .cli_eval import EVAL_COMMANDS, _add_evaluation_parsers
 from .errors import ConfigError, DDPMError
 
@@ -39,27 +39,29 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (weights, data order, t, noise)")
     p.add_argument("--out", default=None, help="run directory (config.json, checkpoints/, logs); default: "
                    "runs/<data set>")
-    p.add_argument("--resume", default="auto", help="images: auto (newest good checkpoint in --out), never, or a "
+    p.add_argument("--resume", default="auto", help="auto (newest good checkpoint in --out), never, or a "
                    "checkpoint directory")
-    p.add_argument("--checkpoint-every", type=int, default=S, help="images: steps between checkpoints")
-    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES", help="images: stop with a "
-                   "checkpoint after this many minutes of training (a later run resumes)")
-    p.add_argument("--sample-every", type=int, default=S, help="images: steps between EMA sample grids (0: none)")
+    p.add_argument("--checkpoint-every", type=int, default=S, help="steps between checkpoints (default: 1000 for "
+                   "2-D, the preset's)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES", help="stop with a checkpoint after "
+                   "this many minutes of training (a later run resumes)")
+    p.add_argument("--sample-every", type=int, default=S, help="steps between pictures of 16 EMA samples in "
+                   "samples/ (default 0: none)")
     p.add_argument("--skip-bad-images", action="store_true", help="images: skip unreadable files instead of stopping")
     p.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=S,
                    help="images: flip horizontally with probability 1/2 (default: the preset's; the paper flips "
                         "all but LSUN bedroom)")
-    p.add_argument("--precision", default=S, choices=("fp32", "bf16"), help="images: bf16 autocast (default fp32; "
+    p.add_argument("--precision", default=S, choices=("fp32", "bf16"), help="bf16 autocast (default fp32; "
                    "bf16 is emulated and slow on most CPUs)")
-    p.add_argument("--compile", action="store_true", help="images: torch.compile the network (minutes per graph)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (minutes per graph)")
     p.add_argument("--hidden", type=int, default=128, help="2-D: MLP width")
     p.add_argument("--blocks", type=int, default=3, help="2-D: MLP residual blocks")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("diffusion (default: Ho et al. 2020, or the preset's)")
     g.add_argument("--T", type=int, default=S, help="number of diffusion steps (paper: 1000)")
-    g.add_argument("--schedule", default=S, help="beta schedule: linear (paper), seed_code, seed_formula, cosine, "
-                   "sigmoid, quadratic, constant, jsd")
+    g.add_argument("--schedule", default=S, help="beta schedule: linear (paper), linear_small and proportional "
+                   "(the seed note's), cosine, sigmoid, quadratic, constant, jsd")
     g.add_argument("--schedule-param", type=_schedule_param, action="append", default=S, metavar="KEY=VALUE",
                    help="a schedule parameter, e.g. beta_end=0.02 (repeatable)")
     g.add_argument("--parameterization", default=S, help="network output: eps (paper), x0, v, mean")
@@ -76,7 +78,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     parser = _Parser(prog="ddpm", description="Denoising Diffusion Probabilistic Models (Ho et al. 2020).",
                      formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -89,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default=None, help="2-D: a .npy (plots beside it); images: a .png grid, an .npz "
                         "(arr_0 uint8 NHWC) or a folder for one PNG each (default: samples.npy / samples.png)")
-    sample.add_argument("--batch-size", type=int, default=64, help="images per batch (the images do not depend on it)")
+    sample.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: all points, 64 "
+                        "images); the samples do not depend on it")
     sample.add_argument("--gif", action="store_true", help="images: also write an animation of the reverse process")
+    sample.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_sampler_options(sample)
@@ -120,14 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- configs from arguments
 
-_DIFFUSION_KEYS = {"T": "T", "schedule": "schedule", "parameterization": "parameterization",
-                   "variance": "variance", "loss": "loss", "timestep_sampler": "timestep_sampler"}
-_OPTIM_KEYS = {"batch_size": "batch_size", "lr": "lr", "warmup": "warmup", "grad_clip": "grad_clip",
-               "ema_decay": "ema_decay"}
+# options whose names are their config fields', taken only when given (the rest keep the defaults)
+_DIFFUSION_KEYS = ("T", "schedule", "parameterization", "variance", "loss", "timestep_sampler")
+_OPTIM_KEYS = ("batch_size", "lr", "warmup", "grad_clip", "ema_decay")
+_RUN_KEYS = ("steps", "checkpoint_every", "sample_every", "precision")
 
 
-def _given(args: argparse.Namespace, keys: dict[str, str]) -> dict[str, Any]:
-    return {field: getattr(args, arg) for arg, field in keys.items() if hasattr(args, arg)}
+def _given(args: argparse.Namespace, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: getattr(args, key) for key in keys if hasattr(args, key)}
 
 
 def _override(args: argparse.Namespace, diffusion, optim):
@@ -154,8 +158,8 @@ def points_config(args: argparse.Namespace):
     diffusion, optim = _override(args, DiffusionConfig(decoder="gaussian"), OptimConfig())
     model = MLPConfig(data_dim=2, out_dim=diffusion.prediction().output_channels(2), hidden=args.hidden,
                       blocks=args.blocks)
-    return PointsTrainConfig(data=getattr(args, "data", "s_curve"), steps=getattr(args, "steps", 10_000),
-                             seed=args.seed, diffusion=diffusion, optim=optim, model=model)
+    return PointsTrainConfig(data=getattr(args, "data", "s_curve"), seed=args.seed, diffusion=diffusion, optim=optim,
+                             model=model, compile=args.compile, **_given(args, _RUN_KEYS))
 
 
 def image_config(args: argparse.Namespace):
@@ -177,10 +181,8 @@ def image_config(args: argparse.Namespace):
         data_cfg = replace(data_cfg, random_flip=args.random_flip)
     diffusion, optim = _override(args, run.diffusion, run.optim)
     model = replace(run.model, out_channels=diffusion.prediction().output_channels(run.model.in_channels))
-    fields = {"steps": "steps", "checkpoint_every": "checkpoint_every", "sample_every": "sample_every",
-              "precision": "precision"}
     return replace(run, data=data_cfg, model=model, diffusion=diffusion, optim=optim, seed=args.seed,
-                   compile=args.compile or run.compile, **_given(args, fields))
+                   compile=args.compile or run.compile, **_given(args, _RUN_KEYS))
 
 
 # ---------------------------------------------------------------- commands
@@ -194,20 +196,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(to_dict(config), indent=2, sort_keys=True))
         return 0
-    out = args.out or f"runs/{config.data.dataset if image else Path(config.data).stem}"
-    if image:
-        from .training.runner import train_images
-
-        if args.time_limit is not None and not args.time_limit > 0:
-            raise ConfigError(f"--time-limit must be > 0 minutes, got {args.time_limit}")
-        limit = args.time_limit * 60 if args.time_limit is not None else None
-        ckpt = train_images(config, out, resume=args.resume, progress=not args.quiet, time_limit=limit).checkpoint
-    else:
-        from .data.toy2d import load_points
-        from .toy import train_points
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise ConfigError(f"--time-limit must be > 0 minutes, got {args.time_limit}")
+    if not image:
+        from .data.points import load_points
 
         load_points(config.data)  # fail on bad data before anything is written
-        ckpt = train_points(config, out, progress=not args.quiet)
+    from .training.run import train
+
+    out = args.out or f"runs/{config.data.dataset if image else Path(config.data).stem}"
+    limit = args.time_limit * 60 if args.time_limit is not None else None
+    ckpt = train(config, out, resume_from=args.resume, progress=not args.quiet, time_limit=limit).checkpoint
     if ckpt is not None:
         print(f"checkpoint: {ckpt}")
     return 0
@@ -215,64 +214,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .api import load
+    from .config import to_dict
+    from .generation import generate
+    from .outputs import DEFAULT_OUT, sample_format, states_to_keep, write_samples
 
     _at_least_one(args, "n", "batch_size")
     spec = _sampler_spec(args)
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
     spec.timesteps_for(loaded.schedule.T)  # a bad --steps/--timesteps fails before any work
-    return _sample_points(args, spec) if loaded.kind == "points" else _sample_images(args, loaded, spec)
-
-
-def _sample_points(args: argparse.Namespace, spec) -> int:
-    import numpy as np
-
-    from .config import to_dict
-    from .toy import load_points_model, sample_points
-    from .training.checkpoint import write_json
-    from .visualization import reverse_strip, scatter_vs_data
-
-    out = Path(args.out or "samples.npy")
-    if out.suffix.lower() != ".npy":
-        raise ConfigError(f"--out {out}: 2-D samples are written as .npy")
-    loaded = load_points_model(args.checkpoint, use_ema=not args.no_ema)
-    n = args.n or 4000
-    result = sample_points(loaded, n, args.seed, progress=not args.quiet, sampler=spec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, result.samples)
-    name = f"{loaded.config.data} · step {loaded.step}"
-    scatter = scatter_vs_data(result.samples, loaded.reference.numpy(), out.with_suffix(".png"), name)
-    strip = reverse_strip(result.trajectory, out.with_name(out.stem + "_strip.png"), name)
-    write_json(out.with_suffix(".json"), {
-        "checkpoint": str(loaded.path), "n": n, "seed": args.seed, "ema": not args.no_ema,
-        "sampler": spec.describe(loaded.schedule.T), "seconds": result.seconds, "config": to_dict(loaded.config),
-    })
-    print(f"samples: {out}\nscatter: {scatter}\nstrip:   {strip}")
-    return 0
-
-
-def _sample_images(args: argparse.Namespace, loaded, spec) -> int:
-    from .config import to_dict
-    from .sampling import sample_images, save_folder, save_gif, save_grid, save_npz
-    from .training.checkpoint import write_json
-
-    out = Path(args.out or "samples.png")
-    kind = {".png": "grid", ".npz": "npz"}.get(out.suffix.lower(), "folder" if not out.suffix else None)
-    if kind is None:
-        raise ConfigError(f"--out {out}: use a .png (grid), an .npz, or a folder name without an extension")
-    n = args.n or 64
-    result = sample_images(loaded.model, loaded.schedule, loaded.prediction, n, args.seed, args.batch_size,
-                           frames=50 if args.gif else 0, progress=not args.quiet, sampler=spec)
-    (out if kind == "folder" else out.parent).mkdir(parents=True, exist_ok=True)
-    {"grid": save_grid, "npz": save_npz, "folder": save_folder}[kind](result.images, out)
-    base = out if kind == "folder" else out.with_suffix("")
-    meta_path = base / "samples.json" if kind == "folder" else base.with_suffix(".json")
-    write_json(meta_path, {"checkpoint": str(loaded.path), "n": n, "seed": args.seed, "ema": not args.no_ema,
-                           "sampler": spec.describe(loaded.schedule.T), "per_sample_seeds": True,
-                           "config": to_dict(loaded.config)})
-    print(f"samples: {out}")
-    if args.gif:
-        gif = save_gif(result.frames, (base / "reverse.gif") if kind == "folder" else base.with_suffix(".gif"))
-        print(f"animation: {gif}")
+    out = Path(args.out or DEFAULT_OUT[loaded.kind])
+    fmt = sample_format(loaded.kind, out)
+    n = args.n or (4000 if loaded.kind == "points" else 64)
+    samples = generate(loaded, n, args.seed, spec, args.batch_size, _device(args.device),
+                       keep_states=states_to_keep(loaded, spec, args.gif), progress=not args.quiet)
+    meta = {"checkpoint": str(loaded.path), "n": n, "seed": args.seed, "ema": not args.no_ema,
+            "sampler": spec.describe(loaded.schedule.T), "per_sample_seeds": True, "config": to_dict(loaded.config)}
+    for what, path in write_samples(loaded, samples, out, fmt, meta, animation=args.gif):
+        print(f"{what + ':':10s} {path}")
     return 0
 
 

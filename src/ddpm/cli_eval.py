@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .cli_common import _add_sampler_options, _at_least_one, _device, _ints, _Parser, _sampler_spec
+from .cli_common import _add_sampler_options, _at_least_one, _device, _Parser, _sampler_spec
 from .errors import ConfigError
 
 
@@ -101,12 +101,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_nll(args: argparse.Namespace) -> int:
     from .api import load
+    from .files import write_json
 
     _at_least_one(args, "n", "terms", "batch_size", "max_batch", "respace")
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
     if loaded.kind == "points":
-        return _eval_points(args)
-    from .evaluation.images import bits_per_dim, eval_images, nll_lines, write_nll_outputs
+        from .evaluation.points import evaluate_points
+
+        result = evaluate_points(loaded, n=args.n or 4000, seed=args.seed, timesteps=args.terms)
+        print("\n".join(result.pop("lines")))
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            write_json(Path(args.out) / "eval.json", result)
+        return 0
+    from .evaluation.bits_per_dim import bits_per_dim, eval_images, nll_lines, write_nll_outputs
 
     images = eval_images(loaded, args.split, args.data_dir, args.n)
     result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed,
@@ -117,21 +125,6 @@ def _eval_nll(args: argparse.Namespace) -> int:
     written = write_nll_outputs(result, out, f"{loaded.config.data.dataset} · step {loaded.step}")
     print("\n".join(nll_lines(result)))
     print("wrote: " + ", ".join(str(p) for p in written))
-    return 0
-
-
-def _eval_points(args: argparse.Namespace) -> int:
-    from .evaluation.toy import evaluate_points
-    from .toy import load_points_model
-    from .training.checkpoint import write_json
-
-    loaded = load_points_model(args.checkpoint, use_ema=not args.no_ema)
-    result = evaluate_points(loaded, n=args.n or 4000, seed=args.seed, timesteps=args.terms)
-    for line in result.pop("lines"):
-        print(line)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        write_json(Path(args.out) / "eval.json", result)
     return 0
 
 
@@ -163,7 +156,7 @@ def _reference(args: argparse.Namespace, loaded):
 
 def _eval_fid(args: argparse.Namespace) -> int:
     from .evaluation.fid import FeatureStats, InceptionFeatures, compare, images_from_path, reference_stats
-    from .training.checkpoint import write_json
+    from .files import write_json
 
     loaded = _image_checkpoint(args, "eval fid") if args.checkpoint else None
     extractor = InceptionFeatures(_device(args.device))  # fails first, with the install line, if absent
@@ -173,19 +166,20 @@ def _eval_fid(args: argparse.Namespace) -> int:
     ref_stats, ref_label = reference_stats(ref_name, ref_images, args.ref_n, extractor, progress=not args.quiet)
     meta: dict[str, Any] = {}
     if loaded is not None:
-        from .evaluation.images import samples_for_fid
+        from .generation import generate
 
         if args.n < 2:
             raise ConfigError(f"--n must be >= 2, got {args.n}")
         spec = _sampler_spec(args)
-        images = samples_for_fid(loaded, args.n, args.seed, spec, args.batch_size, _device(args.device),
-                                 progress=not args.quiet)
+        images = generate(loaded, args.n, args.seed, spec, args.batch_size, _device(args.device),
+                          progress=not args.quiet).data
         meta = {"checkpoint": str(loaded.path), "step": loaded.step, "seed": args.seed,
                 "sampler": spec.describe(loaded.schedule.T)}
         if args.out:
-            from .sampling import save_npz
+            import numpy as np
 
-            save_npz(images, Path(args.out).with_suffix(".npz"))
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            np.savez(Path(args.out).with_suffix(".npz"), images.permute(0, 2, 3, 1).contiguous().numpy())
     else:
         images = images_from_path(args.samples)
         meta = {"samples": str(args.samples)}
@@ -201,19 +195,15 @@ def _eval_fid(args: argparse.Namespace) -> int:
 def _cmd_progressive(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .evaluation.experiments import progressive_generation
+    from .applications.pictures import progressive_generation
+    from .samplers import parse_timesteps
     from .visualization import image_table
 
     _at_least_one(args, "n")
     loaded = _image_checkpoint(args, "progressive")
     T = loaded.schedule.T
-    show = _ints(args.t, "--t") if args.t else [int(v) for v in np.linspace(T, 0, 9).round()]
-    spec = _sampler_spec(args)
-    device = _device(args.device)
-    c = loaded.model.config
-    shown, table = progressive_generation(loaded.model.to(device).eval(), loaded.schedule.to(device),
-                                          loaded.prediction, (c.in_channels, c.image_size, c.image_size), args.n,
-                                          args.seed, show, spec, device)
+    show = parse_timesteps(args.t, "--t") if args.t else [int(v) for v in np.linspace(T, 0, 9).round()]
+    shown, table = progressive_generation(loaded, args.n, args.seed, show, _sampler_spec(args), _device(args.device))
     path = image_table(table.numpy(), args.out, scale=args.scale)
     print(f"x̂0 at t = {', '.join(map(str, shown))} (columns), {args.n} samples (rows): {path}")
     return 0
@@ -222,23 +212,22 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
 def _cmd_interpolate(args: argparse.Namespace) -> int:
     import torch
 
-    from .evaluation.experiments import interpolate, lambdas_of
-    from .evaluation.images import eval_images
+    from .applications.pictures import interpolate, lambdas_of
+    from .evaluation.bits_per_dim import eval_images
+    from .samplers import parse_timesteps
     from .visualization import image_table
 
     _at_least_one(args, "pairs")
-    loaded = _image_checkpoint(args, "interpolate")
+    loaded = _image_checkpoint(args, "interpolate").to(_device(args.device))
     T = loaded.schedule.T
-    ts = sorted({min(t, T) for t in _ints(args.t, "--t")})
+    ts = sorted({min(t, T) for t in parse_timesteps(args.t, "--t")})
     lambdas = lambdas_of(args.points)
     images = eval_images(loaded, args.split, args.data_dir, 2 * args.pairs)
-    device = _device(args.device)
-    model, schedule = loaded.model.to(device).eval(), loaded.schedule.to(device)
+    device = next(loaded.model.parameters()).device
     a, b = images[0::2].to(device), images[1::2].to(device)
     out = Path(args.out)
     for t in ts:
-        rows = interpolate(model, schedule, loaded.prediction, a, b, t, lambdas, args.seed, args.method,
-                           args.ddim_steps)
+        rows = interpolate(loaded, a, b, t, lambdas, args.seed, args.method, args.ddim_steps)
         table = torch.cat([a.cpu()[:, None], rows, b.cpu()[:, None]], dim=1)  # the sources frame each row
         path = image_table(table.numpy(), out / f"interp_t{t:04d}.png", scale=args.scale)
         print(f"t = {t}: {path}")

@@ -8,36 +8,22 @@ Defaults are the paper's (Ho et al. 2020 §4): T = 1000, linear β from 1e-4 to 
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
+from .data.sources import ImageDataConfig
 from .diffusion import Parameterization, PredictionConfig, VarianceType
-from .errors import ConfigError
+from .errors import ConfigError, check_choice, check_float, check_int
 from .losses import DecoderType, LossConfig, LossType
 from .models.mlp import MLPConfig
 from .models.unet import UNetConfig
-from .schedules import SCHEDULES, NoiseSchedule, make_betas
-from .training.timestep_sampler import TimestepSamplerType
+from .schedules import NoiseSchedule, make_betas, schedule_name
 
-
-def _check_choice(key: str, value: Any, options: tuple) -> None:
-    if value not in options:
-        raise ConfigError(f"{key} must be one of {', '.join(map(str, options))}, got {value!r}")
-
-
-def _check_int(key: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_float(key: str, value: Any, low: float, high: float = math.inf, low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bound = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high != math.inf else "")
-        raise ConfigError(f"{key} must be a number {bound}, got {value!r}")
+#: How training draws t: uniformly (Ho et al. Algorithm 1) or by importance (Nichol & Dhariwal §3.3).
+TimestepSamplerType = Literal["uniform", "importance"]
+#: The largest seed: every seed is mixed into 64-bit generator seeds.
+MAX_SEED = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -56,9 +42,9 @@ class DiffusionConfig:
     timestep_sampler: TimestepSamplerType = "uniform"
 
     def __post_init__(self) -> None:
-        _check_int("T", self.T, 1)
-        _check_choice("schedule", self.schedule, tuple(SCHEDULES))
-        _check_choice("timestep_sampler", self.timestep_sampler, get_args(TimestepSamplerType))
+        check_int("T", self.T, 1)
+        object.__setattr__(self, "schedule", schedule_name(self.schedule))  # an old alias -> its name
+        check_choice("timestep_sampler", self.timestep_sampler, get_args(TimestepSamplerType))
         self.prediction()  # validates parameterization and variance
         self.loss_config()  # validates loss, decoder and weight
         if self.loss == "simple" and self.variance in ("learned", "learned_range"):
@@ -90,78 +76,64 @@ class OptimConfig:
     batch_size: int = 128
 
     def __post_init__(self) -> None:
-        _check_float("lr", self.lr, 0.0, low_open=True)
-        _check_int("warmup", self.warmup, 0)
-        _check_float("grad_clip", self.grad_clip, 0.0)
-        _check_float("ema_decay", self.ema_decay, 0.0, 1.0)
-        _check_int("batch_size", self.batch_size, 1)
+        check_float("lr", self.lr, 0.0, low_open=True)
+        check_int("warmup", self.warmup, 0)
+        check_float("grad_clip", self.grad_clip, 0.0)
+        check_float("ema_decay", self.ema_decay, 0.0, 1.0)
+        check_int("batch_size", self.batch_size, 1)
 
 
 @dataclass(frozen=True)
-class PointsTrainConfig:
-    """A training run on 2-D points (a built-in data set name or a .npy/.csv file)."""
+class RunConfig:
+    """What every training run has, whatever its data: length, seed, and the cadence of its
+    checkpoints, logs and sample pictures."""
 
-    data: str = "s_curve"
     steps: int = 10_000
     seed: int = 0
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    sample_every: int = 0  # 0: no sample pictures while training
+    log_every: int = 100
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast; emulated (slow) on most CPUs
+    compile: bool = False  # torch.compile the network (minutes of compilation per graph)
+
+    def __post_init__(self) -> None:
+        check_choice("precision", self.precision, ("fp32", "bf16"))
+        check_int("seed", self.seed, 0, MAX_SEED)
+        for key, low in (("steps", 0), ("checkpoint_every", 1), ("keep_checkpoints", 1), ("sample_every", 0),
+                         ("log_every", 1)):
+            check_int(key, getattr(self, key), low)
+
+
+@dataclass(frozen=True)
+class PointsTrainConfig(RunConfig):
+    """A training run on 2-D points (a built-in data set name or a .npy/.csv file) with the MLP."""
+
+    data: str = "s_curve"
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(decoder="gaussian"))
     optim: OptimConfig = field(default_factory=OptimConfig)
     model: MLPConfig = field(default_factory=MLPConfig)
-    log_every: int = 100
 
     def __post_init__(self) -> None:
-        _check_int("steps", self.steps, 0)
-        _check_int("seed", self.seed, 0)
-        _check_int("log_every", self.log_every, 1)
+        super().__post_init__()
         expected = self.diffusion.prediction().output_channels(self.model.data_dim)
         if self.model.out_dim != expected:
             raise ConfigError(f"model.out_dim is {self.model.out_dim} but variance {self.diffusion.variance!r} needs {expected}")
 
 
-ImageDataset = typing.Literal["mnist", "digits", "cifar10", "folder", "none"]
-
-
 @dataclass(frozen=True)
-class ImageDataConfig:
-    """Where images come from and how they are shaped; pixels map to [-1, 1] in one place."""
-
-    dataset: ImageDataset = "cifar10"
-    path: str | None = None  # a directory (CIFAR-10 batches, MNIST idx files, an image folder)
-    image_size: int = 32
-    channels: int = 3
-    random_flip: bool = True  # the paper flips horizontally on all but LSUN bedroom
-    skip_bad_images: bool = False
-
-    def __post_init__(self) -> None:
-        _check_choice("data.dataset", self.dataset, get_args(ImageDataset))
-        _check_int("data.image_size", self.image_size, 1)
-        _check_choice("data.channels", self.channels, (1, 3))
-        if self.dataset == "folder" and not self.path:
-            raise ConfigError("data.path: an image folder needs a path")
-
-
-@dataclass(frozen=True)
-class ImageTrainConfig:
+class ImageTrainConfig(RunConfig):
     """A training run on images with the U-Net; defaults are the paper's CIFAR-10 run."""
 
+    steps: int = 800_000
+    checkpoint_every: int = 5000
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
     model: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(clip_x0=True))
     optim: OptimConfig = field(default_factory=OptimConfig)
-    steps: int = 800_000
-    seed: int = 0
-    checkpoint_every: int = 5000
-    keep_checkpoints: int = 3
-    sample_every: int = 0  # 0: no sample grids while training
-    log_every: int = 100
-    precision: typing.Literal["fp32", "bf16"] = "fp32"  # bf16 autocast; emulated (slow) on most CPUs
-    compile: bool = False  # torch.compile the network (minutes of compilation per graph)
 
     def __post_init__(self) -> None:
-        _check_choice("precision", self.precision, ("fp32", "bf16"))
-        for key, low in (("steps", 0), ("seed", 0), ("checkpoint_every", 1), ("keep_checkpoints", 1),
-                         ("sample_every", 0), ("log_every", 1)):
-            _check_int(key, getattr(self, key), low)
+        super().__post_init__()
         if self.model.in_channels != self.data.channels:
             raise ConfigError(f"model.in_channels {self.model.in_channels} != data.channels {self.data.channels}")
         if self.model.image_size != self.data.image_size:
@@ -171,6 +143,10 @@ class ImageTrainConfig:
             raise ConfigError(
                 f"model.out_channels is {self.model.out_channels} but variance {self.diffusion.variance!r} needs {expected}"
             )
+
+
+#: The run config of each kind of data, by the name a checkpoint records ("kind" in state.json).
+RUN_CONFIGS: dict[str, type[RunConfig]] = {"points": PointsTrainConfig, "image": ImageTrainConfig}
 
 
 def to_dict(config: Any) -> dict[str, Any]:

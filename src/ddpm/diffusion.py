@@ -8,7 +8,6 @@ integer tensor of the paper's timesteps (1..T; 0 is the data where allowed).
 from __future__ import annotations
 
 import operator
-
 from dataclasses import dataclass
 from typing import Callable, Literal, NamedTuple, get_args
 
@@ -19,25 +18,9 @@ from .rng import Generators, randn
 from .schedules import NoiseSchedule, extract
 
 __all__ = [
-    "Parameterization",
-    "VarianceType",
-    "Gaussian",
-    "Prediction",
-    "PredictionConfig",
-    "q_step_mean_var",
-    "q_step_sample",
-    "q_mean_var",
-    "q_sample",
-    "q_posterior",
-    "x0_from_eps",
-    "eps_from_x0",
-    "v_from_x0_eps",
-    "x0_from_v",
-    "eps_from_v",
-    "x0_from_mean",
-    "model_output_from_x0",
-    "noise_like",
-    "p_mean_variance",
+    "Parameterization", "VarianceType", "Gaussian", "Prediction", "PredictionConfig", "q_step_mean_var",
+    "q_step_sample", "q_mean_var", "q_sample", "q_posterior", "x0_from_eps", "eps_from_x0", "v_from_x0_eps",
+    "x0_from_v", "eps_from_v", "x0_from_mean", "model_output_from_x0", "noise_like", "p_mean_variance",
 ]
 
 #: What the network predicts: ε (default, Ho et al. eq. 11), x_0, v (Salimans & Ho 2022), or

@@ -7,6 +7,8 @@ status 2, without a traceback. Programming errors stay ordinary exceptions.
 
 from __future__ import annotations
 
+import math
+
 
 class DDPMError(Exception):
     """Base class of the errors caused by the user's input."""
@@ -22,3 +24,29 @@ class DataError(DDPMError, ValueError):
 
 class CheckpointError(DDPMError, ValueError):
     """A checkpoint directory is missing, incomplete or inconsistent (names the path)."""
+
+
+# ---------------------------------------------------------------- validating values
+
+
+def check_choice(key: str, value: object, options: tuple) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``options``."""
+    if value not in options:
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, options))}, got {value!r}")
+
+
+def check_int(key: str, value: object, minimum: int, maximum: int | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer (not a bool) in [minimum, maximum]."""
+    ok = not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+    if not ok or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+        raise ConfigError(f"{key} must be an integer {bound}, got {value!r}")
+
+
+def check_float(key: str, value: object, low: float, high: float = math.inf, low_open: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a finite number in [low, high] (or (low, high])."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high != math.inf else "")
+        raise ConfigError(f"{key} must be a number {bound}, got {value!r}")

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from .checkpoint import Checkpoint
 from .config import DiffusionConfig, ImageDataConfig, ImageTrainConfig, OptimConfig, to_dict
 from .errors import CheckpointError
+from .files import read_json, write_json
 from .models.diffusers_interop import (
     diffusers_config_from_unet,
     state_dict_from_diffusers,
     state_dict_to_diffusers,
     unet_config_from_diffusers,
 )
-from .training.checkpoint import save_checkpoint, write_json
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -25,13 +25,6 @@ _SCHEDULES = {"linear": "linear", "squaredcos_cap_v2": "cosine", "scaled_linear"
 _VARIANCES = {"fixed_small": "fixed_small", "fixed_small_log": "fixed_small", "fixed_large": "fixed_large",
               "fixed_large_log": "fixed_large", "learned": "learned", "learned_range": "learned_range"}
 _PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable JSON: {exc}") from None
 
 
 def _find(src: Path, *candidates: str) -> Path | None:
@@ -74,14 +67,14 @@ def import_diffusers(src: str | Path, out: str | Path) -> Path:
         bins = list(config_path.parent.glob("*.bin"))
         hint = f"; found {bins[0].name}, which is a pickle and is never loaded: convert it to safetensors first" if bins else ""
         raise CheckpointError(f"{weights_path}: missing{hint}")
-    unet = unet_config_from_diffusers(_read_json(config_path), where=str(config_path))
+    unet = unet_config_from_diffusers(read_json(config_path, CheckpointError), where=str(config_path))
     try:
         weights = load_file(str(weights_path))
     except Exception as exc:  # safetensors' own error types
         raise CheckpointError(f"{weights_path}: unreadable safetensors file: {exc}") from None
     sd = state_dict_from_diffusers(weights, unet, where=str(weights_path))
     sched_path = _find(src, "scheduler_config.json", "scheduler/scheduler_config.json")
-    diffusion = diffusion_from_scheduler(_read_json(sched_path), str(sched_path)) if sched_path else DiffusionConfig(clip_x0=True)
+    diffusion = diffusion_from_scheduler(read_json(sched_path, CheckpointError), str(sched_path)) if sched_path else DiffusionConfig(clip_x0=True)
     config = ImageTrainConfig(
         data=ImageDataConfig(dataset="none", image_size=unet.image_size, channels=unet.in_channels, random_flip=False),
         model=unet, diffusion=diffusion, optim=OptimConfig(), steps=0,
@@ -89,8 +82,7 @@ def import_diffusers(src: str | Path, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", to_dict(config))
-    return save_checkpoint(out, 0, {"model": sd, "ema": sd},
-                           {"kind": "image", "config": to_dict(config), "source": f"diffusers:{src.resolve()}"})
+    return Checkpoint("image", 0, config, sd, sd, info={"source": f"diffusers:{src.resolve()}"}).write(out)
 
 
 def export_diffusers(checkpoint: str | Path, out: str | Path, use_ema: bool = True) -> Path:

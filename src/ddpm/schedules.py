@@ -17,7 +17,7 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["SCHEDULES", "make_betas", "NoiseSchedule", "extract"]
+__all__ = ["SCHEDULES", "SCHEDULE_ALIASES", "schedule_name", "make_betas", "NoiseSchedule", "extract"]
 
 
 def _linear(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
@@ -25,12 +25,12 @@ def _linear(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndar
     return np.linspace(beta_start, beta_end, T, dtype=np.float64)
 
 
-def _seed_code(T: int) -> np.ndarray:
-    # The seed note's code: np.linspace(1e-5, 0.2e-2, num_steps).
+def _linear_small(T: int) -> np.ndarray:
+    # The seed note's code: np.linspace(1e-5, 0.2e-2, num_steps), a tenth of the paper's β_T.
     return np.linspace(1e-5, 2e-3, T, dtype=np.float64)
 
 
-def _seed_formula(T: int, scale: float = 0.02) -> np.ndarray:
+def _proportional(T: int, scale: float = 0.02) -> np.ndarray:
     # The seed note's formula α_t = √(1 − 0.02 t / T); with α_t = √(1 − β_t) that is β_t = 0.02 t / T.
     return scale * np.arange(1, T + 1, dtype=np.float64) / T
 
@@ -66,8 +66,8 @@ def _jsd(T: int) -> np.ndarray:
 #: Registry of schedule builders by name; each takes T and its own keyword parameters.
 SCHEDULES: dict[str, Callable[..., np.ndarray]] = {
     "linear": _linear,
-    "seed_code": _seed_code,
-    "seed_formula": _seed_formula,
+    "linear_small": _linear_small,
+    "proportional": _proportional,
     "cosine": _cosine,
     "sigmoid": _sigmoid,
     "quadratic": _quadratic,
@@ -76,15 +76,27 @@ SCHEDULES: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
+#: Names earlier versions used, still accepted (and stored under the name they stand for).
+SCHEDULE_ALIASES: dict[str, str] = {"seed_code": "linear_small", "seed_formula": "proportional"}
+
+
+def schedule_name(name: str) -> str:
+    """The registry name of a schedule, given it or an alias; unknown names are refused."""
+    name = SCHEDULE_ALIASES.get(name, name)
+    if name not in SCHEDULES:
+        raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {name!r}")
+    return name
+
+
 def make_betas(name: str, T: int, **params: float) -> torch.Tensor:
     """Return β_1..β_T of the named schedule as a float64 tensor of shape (T,).
 
     ``params`` are the schedule's own keywords (``beta_start``/``beta_end`` for ``linear``,
     ``sigmoid`` and ``quadratic``; ``s``/``max_beta`` for ``cosine``; ``beta`` for
-    ``constant``; ``scale`` for ``seed_formula``).
+    ``constant``; ``scale`` for ``proportional``). ``seed_code`` and ``seed_formula`` are
+    accepted for ``linear_small`` and ``proportional``.
     """
-    if name not in SCHEDULES:
-        raise ConfigError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+    name = schedule_name(name)
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
         raise ConfigError(f"the number of diffusion steps T must be an integer >= 1, got {T!r}")
     try:

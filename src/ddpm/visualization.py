@@ -1,4 +1,5 @@
-"""Pictures: 2-D scatter plots against the data and strips of the reverse process."""
+"""Pictures: 2-D scatter plots and strips of the reverse process, plots of the bound, and image
+grids, tables and animations (uint8 (N, C, H, W) in, PNG/GIF out)."""
 
 from __future__ import annotations
 
@@ -98,19 +99,56 @@ def plot_rate_distortion(rate: np.ndarray, rmse: np.ndarray, path: str | Path, t
     return _save(fig, path, title)
 
 
-def image_table(rows: np.ndarray, path: str | Path, scale: int = 2, pad: int = 2) -> Path:
-    """uint8 (R, K, C, H, W) -> one PNG with R rows of K images."""
-    from PIL import Image
-
+def _tile(rows: np.ndarray, pad: int = 2) -> np.ndarray:
+    """uint8 (R, K, C, H, W) -> (H', W', C): R rows of K images on a white canvas."""
     R, K, C, H, W = rows.shape
     canvas = np.full((R * (H + pad) + pad, K * (W + pad) + pad, C), 255, dtype=np.uint8)
     for r in range(R):
         for k in range(K):
             y, x = pad + r * (H + pad), pad + k * (W + pad)
             canvas[y:y + H, x:x + W] = rows[r, k].transpose(1, 2, 0)
-    img = Image.fromarray(canvas[..., 0] if C == 1 else canvas)
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return canvas
+
+
+def _pil(canvas: np.ndarray, scale: int = 1):
+    from PIL import Image
+
+    img = Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas)
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img
+
+
+def make_grid(images, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """uint8 (N, C, H, W) -> (H', W', C) grid, ``nrow`` images a row (default √N), white border."""
+    arr = np.asarray(images)
+    n = arr.shape[0]
+    nrow = nrow or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / nrow))
+    blank = np.full((rows * nrow - n, *arr.shape[1:]), 255, dtype=np.uint8)  # fill the last row
+    return _tile(np.concatenate([arr, blank]).reshape(rows, nrow, *arr.shape[1:]), pad)
+
+
+def image_table(rows: np.ndarray, path: str | Path, scale: int = 2, pad: int = 2) -> Path:
+    """uint8 (R, K, C, H, W) -> one PNG with R rows of K images."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    _pil(_tile(np.asarray(rows), pad), scale).save(path)
+    return Path(path)
+
+
+def save_grid(images, path: str | Path, scale: int = 1) -> Path:
+    """uint8 (N, C, H, W) images as one PNG grid."""
+    _pil(make_grid(images), scale).save(path)
+    return Path(path)
+
+
+def save_image(image, path: str | Path) -> Path:
+    """One uint8 (C, H, W) image as a PNG of its own size."""
+    _pil(np.asarray(image).transpose(1, 2, 0)).save(path)
+    return Path(path)
+
+
+def save_gif(frames: list, path: str | Path, scale: int = 2, ms: int = 80) -> Path:
+    """An animation of the reverse process from (t, uint8 (N, C, H, W)) frames, holding on the last."""
+    pics = [_pil(make_grid(f), scale) for _, f in frames]
+    pics += [pics[-1]] * 10
+    pics[0].save(path, save_all=True, append_images=pics[1:], duration=ms, loop=0)
     return Path(path)

@@ -1,5 +1,5 @@
-"""Data sets: 2-D points now; images come with the U-Net."""
+"""Data sets: 2-D points (built-in shapes and point files) and images (MNIST, digits, CIFAR-10, folders)."""
 
-from .toy2d import TOY_DATASETS, GaussianMixture, PointData, Standardizer, load_points
+from .points import POINT_DATASETS, GaussianMixture, PointData, Standardizer, load_points
 
-__all__ = ["TOY_DATASETS", "GaussianMixture", "PointData", "Standardizer", "load_points"]
+__all__ = ["POINT_DATASETS", "GaussianMixture", "PointData", "Standardizer", "load_points"]

@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 import torch
 
-from ..config import ImageDataConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError, check_choice, check_int
 from .folder import ImageFolder
 from .images import load_cifar10, load_digits, load_mnist
+
+
+ImageDataset = typing.Literal["mnist", "digits", "cifar10", "folder", "none"]
+
+
+@dataclass(frozen=True)
+class ImageDataConfig:
+    """Where images come from and how they are shaped; pixels map to [-1, 1] in one place."""
+
+    dataset: ImageDataset = "cifar10"
+    path: str | None = None  # a directory (CIFAR-10 batches, MNIST idx files, an image folder)
+    image_size: int = 32
+    channels: int = 3
+    random_flip: bool = True  # the paper flips horizontally on all but LSUN bedroom
+    skip_bad_images: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("data.dataset", self.dataset, typing.get_args(ImageDataset))
+        check_int("data.image_size", self.image_size, 1)
+        check_choice("data.channels", self.channels, (1, 3))
+        if self.dataset == "folder" and not self.path:
+            raise ConfigError("data.path: an image folder needs a path")
 
 
 def build_image_data(cfg: ImageDataConfig, split: str = "train", min_images: int = 1) -> torch.Tensor | ImageFolder:

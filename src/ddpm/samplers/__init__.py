@@ -10,7 +10,8 @@ means all of T … 1. :data:`SAMPLERS` maps the CLI's names to the step iterator
 :class:`SamplerSpec` picks one with its timesteps.
 """
 
-from .ancestral import SamplerStep, ancestral_sample, ancestral_steps
+from .ancestral import ancestral_sample, ancestral_steps
+from .base import SamplerStep, predict_x0_eps, run_to_end
 from .ddim import ddim_invert, ddim_sample, ddim_sigma, ddim_steps
 from .dpm_solver import dpm_solver_sample, dpm_solver_steps
 from .spec import SAMPLERS, SamplerSpec
@@ -19,5 +20,5 @@ from .timesteps import SPACINGS, RespacedModel, check_timesteps, make_timesteps,
 __all__ = [
     "SAMPLERS", "SPACINGS", "RespacedModel", "SamplerSpec", "SamplerStep", "ancestral_sample", "ancestral_steps",
     "check_timesteps", "ddim_invert", "ddim_sample", "ddim_sigma", "ddim_steps", "dpm_solver_sample",
-    "dpm_solver_steps", "make_timesteps", "parse_timesteps", "respace",
+    "dpm_solver_steps", "make_timesteps", "parse_timesteps", "predict_x0_eps", "respace", "run_to_end",
 ]

@@ -13,24 +13,15 @@ original t.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from ..diffusion import Model, PredictionConfig, p_mean_variance
 from ..rng import Generators, randn
 from ..schedules import NoiseSchedule
+from .base import SamplerStep, run_to_end
 from .timesteps import RespacedModel, check_timesteps, respace
-
-
-class SamplerStep(NamedTuple):
-    """The state after one reverse step from t: ``x`` is x at ``t_next`` (t − 1 on the full
-    grid, the next kept timestep or 0 otherwise); ``pred_x0`` is x̂_0(x_t, t)."""
-
-    t: int
-    x: torch.Tensor
-    pred_x0: torch.Tensor
-    t_next: int
 
 
 @torch.no_grad()
@@ -83,14 +74,3 @@ def ancestral_sample(
     """Run Algorithm 2 and return x_0; ``callback`` sees every :class:`SamplerStep`."""
     return run_to_end(ancestral_steps(model, schedule, x_T, prediction, generator, timesteps=timesteps), x_T,
                       callback)
-
-
-def run_to_end(steps: Iterator[SamplerStep], x_T: torch.Tensor,
-               callback: Callable[[SamplerStep], None] | None = None) -> torch.Tensor:
-    """Drain a sampler's step iterator and return the last x (x_T if there were no steps)."""
-    x = x_T
-    for step in steps:
-        x = step.x
-        if callback is not None:
-            callback(step)
-    return x

@@ -16,18 +16,11 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from ..diffusion import Model, PredictionConfig, p_mean_variance
+from ..diffusion import Model, PredictionConfig
 from ..rng import Generators, randn
 from ..schedules import NoiseSchedule
-from .ancestral import SamplerStep, run_to_end
+from .base import SamplerStep, predict_x0_eps, run_to_end
 from .timesteps import check_timesteps, make_timesteps
-
-
-def predict_x0_eps(model: Model, schedule: NoiseSchedule, x: torch.Tensor, t: int,
-                   prediction: PredictionConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """x̂_0 and ε̂ at (x_t, t) for any parameterization (ε̂ recomputed from a clipped x̂_0)."""
-    pred = p_mean_variance(model, schedule, x, t, prediction)
-    return pred.pred_x0, pred.pred_eps
 
 
 def ddim_sigma(abar_t: float, abar_s: float, eta: float) -> float:

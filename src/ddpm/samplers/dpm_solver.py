@@ -22,8 +22,7 @@ from ..diffusion import Model, PredictionConfig
 from ..errors import ConfigError
 from ..rng import Generators
 from ..schedules import NoiseSchedule
-from .ancestral import SamplerStep, run_to_end
-from .ddim import predict_x0_eps
+from .base import SamplerStep, predict_x0_eps, run_to_end
 from .timesteps import check_timesteps, make_timesteps
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import torch
 
@@ -11,7 +12,8 @@ from ..diffusion import Model, PredictionConfig
 from ..errors import ConfigError
 from ..rng import Generators
 from ..schedules import NoiseSchedule
-from .ancestral import SamplerStep, ancestral_steps, run_to_end
+from .ancestral import ancestral_steps
+from .base import SamplerStep, run_to_end
 from .ddim import ddim_steps
 from .dpm_solver import dpm_solver_steps
 from .timesteps import make_timesteps
@@ -41,22 +43,29 @@ class SamplerSpec:
     def __post_init__(self) -> None:
         if self.name not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
-        if self.eta < 0:
-            raise ConfigError(f"eta must be >= 0, got {self.eta}")
+        if not math.isfinite(self.eta) or self.eta < 0:
+            raise ConfigError(f"eta must be a finite number >= 0, got {self.eta}")
         if self.eta != 0 and self.name != "ddim":
             raise ConfigError(f"eta applies to the ddim sampler only, not {self.name!r}")
 
-    def timesteps_for(self, T: int) -> list[int]:
+    def timesteps_for(self, T: int, start: int | None = None) -> list[int]:
+        """The decreasing paper timesteps this sampler visits in a process of T steps, or in its
+        part from ``start`` down (a reverse run begun at x_start rather than at x_T):
+        explicit timesteps above ``start`` are dropped, ``steps`` are spread over 1..start."""
+        top = T if start is None else start
         if self.timesteps is not None:
-            return make_timesteps(T, explicit=list(self.timesteps))
-        return make_timesteps(T, self.steps if self.steps is not None else T, self.spacing)
+            kept = [t for t in make_timesteps(T, explicit=list(self.timesteps)) if t <= top]
+            return make_timesteps(T, explicit=kept)
+        steps = top if self.steps is None else self.steps if start is None else min(self.steps, top)
+        return make_timesteps(top, steps, self.spacing)
 
     def steps_iter(self, model: Model, schedule: NoiseSchedule, x_T: torch.Tensor,
-                   prediction: PredictionConfig = PredictionConfig(),
-                   generator: Generators = None) -> Iterator[SamplerStep]:
+                   prediction: PredictionConfig = PredictionConfig(), generator: Generators = None,
+                   start: int | None = None) -> Iterator[SamplerStep]:
+        """The sampler's steps from x_T (or from x at ``start``), as the algorithm's iterator."""
         opts = {"eta": self.eta} if self.name == "ddim" else {}
         return SAMPLERS[self.name](model, schedule, x_T, prediction, generator,
-                                   timesteps=self.timesteps_for(schedule.T), **opts)
+                                   timesteps=self.timesteps_for(schedule.T, start), **opts)
 
     def sample(self, model: Model, schedule: NoiseSchedule, x_T: torch.Tensor,
                prediction: PredictionConfig = PredictionConfig(), generator: Generators = None) -> torch.Tensor:
@@ -68,8 +77,3 @@ class SamplerSpec:
         d["timesteps"] = self.timesteps_for(T)
         d["network_evaluations_per_sample"] = len(d["timesteps"])
         return d
-
-
-def parse_sampler(name: str, steps: int | None, spacing: str, eta: float,
-                  timesteps: Sequence[int] | None) -> SamplerSpec:
-    return SamplerSpec(name, steps, spacing, eta, tuple(timesteps) if timesteps is not None else None)

@@ -49,28 +49,30 @@ def make_timesteps(T: int, steps: int | None = None, spacing: str = "linspace",
     return check_timesteps(T, [int(t) for t in ts])
 
 
-def check_timesteps(T: int, timesteps: Sequence[int]) -> list[int]:
-    """Validate a sequence of paper timesteps: integers in [1, T], strictly decreasing."""
+def check_timesteps(T: int, timesteps: Sequence[int], lowest: int = 1) -> list[int]:
+    """Validate a sequence of paper timesteps: integers in [lowest, T] (lowest 0 admits the data,
+    as a picture of x_0 may), strictly decreasing. The one check of a timestep list."""
     ts = list(timesteps)
     if not ts:
         raise ConfigError("the timestep list is empty")
     for i, t in enumerate(ts):
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
             raise ConfigError(f"timestep #{i} is {t!r}, not an integer")
-        if not 1 <= t <= T:
-            raise ConfigError(f"timestep #{i} is {t}, outside [1, {T}] (the paper's t; diffusers' k is t − 1)")
+        if not lowest <= t <= T:
+            raise ConfigError(f"timestep #{i} is {t}, outside [{lowest}, {T}] (the paper's t; diffusers' k is t − 1)")
     for i in range(1, len(ts)):
         if ts[i] >= ts[i - 1]:
             raise ConfigError(f"timesteps must be strictly decreasing; #{i - 1} = {ts[i - 1]}, #{i} = {ts[i]}")
     return [int(t) for t in ts]
 
 
-def parse_timesteps(text: str) -> list[int]:
-    """'999,500,10' -> [999, 500, 10] (validation comes with :func:`check_timesteps`)."""
+def parse_timesteps(text: str, flag: str = "--timesteps") -> list[int]:
+    """'999,500,10' -> [999, 500, 10]: the one parser of a timestep list typed by a user
+    (validation comes with :func:`check_timesteps`)."""
     try:
         return [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
-        raise ConfigError(f"--timesteps takes comma-separated integers, got {text!r}") from None
+        raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}") from None
 
 
 class RespacedModel(nn.Module):

@@ -1,18 +1,21 @@
 """How training draws the timestep t of each example.
 
 ``uniform``: t ~ U{1, …, T} (Ho et al. Algorithm 1). ``importance``: p_t ∝ √E[L_t²] from the
-last ``history`` values of each term, uniform until every t has them (Nichol & Dhariwal 2021
-§3.3); the returned weights 1/(T p_t) keep the loss an unbiased estimate of the uniform one.
+last ``history`` per-example losses seen at each t, uniform until every t has them (Nichol &
+Dhariwal 2021 §3.3); the returned weights 1/(T p_t) keep the loss an unbiased estimate of the
+uniform one. The trainer records each example's whole training loss, as the authors' code
+does (``losses["loss"]`` in improved-diffusion): the bound term L_{t−1} itself under ``vlb``,
+L_simple + λ L_{t−1} under ``hybrid``.
 """
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import NamedTuple, get_args
 
 import numpy as np
 import torch
 
-TimestepSamplerType = Literal["uniform", "importance"]
+from ..config import TimestepSamplerType
 
 
 class TimestepDraw(NamedTuple):
@@ -24,7 +27,7 @@ class TimestepSampler:
     """Uniform or loss-second-moment importance sampling of t ∈ {1, …, T}."""
 
     def __init__(self, T: int, kind: TimestepSamplerType = "uniform", history: int = 10, uniform_prob: float = 1e-3):
-        if kind not in ("uniform", "importance"):
+        if kind not in get_args(TimestepSamplerType):
             raise ValueError(f"timestep sampler must be 'uniform' or 'importance', got {kind!r}")
         self.T, self.kind, self.uniform_prob = T, kind, uniform_prob
         self.history = np.zeros((T, history), dtype=np.float64)  # row t−1: last losses at t
@@ -52,7 +55,7 @@ class TimestepSampler:
         return TimestepDraw((idx + 1).to(device), weights.to(device))
 
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
-        """Record per-example bound terms ``losses`` drawn at timesteps ``t``."""
+        """Record the per-example training losses ``losses`` of examples drawn at timesteps ``t``."""
         if self.kind == "uniform":
             return
         for ti, li in zip(t.tolist(), losses.detach().double().cpu().tolist()):

@@ -67,6 +67,24 @@ def make_optimizer(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """The optimizer's state as flat tensors ("<param index>.<name>") and its param groups (JSON)."""
+    sd = opt.state_dict()
+    return {f"{i}.{k}": v for i, s in sd["state"].items() for k, v in s.items()}, sd["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    """Inverse of :func:`optimizer_tensors`. How the step is computed (fused, foreach, …) stays
+    this process's choice, not the checkpoint's."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    impl = ("fused", "foreach", "capturable", "differentiable")
+    groups = [{**g, **{k: cur[k] for k in impl if k in cur}} for g, cur in zip(groups, opt.param_groups)]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
 def make_train_state(model: nn.Module, diffusion: DiffusionConfig, optim: OptimConfig) -> TrainState:
     optimizer = make_optimizer(model.parameters(), optim.lr)
     return TrainState(model, EMA(model, optim.ema_decay, optim.ema_warmup), optimizer,

@@ -1,4 +1,5 @@
-"""Evaluation of image checkpoints: bits/dim with its breakdown and rate–distortion, and FID."""
+"""Bits/dim of an image checkpoint on its data set: the full bound with its breakdown and
+rate–distortion (Ho et al. 2020 §4.3), or the unbiased few-term estimate."""
 
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
 
 def write_nll_outputs(result: dict, out_dir: Path, title: str) -> list[Path]:
     """nll.json, and for the full bound nll_terms.csv, nll_terms.png and rate_distortion.png."""
-    from ..training.checkpoint import write_json
+    from ..files import write_json
     from ..visualization import plot_bound_terms, plot_rate_distortion
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,12 +138,3 @@ def nll_lines(result: dict) -> list[str]:
         lines.append(f"  lossy compression: rate {result['rate_bits_per_dim']:.4f} bits/dim, "
                      f"distortion {result['distortion_bits_per_dim']:.4f} bits/dim")
     return lines
-
-
-def samples_for_fid(loaded, n: int, seed: int, sampler, batch_size: int, device, progress: bool) -> torch.Tensor:
-    from ..sampling import sample_images
-
-    return sample_images(loaded.model.to(device).eval(), loaded.schedule.to(device), loaded.prediction, n, seed,
-                         batch_size, device=device, progress=progress, sampler=sampler).images
-
-

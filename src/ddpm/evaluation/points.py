@@ -1,4 +1,4 @@
-"""Distances between two sets of points, for 2-D sample quality."""
+"""2-D checkpoints measured: the bound in nats per point, and distances between sets of points."""
 
 from __future__ import annotations
 
@@ -42,11 +42,12 @@ def evaluate_points(loaded, n: int = 4000, seed: int = 0, timesteps: int | None 
     """
     import math
 
-    from ..data.toy2d import load_points
-    from ..toy import sample_points
+    from ..data.points import load_points
+    from ..generation import generate
     from .nll import bound_estimate, variational_bound
 
     data = load_points(loaded.config.data)
+    standardizer = loaded.codec.standardizer
     g = torch.Generator().manual_seed(seed)
     if data.points is None:
         fresh, fresh2 = data.sample(n, g).double(), data.sample(n, g).double()
@@ -54,8 +55,8 @@ def evaluate_points(loaded, n: int = 4000, seed: int = 0, timesteps: int | None 
         perm = torch.randperm(data.points.shape[0], generator=g)
         half = data.points.shape[0] // 2
         fresh, fresh2 = data.points[perm[:half]].double(), data.points[perm[half:2 * half]].double()
-    y = loaded.standardizer.forward(fresh).float()
-    pred = loaded.config.diffusion.prediction()
+    y = loaded.codec.encode(fresh)
+    pred = loaded.prediction
     decoder = loaded.config.diffusion.decoder
     if timesteps is None:
         total = variational_bound(loaded.model, loaded.schedule, y, pred, decoder, generator=g).total
@@ -63,7 +64,7 @@ def evaluate_points(loaded, n: int = 4000, seed: int = 0, timesteps: int | None 
     else:
         est = bound_estimate(loaded.model, loaded.schedule, y, timesteps, pred, decoder, generator=g)
         total, evals = est.total, est.network_evaluations
-    nats = total - loaded.standardizer.log_abs_det()  # back to the data's units
+    nats = total - standardizer.log_abs_det()  # back to the data's units
     result = {"points": int(fresh.shape[0]), "bound_nats_per_point": float(nats.mean()),
               "bound_standard_error": float(nats.std() / math.sqrt(nats.shape[0])),
               "network_evaluations_per_point": evals, "seed": seed}
@@ -74,7 +75,7 @@ def evaluate_points(loaded, n: int = 4000, seed: int = 0, timesteps: int | None 
         exact = float(-data.mixture.log_prob(fresh).mean())
         result["exact_nll_nats_per_point"] = exact
         lines.append(f"exact NLL of the same points under the generating mixture: {exact:.4f} nats/point")
-    samples = torch.from_numpy(sample_points(loaded, fresh.shape[0], seed + 1).samples).double()
+    samples = generate(loaded, fresh.shape[0], seed + 1).data.double()
     gp = torch.Generator().manual_seed(seed + 2)
     result.update({
         "sliced_wasserstein": sliced_wasserstein(samples, fresh, generator=gp),

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import DataError
 
-__all__ = ["GaussianMixture", "Standardizer", "PointData", "TOY_DATASETS", "load_points"]
+__all__ = ["GaussianMixture", "Standardizer", "PointData", "POINT_DATASETS", "load_points"]
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def _mixture_data(name: str, mixture: GaussianMixture) -> PointData:
     return PointData(name, mixture.sample, mixture=mixture)
 
 
-TOY_DATASETS: dict[str, Callable[[], PointData]] = {
+POINT_DATASETS: dict[str, Callable[[], PointData]] = {
     "s_curve": lambda: PointData("s_curve", _s_curve),
     "swiss_roll": lambda: PointData("swiss_roll", _swiss_roll),
     "moons": lambda: PointData("moons", _moons),
@@ -195,11 +195,11 @@ def _points_from_file(path: Path) -> PointData:
 
 def load_points(spec: str) -> PointData:
     """A built-in data set by name, or a ``.npy``/``.csv`` file of (N, 2) points."""
-    if spec in TOY_DATASETS:
-        return TOY_DATASETS[spec]()
+    if spec in POINT_DATASETS:
+        return POINT_DATASETS[spec]()
     path = Path(spec)
     if not path.exists():
-        raise DataError(f"{spec}: no such file, and not a built-in data set ({', '.join(TOY_DATASETS)})")
+        raise DataError(f"{spec}: no such file, and not a built-in data set ({', '.join(POINT_DATASETS)})")
     if path.is_dir():
         raise DataError(f"{spec}: is a directory; 2-D data must be one .npy or .csv file")
     return _points_from_file(path)

@@ -1,0 +1,102 @@
+"""The one generation path: from a loaded checkpoint, points or images, to samples.
+
+``denoise`` runs any sampler from a given x (x_T, or an x_t made from data) with one
+generator per sample, so sample i is the same at any batch size; ``generate`` starts it from
+N(0, I) in batches. Both keep what a caller asks for on the way: states x_t and predictions
+x̂_0(x_t, t) at chosen t, mapped to the data's own values by the kind's codec. ``ddpm sample``,
+FID, progressive generation, interpolation and the pictures drawn while training all use them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .api import Loaded
+from .errors import ConfigError
+from .rng import Generators, per_sample_generators, randn
+from .samplers import SamplerSpec, check_timesteps
+
+
+@dataclass
+class Samples:
+    """Samples in the data's own values (uint8 (N, C, H, W) images, (N, D) points), with what was kept."""
+
+    data: torch.Tensor
+    states: dict[int, torch.Tensor] = field(default_factory=dict)  # t -> x_t, decoded
+    predictions: dict[int, torch.Tensor] = field(default_factory=dict)  # t -> x̂_0(x_t, t), decoded
+    seconds: float = 0.0
+
+
+def visited(sampler: SamplerSpec, T: int, start: int | None = None) -> list[int]:
+    """The timesteps x passes through, from the first kept one down to 0 (the data)."""
+    return sampler.timesteps_for(T, start) + [0]
+
+
+def nearest_visited(sampler: SamplerSpec, T: int, wanted: Iterable[int]) -> list[int]:
+    """For each wanted t (0 … T) the visited timestep nearest to it; decreasing, no repeats."""
+    wanted = check_timesteps(T, sorted(set(int(t) for t in wanted), reverse=True), lowest=0)
+    states = visited(sampler, T)
+    return sorted({min(states, key=lambda v: abs(v - t)) for t in wanted}, reverse=True)
+
+
+def evenly_visited(sampler: SamplerSpec, T: int, count: int) -> list[int]:
+    """Up to ``count`` visited timesteps evenly spread from the first to 0 (frames of an animation)."""
+    states = visited(sampler, T)
+    return sorted({states[i] for i in np.linspace(0, len(states) - 1, count).round().astype(int)}, reverse=True)
+
+
+@torch.no_grad()
+def denoise(loaded: Loaded, x: torch.Tensor, sampler: SamplerSpec, generators: Generators,
+            start: int | None = None, keep_states: Sequence[int] = (), keep_predictions: Sequence[int] = (),
+            progress=None) -> Samples:
+    """Run ``sampler`` from x at ``start`` (default: x is x_T) to x_0 on x's device."""
+    keep_x, keep_x0 = set(keep_states), set(keep_predictions)
+    decode = loaded.codec.decode
+    out = Samples(x)
+    first = visited(sampler, loaded.schedule.T, start)[0]
+    if first in keep_x:
+        out.states[first] = decode(x).cpu()
+    for step in sampler.steps_iter(loaded.model, loaded.schedule, x, loaded.prediction, generators, start):
+        x = step.x
+        if step.t in keep_x0:
+            out.predictions[step.t] = decode(step.pred_x0).cpu()
+        if step.t_next in keep_x:
+            out.states[step.t_next] = decode(x).cpu()
+        if progress is not None:
+            progress.update(x.shape[0])
+    out.data = decode(x).cpu()
+    return out
+
+
+def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = SamplerSpec(),
+             batch_size: int | None = None, device: torch.device | str | None = None,
+             keep_states: Sequence[int] = (), keep_predictions: Sequence[int] = (),
+             progress: bool = False) -> Samples:
+    """n samples from N(0, I) through ``sampler``; sample i draws from its own generator (seed, i),
+    so it is the same at any ``batch_size`` (default: all n at once for points, 64 images)."""
+    from tqdm.auto import tqdm
+
+    if n < 1:
+        raise ConfigError(f"the number of samples must be >= 1, got {n}")
+    device = torch.device(device) if device is not None else next(loaded.model.parameters()).device
+    loaded.to(device)
+    batch_size = batch_size or (n if loaded.kind == "points" else 64)
+    steps = len(sampler.timesteps_for(loaded.schedule.T))
+    bar = tqdm(total=n * steps, disable=not progress, desc="sample", unit="step", unit_scale=True,
+               dynamic_ncols=True, mininterval=1.0)
+    parts, start_time = [], time.perf_counter()
+    for first in range(0, n, batch_size):
+        count = min(batch_size, n - first)
+        gens = per_sample_generators(seed, first, count)
+        x = randn((count, *loaded.sample_shape), gens, device=device)  # x_T
+        parts.append(denoise(loaded, x, sampler, gens, None, keep_states, keep_predictions, bar))
+    bar.close()
+    return Samples(torch.cat([p.data for p in parts]),
+                   {t: torch.cat([p.states[t] for p in parts]) for t in parts[0].states},
+                   {t: torch.cat([p.predictions[t] for p in parts]) for t in parts[0].predictions},
+                   time.perf_counter() - start_time)

@@ -1,0 +1,173 @@
+"""The kinds of data a run can hold, as small adapters of the one pipeline.
+
+The run driver, the checkpoint, the generation path and the evaluation code are written once.
+What differs between 2-D points and images lives here: the network, one sample's shape, where
+training batches come from (and what of that must be saved), and the codec between the data's
+own values and the model's (points: standardised; images: uint8 pixels <-> [−1, 1]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from .config import ImageTrainConfig, PointsTrainConfig, RunConfig
+from .data.images import random_flip, to_model_range, to_uint8
+from .data.points import Standardizer, load_points
+from .data.sources import EpochOrder, build_image_data, gather
+from .errors import CheckpointError
+
+REFERENCE_POINTS = 4000  # data points a 2-D checkpoint keeps for plots and metrics
+
+
+class Codec(Protocol):
+    """Between the data's own values and the model's space."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class ImageCodec:
+    """uint8 pixels <-> [−1, 1] (data.images.to_model_range / to_uint8)."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return to_model_range(x)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return to_uint8(x)
+
+
+@dataclass(frozen=True)
+class PointCodec:
+    """Points in their own scale <-> standardised float32 points."""
+
+    standardizer: Standardizer
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.standardizer.forward(x.double()).float()
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.standardizer.inverse(x.cpu())
+
+
+class TrainingData(Protocol):
+    """Where a run's batches come from; its state is what a checkpoint keeps of it."""
+
+    def batch(self, generator: torch.Generator, part: slice, total: int) -> torch.Tensor:
+        """This process's ``part`` of a global batch of ``total``, in the model's space."""
+        ...
+
+    def state_dict(self) -> dict[str, int]: ...
+    def load_state_dict(self, state: dict[str, int]) -> None: ...
+    def tensors(self) -> dict[str, torch.Tensor]: ...
+
+
+class PointSource:
+    """Fresh draws of a built-in shape (or of a file's points) each step, standardised."""
+
+    def __init__(self, config: PointsTrainConfig):
+        self.data = load_points(config.data)
+        self.codec = PointCodec(self.data.fit_standardizer())
+
+    def batch(self, generator: torch.Generator, part: slice, total: int) -> torch.Tensor:
+        return self.codec.encode(self.data.sample(total, generator)[part])  # (B / world size, 2)
+
+    def state_dict(self) -> dict[str, int]:
+        return {}  # every draw comes from the step's generator
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        pass
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The standardiser and up to REFERENCE_POINTS data points, for plots and metrics."""
+        pts = self.data.points
+        if pts is None or pts.shape[0] > REFERENCE_POINTS:
+            pts = self.data.sample(REFERENCE_POINTS, torch.Generator().manual_seed(12345))
+        s = self.codec.standardizer
+        return {"mean": s.mean, "std": s.std, "reference": pts.clone()}
+
+
+class ImageSource:
+    """Images in a resumable epoch order; horizontal flips from the step's generator."""
+
+    def __init__(self, config: ImageTrainConfig):
+        self.flip = config.data.random_flip
+        self.data = build_image_data(config.data, "train", min_images=config.optim.batch_size)
+        self.order = EpochOrder(len(self.data), config.optim.batch_size, config.seed)
+
+    def batch(self, generator: torch.Generator, part: slice, total: int) -> torch.Tensor:
+        idx = self.order.next()  # the global batch; this process reads only its own share of it
+        x = to_model_range(gather(self.data, idx[part]))  # (B / world size, C, H, W) in [-1, 1]
+        return random_flip(x, generator, part, len(idx)) if self.flip else x
+
+    def state_dict(self) -> dict[str, int]:
+        return self.order.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.order.load_state_dict(state)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+
+class Kind(Protocol):
+    name: str
+
+    def model(self, config) -> nn.Module: ...
+    def sample_shape(self, config) -> tuple[int, ...]: ...
+    def source(self, config) -> TrainingData: ...
+    def codec(self, config, data: dict[str, torch.Tensor]) -> Codec: ...
+
+
+class PointsKind:
+    name = "points"
+
+    def model(self, config: PointsTrainConfig) -> nn.Module:
+        from .models.mlp import MLP
+
+        return MLP(config.model)
+
+    def sample_shape(self, config: PointsTrainConfig) -> tuple[int, ...]:
+        return (config.model.data_dim,)
+
+    def source(self, config: PointsTrainConfig) -> PointSource:
+        return PointSource(config)
+
+    def codec(self, config: PointsTrainConfig, data: dict[str, torch.Tensor]) -> PointCodec:
+        if not {"mean", "std"} <= set(data):
+            raise CheckpointError("a 2-D checkpoint needs data.safetensors with the standardiser's mean and std")
+        return PointCodec(Standardizer(data["mean"], data["std"]))
+
+
+class ImageKind:
+    name = "image"
+
+    def model(self, config: ImageTrainConfig) -> nn.Module:
+        from .models.unet import UNet
+
+        return UNet(config.model)
+
+    def sample_shape(self, config: ImageTrainConfig) -> tuple[int, ...]:
+        m = config.model
+        return (m.in_channels, m.image_size, m.image_size)
+
+    def source(self, config: ImageTrainConfig) -> ImageSource:
+        return ImageSource(config)
+
+    def codec(self, config: ImageTrainConfig, data: dict[str, torch.Tensor]) -> ImageCodec:
+        return ImageCodec()
+
+
+KINDS: dict[str, Kind] = {"points": PointsKind(), "image": ImageKind()}
+
+
+def kind_of(config: RunConfig) -> Kind:
+    """The adapter of a run config (PointsTrainConfig -> points, ImageTrainConfig -> image)."""
+    if isinstance(config, PointsTrainConfig):
+        return KINDS["points"]
+    if isinstance(config, ImageTrainConfig):
+        return KINDS["image"]
+    raise TypeError(f"no kind of data for {type(config).__name__}")

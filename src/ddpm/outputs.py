@@ -1,0 +1,93 @@
+"""Samples to files, for either kind of data: the formats, checked before any work, and the writers.
+
+Points: an ``.npy`` of (N, D) points in the data's scale, with a scatter plot against the data
+(``.png``) and a strip of the reverse process (``_strip.png``). Images: a ``.png`` grid, an
+``.npz`` (``arr_0`` uint8 NHWC, the layout OpenAI's evaluation scripts read) or a folder of
+PNGs, with an optional GIF of the reverse process. A JSON of how they were made goes beside.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .api import Loaded
+from .errors import ConfigError
+from .files import write_json
+from .generation import Samples, evenly_visited, nearest_visited
+from .samplers import SamplerSpec
+
+FORMATS = {"points": {".npy": "npy"}, "image": {".png": "grid", ".npz": "npz", "": "folder"}}
+DEFAULT_OUT = {"points": "samples.npy", "image": "samples.png"}
+GIF_FRAMES = 50
+
+
+def sample_format(kind: str, out: Path) -> str:
+    """The format ``out`` asks for, or a ConfigError saying which ones the kind has."""
+    fmt = FORMATS[kind].get(out.suffix.lower())
+    if fmt is None:
+        if kind == "points":
+            raise ConfigError(f"--out {out}: 2-D samples are written as .npy")
+        raise ConfigError(f"--out {out}: use a .png (grid), an .npz, or a folder name without an extension")
+    return fmt
+
+
+def states_to_keep(loaded: Loaded, sampler: SamplerSpec, animation: bool) -> list[int]:
+    """The x_t the pictures need: the strip's seven t for points, the animation's frames for images."""
+    T = loaded.schedule.T
+    if loaded.kind == "points":
+        return nearest_visited(sampler, T, strip_timesteps(T))
+    return evenly_visited(sampler, T, GIF_FRAMES) if animation else []
+
+
+def strip_timesteps(T: int) -> list[int]:
+    """T, 3T/4, T/2, T/4, T/10, T/40 and 0 (deduplicated, decreasing)."""
+    fracs = [1.0, 0.75, 0.5, 0.25, 0.1, 0.025, 0.0]
+    return sorted({int(round(f * T)) for f in fracs}, reverse=True)
+
+
+def save_picture(loaded: Loaded, data: torch.Tensor, path: Path, title: str = "") -> Path:
+    """One picture of samples: a grid of images, or points beside the data."""
+    from .visualization import save_grid, scatter_vs_data
+
+    if loaded.kind == "points":
+        reference = loaded.data.get("reference")
+        ref = reference.numpy() if reference is not None else data.numpy()
+        return scatter_vs_data(data.numpy(), ref, path, title)
+    return save_grid(data, path)
+
+
+def write_samples(loaded: Loaded, samples: Samples, out: Path, fmt: str, meta: dict,
+                  animation: bool = False) -> list[tuple[str, Path]]:
+    """Write the samples (and their pictures) as ``fmt``; returns (what, path) for each file."""
+    from .visualization import reverse_strip, save_gif, save_image
+
+    title = f"{_data_name(loaded)} · step {loaded.step}"
+    (out if fmt == "folder" else out.parent).mkdir(parents=True, exist_ok=True)
+    base = out / "samples" if fmt == "folder" else out.with_suffix("")
+    written = [("samples", out)]
+    if fmt == "npy":
+        np.save(out, samples.data.numpy())
+        written.append(("scatter", save_picture(loaded, samples.data, out.with_suffix(".png"), title)))
+        written.append(("strip", reverse_strip({t: x.numpy() for t, x in samples.states.items()},
+                                               out.with_name(out.stem + "_strip.png"), title)))
+    elif fmt == "grid":
+        save_picture(loaded, samples.data, out)
+    elif fmt == "npz":
+        np.savez(out, samples.data.permute(0, 2, 3, 1).contiguous().numpy())
+    else:
+        for i, img in enumerate(samples.data):
+            save_image(img, out / f"{i:06d}.png")
+    if animation and samples.states:
+        frames = [(t, samples.states[t]) for t in sorted(samples.states, reverse=True)]
+        gif = out / "reverse.gif" if fmt == "folder" else base.with_suffix(".gif")
+        written.append(("animation", save_gif(frames, gif)))
+    write_json(base.with_suffix(".json"), {**meta, "seconds": samples.seconds})
+    return written
+
+
+def _data_name(loaded: Loaded) -> str:
+    data = loaded.config.data
+    return data if isinstance(data, str) else data.dataset

@@ -1,0 +1,82 @@
+"""The training log: a row of ``log.csv`` (and TensorBoard scalars where installed) every few steps."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+COLUMNS = ["step", "loss", "lr", "steps_per_s", "loss_t_q1", "loss_t_q2", "loss_t_q3", "loss_t_q4"]
+
+
+def truncate_log(path: Path, last_step: int) -> None:
+    """Keep the header and the rows up to ``last_step`` (the checkpoint a run resumes from), so
+    that the rows written again after it are not there twice; rewritten under a temporary name
+    and renamed, so a kill leaves the old file or the new one, never half of one."""
+    if not path.exists():
+        return
+    rows = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    kept = [r for r in rows if r.split(",")[0].isdigit() and int(r.split(",")[0]) <= last_step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{r}\n" for r in [",".join(COLUMNS), *kept]), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class TrainLog:
+    """Every ``every`` steps: step, mean loss, lr, steps/s and the mean loss in each quarter of
+    the timesteps (t ≤ T/4, …), as a row of ``out_dir/log.csv`` and TensorBoard scalars under
+    ``tb/``. ``active`` False (the other DDP ranks) records nothing."""
+
+    def __init__(self, out_dir: Path, T: int, every: int, active: bool = True,
+                 say: Callable[[str], None] = print, start_step: int = 0):
+        self.T, self.every, self.active = T, every, active
+        self.sums, self.counts, self.losses, self.start = torch.zeros(4), torch.zeros(4), [], time.perf_counter()
+        self.tb = None
+        if not active:
+            return
+        path = out_dir / "log.csv"
+        truncate_log(path, start_step)
+        new = not path.exists()
+        self.file = open(path, "a", newline="")
+        self.writer = csv.writer(self.file)
+        if new:
+            self.writer.writerow(COLUMNS)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out_dir / "tb"))
+        except ImportError:
+            say("TensorBoard logs need `pip install tensorboard`; writing log.csv only")
+
+    def record(self, step: int, loss: float, lr: float, t: torch.Tensor, example_losses: torch.Tensor) -> None:
+        """One step's mean ``loss`` and the (B,) timesteps and per-example losses of its batch."""
+        if not self.active:
+            return
+        q = ((t - 1) * 4 // self.T).clamp(0, 3).cpu()
+        self.sums.index_add_(0, q, example_losses.float().cpu())
+        self.counts.index_add_(0, q, torch.ones_like(q, dtype=torch.float32))
+        self.losses.append(loss)
+        if len(self.losses) == self.every:
+            rate = self.every / (time.perf_counter() - self.start)
+            quarters = (self.sums / self.counts.clamp_min(1)).tolist()
+            row = [step, float(np.mean(self.losses)), lr, rate, *quarters]
+            self.writer.writerow([row[0], *(f"{v:.6g}" for v in row[1:])])
+            self.file.flush()
+            if self.tb is not None:
+                for name, value in zip(COLUMNS[1:], row[1:]):
+                    self.tb.add_scalar(f"train/{name}", value, step)
+                self.tb.flush()
+            self.sums.zero_()
+            self.counts.zero_()
+            self.losses, self.start = [], time.perf_counter()
+
+    def close(self) -> None:
+        if self.active:
+            self.file.close()
+            if self.tb is not None:
+                self.tb.close()

@@ -1,0 +1,166 @@
+"""The one run driver: a resumable training run of any kind of data (points or images).
+
+It wires the kind's network and training data to the loop (trainer.py), the log (log.py), the
+stopping rules (control.py) and the checkpoint schema (ddpm.checkpoint). Randomness is derived
+from (seed, step): the step's generator draws the data (2-D points, image flips), t and ε;
+dropout comes from the global generator seeded with (seed, step, rank); the image order from
+the epoch permutation. So a run resumed from any checkpoint continues bitwise as if it had
+never stopped, and every DDP process agrees on the global batch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from ..checkpoint import Checkpoint, checkpoints_of, prune
+from ..config import RunConfig, to_dict
+from ..errors import CheckpointError
+from ..files import write_json
+from ..kinds import TrainingData, kind_of
+from ..rng import global_rng_state, seed_for, set_global_rng_state
+from . import distributed as dist
+from .control import StopRequest, TimeLimit, checkpoint_due, sample_due, stop_reason
+from .log import TrainLog
+from .trainer import TrainState, learning_rate, load_optimizer, make_train_state, optimizer_tensors, run_training
+
+
+class RunResult(NamedTuple):
+    checkpoint: Path | None  # the last checkpoint this process wrote (rank 0 only)
+    state: TrainState
+
+
+def snapshot(config: RunConfig, state: TrainState, data: TrainingData) -> Checkpoint:
+    """Everything an exact resume needs, as the one checkpoint schema."""
+    opt, groups = optimizer_tensors(state.optimizer)
+    return Checkpoint(kind_of(config).name, state.step, config, state.model.state_dict(), state.ema.shadow,
+                      state.ema.num_updates, opt, groups, global_rng_state(), data.tensors(), data.state_dict(),
+                      state.timesteps.state_dict(), state.seconds)
+
+
+def restore(ckpt: Checkpoint, state: TrainState, data: TrainingData) -> None:
+    """Put a run back where ``ckpt`` left it; anything that does not fit is a CheckpointError."""
+    if not ckpt.resumable:
+        raise CheckpointError(f"{ckpt.path}: holds no optimizer state, so a run cannot resume from it "
+                              "(written by an import or by ddpm 0.1.0's 2-D trainer)")
+    try:
+        state.model.load_state_dict(ckpt.model)
+        load_optimizer(state.optimizer, ckpt.optimizer, ckpt.optimizer_param_groups)
+        state.ema.load(ckpt.ema, ckpt.ema_updates)
+        if ckpt.timestep_sampler is not None:
+            state.timesteps.load_state_dict(ckpt.timestep_sampler)
+        data.load_state_dict(ckpt.data_position)
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{ckpt.path}: cannot resume from it: {str(exc).splitlines()[0]}") from None
+    state.step, state.seconds = ckpt.step, ckpt.train_seconds
+    if ckpt.rng is not None:
+        set_global_rng_state(ckpt.rng)
+
+
+def resume(how: str, out_dir: Path, state: TrainState, data: TrainingData, say) -> None:
+    """``never``; a checkpoint directory; or ``auto``: the newest checkpoint of the run that
+    loads, skipping damaged ones with a message (and stopping if none does)."""
+    if how == "never":
+        return
+    if how != "auto":
+        restore(Checkpoint.read(how), state, data)
+        say(f"resumed from {how} at step {state.step}")
+        return
+    candidates = checkpoints_of(out_dir)
+    for path in candidates:
+        try:
+            restore(Checkpoint.read(path), state, data)
+            say(f"resumed from {path} at step {state.step}")
+            return
+        except CheckpointError as exc:
+            say(f"skipping a damaged checkpoint: {exc}")
+    if candidates:  # never train on from a half-loaded state
+        raise CheckpointError(f"{out_dir}: none of its {len(candidates)} checkpoint(s) could be loaded (see above); "
+                              "fix or move them, or start over with --resume never")
+
+
+def train(config: RunConfig, out_dir: str | Path, resume_from: str = "auto", progress: bool = True,
+          stop_at: int | None = None, time_limit: float | None = None) -> RunResult:
+    """Train (or resume) a run of ``config``'s kind into ``out_dir``.
+
+    ``stop_at`` ends the run early at that step, ``time_limit`` (seconds) after the first step
+    that ends past it; either way with a checkpoint, and a later call resumes.
+    """
+    out_dir, kind = Path(out_dir), kind_of(config)
+    device = dist.setup()
+    main = dist.is_main()
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main else (lambda msg: None)
+    data = kind.source(config)
+    torch.manual_seed(seed_for(config.seed))  # the initial weights (DDP then copies rank 0's to all)
+    state = make_train_state(kind.model(config).to(device), config.diffusion, config.optim)
+    if dist.world_size() > 1:
+        state.forward = torch.nn.parallel.DistributedDataParallel(
+            state.model, device_ids=[device] if device.type == "cuda" else None)
+    if config.compile:
+        state.forward = torch.compile(state.forward)
+    state.autocast = torch.bfloat16 if config.precision == "bf16" else None
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "config.json", to_dict(config))
+    resume(resume_from, out_dir, state, data, say)
+    schedule = config.diffusion.make_schedule().to(device)
+    log = TrainLog(out_dir, config.diffusion.T, config.log_every, main, say, start_step=state.step)
+    end = config.steps if stop_at is None else min(stop_at, config.steps)
+    if state.step >= end:
+        say(f"already at step {state.step} of {end}; nothing to train")
+    if time_limit is not None:
+        say(f"training for at most {time_limit / 60:g} min (the bar's ETA is for all {end} steps); "
+            "the run then stops with a checkpoint and the same command resumes it")
+    last: list[Path] = []
+    batch = config.optim.batch_size
+
+    def batches(g: torch.Generator) -> tuple[torch.Tensor, int]:
+        g.manual_seed(seed_for(config.seed, state.step))  # this step's data draws, t and ε
+        torch.manual_seed(seed_for(config.seed, state.step, dist.rank()))  # this step's dropout
+        return data.batch(g, dist.local_slice(batch), batch), batch
+
+    with StopRequest() as stop:
+        limit = TimeLimit(time_limit)
+
+        def after_step(st: TrainState) -> bool:
+            log.record(st.step, st.losses[-1], learning_rate(config.optim, st.step - 1), st.last_t,
+                       st.last_example_losses)
+            why = stop_reason(stop, limit)
+            stopping = dist.any_flag(why is not None, device) if dist.world_size() > 1 else why is not None
+            if checkpoint_due(st.step, config.checkpoint_every, end, stopping):
+                dist.check_same_weights(st.model)
+                if main:
+                    last.append(snapshot(config, st, data).write(out_dir))
+                    prune(out_dir, config.keep_checkpoints)
+                dist.barrier()
+            if main and sample_due(st.step, config.sample_every):
+                _sample_picture(config, st, data, out_dir, device)
+            if stopping:
+                say(f"stopped by {why or 'another process'} after step {st.step}; checkpoint written")
+            return stopping
+
+        try:
+            run_training(state, schedule, batches, config.diffusion, config.optim, end, torch.Generator(),
+                         progress=progress, log_every=config.log_every, after_step=after_step)
+        finally:
+            log.close()
+            if dist.launched_by_torchrun():
+                dist.teardown()
+    return RunResult(last[-1] if last else None, state)
+
+
+def _sample_picture(config: RunConfig, state: TrainState, data: TrainingData, out_dir: Path,
+                    device: torch.device) -> None:
+    """16 samples of the EMA weights through the one generation path, as ``samples/step_N.png``."""
+    from ..api import Loaded
+    from ..generation import generate
+    from ..outputs import save_picture
+
+    kind = kind_of(config)
+    loaded = Loaded.of(config, kind.name, state.ema.shadow, data.tensors(), state.step).to(device)
+    samples = generate(loaded, 16, seed=config.seed, batch_size=16, device=device)
+    (out_dir / "samples").mkdir(exist_ok=True)
+    save_picture(loaded, samples.data, out_dir / "samples" / f"step_{state.step:09d}.png", f"step {state.step}")
