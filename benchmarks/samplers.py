@@ -42,12 +42,13 @@ def machine() -> str:
 
 def sample(args) -> None:
     from ddpm.api import load
+    from ddpm.generation import generate
+    from ddpm.outputs import save_npz
     from ddpm.samplers import SamplerSpec
-    from ddpm.sampling import sample_images, save_npz
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    loaded = load(args.checkpoint)
-    model, schedule = loaded.model.to(device).eval(), loaded.schedule.to(device)
+    loaded = load(args.checkpoint).to(device)
+    schedule = loaded.schedule
     times = {}
     for name, opts in SETTINGS:
         for steps in args.steps:
@@ -65,8 +66,7 @@ def sample(args) -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            images = sample_images(model, schedule, loaded.prediction, args.n, args.seed, args.batch_size,
-                                   device=device, sampler=spec).images
+            images = generate(loaded, args.n, args.seed, spec, args.batch_size, device).data
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
@@ -156,8 +156,10 @@ def speed(args) -> None:
 
     from ddpm.api import load
     from ddpm.interop import export_diffusers
+    from dataclasses import replace
+
+    from ddpm.generation import generate
     from ddpm.samplers import SamplerSpec
-    from ddpm.sampling import sample_images
 
     torch.manual_seed(0)
     loaded = load(args.checkpoint)
@@ -172,9 +174,8 @@ def speed(args) -> None:
     for rep in range(args.repeats):
         for kind in ("ancestral", "ddim"):
             ours = Timed(loaded.model.eval())
-            ours.config = loaded.model.config
             start = time.perf_counter()
-            sample_images(ours, loaded.schedule, loaded.prediction, B, 0, B, sampler=SamplerSpec(kind, K))
+            generate(replace(loaded, model=ours), B, 0, SamplerSpec(kind, K), B)
             ours_s = time.perf_counter() - start
             theirs = Timed(unet)
             pipe = (diffusers.DDPMPipeline(unet=theirs, scheduler=ddpm_sched) if kind == "ancestral"

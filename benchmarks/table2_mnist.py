@@ -85,9 +85,9 @@ def _wait(row, procs, times) -> None:
 def evaluate(args, rows: list[str]) -> None:
     """Samples for FID (saved as .npz) and bits/dim, per row, into ROW/table2_eval.json."""
     from ddpm.api import load
-    from ddpm.evaluation.images import bits_per_dim, eval_images
-    from ddpm.samplers import SamplerSpec
-    from ddpm.sampling import sample_images, save_npz
+    from ddpm.evaluation.bits_per_dim import bits_per_dim, eval_images
+    from ddpm.generation import generate
+    from ddpm.outputs import save_npz
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for row in rows:
@@ -96,10 +96,9 @@ def evaluate(args, rows: list[str]) -> None:
         except Exception as exc:  # a row that failed to train is reported, not fatal
             print(f"eval {row}: no checkpoint ({exc})", flush=True)
             continue
-        model, schedule = loaded.model.to(device).eval(), loaded.schedule.to(device)
         start = time.perf_counter()
-        images = sample_images(model, schedule, loaded.prediction, args.fid_samples, seed=1000 + args.seed,
-                               batch_size=args.sample_batch, device=device, sampler=SamplerSpec()).images
+        images = generate(loaded, args.fid_samples, seed=1000 + args.seed, batch_size=args.sample_batch,
+                          device=device).data
         sample_s = time.perf_counter() - start
         save_npz(images, args.out / row / "samples.npz")
         # bits/dim on test images after the FID reference ones

@@ -19,9 +19,11 @@ import time
 import torch
 
 from ddpm.config import DiffusionConfig, OptimConfig, PointsTrainConfig
-from ddpm.data.toy2d import POINT_DATASETS, load_points
-from ddpm.evaluation.toy import energy_distance, sliced_wasserstein
-from ddpm.toy import load_points_model, sample_points, train_points
+from ddpm.api import load
+from ddpm.data.points import POINT_DATASETS, load_points
+from ddpm.evaluation.points import energy_distance, sliced_wasserstein
+from ddpm.generation import generate
+from ddpm.training.run import train
 
 
 def measure(name: str, steps: int, n: int, seed: int) -> dict[str, float]:
@@ -32,15 +34,15 @@ def measure(name: str, steps: int, n: int, seed: int) -> dict[str, float]:
     )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        train_points(config, tmp, progress=False)
+        train(config, tmp, progress=False)
         train_s = time.perf_counter() - start
-        loaded = load_points_model(tmp)
-    result = sample_points(loaded, n, seed=seed + 1, keep_t=[])
+        loaded = load(tmp)
+    result = generate(loaded, n, seed=seed + 1)
     data = load_points(name)
-    st = loaded.standardizer
+    st = loaded.codec.standardizer
     fresh_a = st.forward(data.sample(n, torch.Generator().manual_seed(seed + 2)))
     fresh_b = st.forward(data.sample(n, torch.Generator().manual_seed(seed + 3)))
-    samples = st.forward(torch.from_numpy(result.samples))
+    samples = st.forward(result.data.double())
     proj = lambda: torch.Generator().manual_seed(seed + 4)  # noqa: E731 - the same directions each time
     return {
         "steps_per_s": steps / train_s,

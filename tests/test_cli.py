@@ -123,7 +123,7 @@ def write(tmp_path, name, array):
         (["train", "--schedule", "wobbly"], "schedule must be one of linear, .*got 'wobbly'"),
         (["train", "--T", "0"], "T must be an integer >= 1, got 0"),
         (["train", "--steps", "-5"], "steps must be an integer >= 0, got -5"),
-        (["train", "--steps", "many"], "invalid int value: 'many'"),
+        (["train", "--steps", "many"], "argument --steps: 'many' is not an integer"),
         (["train", "--variance", "learned"], "use loss 'hybrid' or 'vlb'"),
         (["train", "--loss", "hybrid"], "loss 'hybrid' trains a learned variance"),
         (["train", "--lr", "-1"], "lr must be a number > 0.0"),

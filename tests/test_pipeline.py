@@ -76,6 +76,19 @@ def test_the_cli_trains_points_with_a_time_limit_and_resumes(tmp_path, capsys):
     assert "resumed from" in capsys.readouterr().err and load(tmp_path).step == 3
 
 
+def test_progressive_generation_of_points_goes_through_the_same_path(tmp_path, capsys):
+    from ddpm.applications.pictures import progressive_generation
+
+    train(points_run(4), tmp_path, progress=False)
+    loaded = load(tmp_path)
+    shown, table = progressive_generation(loaded, 6, seed=2, show_t=[20, 10, 0])
+    assert shown == [20, 10, 0] and table.shape == (6, 3, 2)
+    assert torch.allclose(table[:, 2], generate(loaded, 6, seed=2).data)  # t = 0 is the final sample
+    out = tmp_path / "p.png"
+    assert main(["progressive", "--checkpoint", str(tmp_path), "--n", "50", "--t", "20,5,0", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0 and "(panels), 50 points each" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- the run directories of ddpm 0.1.0
 
 
@@ -114,15 +127,15 @@ def test_a_2d_run_of_0_1_0_loads_and_samples_in_the_datas_scale(tmp_path, capsys
 
 def test_the_log_keeps_its_header_and_drops_rows_past_the_checkpoint(tmp_path):
     path = tmp_path / "log.csv"
-    path.write_text("2,0.5\n4,0.4\n6,0.3\n")  # as a kill could leave it: no header
+    path.write_text("2,0.5,1,1,1,1,1,1\n4,0.4,1,1,1,1,1,1\n5,0.4\n6,0.3,1,1,1,1,1,1\n")  # no header, a cut row
     truncate_log(path, 4)
-    assert path.read_text().splitlines() == [",".join(COLUMNS), "2,0.5", "4,0.4"]
+    assert path.read_text().splitlines() == [",".join(COLUMNS), "2,0.5,1,1,1,1,1,1", "4,0.4,1,1,1,1,1,1"]
     log = TrainLog(tmp_path, T=8, every=2, say=lambda m: None, start_step=4)
     for step, t in ((5, [1, 8]), (6, [3, 3])):
         log.record(step, float(step), 1e-3, torch.tensor(t), torch.tensor([1.0, 3.0]))
     log.close()
     rows = path.read_text().splitlines()
-    assert rows[:3] == [",".join(COLUMNS), "2,0.5", "4,0.4"] and len(rows) == 4
+    assert rows[:3] == [",".join(COLUMNS), "2,0.5,1,1,1,1,1,1", "4,0.4,1,1,1,1,1,1"] and len(rows) == 4
     last = rows[3].split(",")
     assert last[0] == "6" and float(last[1]) == 5.5  # the mean loss of steps 5 and 6
     assert [float(v) for v in last[4:]] == [1.0, 2.0, 0.0, 3.0]  # t=1 (q1): 1; t=3 (q2): 1, 3; t=8 (q4): 3
@@ -163,7 +176,7 @@ LAYERS = [
     {"api"},
     {"generation"},
     {"outputs", "training", "evaluation", "applications", "interop"},
-    {"cli", "cli_common", "cli_eval", "__main__", "__init__"},
+    {"cli", "cli_common", "cli_eval", "cli_train", "__main__", "__init__"},
 ]
 
 

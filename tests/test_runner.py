@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ddpm.cli import build_parser, image_config, main
+from ddpm.cli import build_parser, main
+from ddpm.cli_train import image_config
+from ddpm.checkpoint import Checkpoint
 from ddpm.errors import CheckpointError
 from ddpm.presets import digits
 from ddpm.training.run import train as train_images
@@ -85,8 +87,9 @@ def test_non_finite_loss_halts_and_keeps_the_last_checkpoint(tmp_path, capsys):
     common = ["train", *CLI, "--checkpoint-every", "3", "--out", str(tmp_path)]
     assert main([*common, "--steps", "3"]) == 0
     ckpt = tmp_path / "checkpoints" / "step_000000003"
-    weights = load_file(str(ckpt / "model.safetensors"))
-    save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, str(ckpt / "model.safetensors"))
+    saved = Checkpoint.read(ckpt)
+    saved.model = {k: torch.full_like(v, float("nan")) for k, v in saved.model.items()}
+    saved.write(tmp_path)  # a checkpoint whose weights are NaN, written as such (its digests match)
     before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
     capsys.readouterr()
     assert main([*common, "--steps", "6"]) == 2

@@ -4,8 +4,10 @@ A run directory holds ``config.json`` and ``checkpoints/step_XXXXXXXXX/``. A che
 tensors in safetensors files (``model``, ``ema``, and where present ``optimizer``, ``rng``,
 ``data``) and everything else in ``state.json``; nothing is ever unpickled. Each is written
 into a temporary directory, fsynced, and renamed into place only when complete, so a
-directory named ``step_*`` is always whole. The layout is the one ddpm 0.1.0 wrote, so its
-run directories still load (tests/data/v0.1.0).
+directory named ``step_*`` is always whole; ``state.json`` records the SHA-256 of every
+tensor file, and reading verifies them, so flipped bytes are refused rather than loaded. The
+layout is the one ddpm 0.1.0 wrote (without digests), so its run directories still load
+(tests/data/v0.1.0).
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
 from .config import RUN_CONFIGS, RunConfig, from_dict, to_dict
 from .errors import CheckpointError, DDPMError
-from .files import fsync_dir, fsync_files, read_json, write_json
+from .files import as_umask_says, digest_bytes, digest_file, fsync_dir, fsync_files, read_json, write_json
 
 PREFIX = "step_"
 Tensors = dict[str, torch.Tensor]
 #: state.json keys the schema reads itself; any others are kept in ``Checkpoint.info``.
 _KNOWN = {"step", "kind", "config", "ema_updates", "optimizer_param_groups", "data_position", "timestep_sampler",
-          "train_seconds", "rng"}
+          "train_seconds", "rng", "sha256", "log_window"}
+#: Names of the folders a write or a prune moves things through; a run's start removes them.
+LEFTOVERS = (".tmp-*", ".old-*", ".trash-*")
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Checkpoint:
     data_position: dict[str, int] = field(default_factory=dict)
     timestep_sampler: dict | None = None
     train_seconds: float = 0.0
+    log_window: dict | None = None  # the training log's steps not yet written as a row
     info: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None  # where it was read from or written to
 
@@ -77,6 +83,8 @@ class Checkpoint:
             meta["data_position"] = self.data_position
         if self.timestep_sampler is not None:
             meta["timestep_sampler"] = self.timestep_sampler
+        if self.log_window is not None:
+            meta["log_window"] = self.log_window
         self.path = _write_atomically(Path(run_dir), self.step, files, meta)
         return self.path
 
@@ -95,7 +103,11 @@ class Checkpoint:
             config = from_dict(RUN_CONFIGS[kind], state.get("config"), where=f"{ckpt / 'state.json'}: config")
         except DDPMError as exc:
             raise CheckpointError(str(exc)) from None
-        files = {f.stem: _read_tensors(f) for f in sorted(ckpt.glob("*.safetensors"))}
+        digests = _expect(state, "sha256", dict, ckpt, None)
+        files = {f.stem: _read_tensors(f, digests) for f in sorted(ckpt.glob("*.safetensors"))}
+        missing = sorted(set(digests or ()) - {f"{name}.safetensors" for name in files})
+        if missing:
+            raise CheckpointError(f"{ckpt}: {', '.join(missing)} recorded in state.json but missing")
         for needed in ("model", "ema"):
             if needed not in files:
                 raise CheckpointError(f"{ckpt}: missing {needed}.safetensors")
@@ -107,7 +119,8 @@ class Checkpoint:
                        int(state.get("ema_updates", 0)), files.get("optimizer"),
                        _expect(state, "optimizer_param_groups", list, ckpt, None), rng, files.get("data", {}),
                        _expect(state, "data_position", dict, ckpt, {}), _expect(state, "timestep_sampler", dict, ckpt, None),
-                       float(state.get("train_seconds", 0.0)), {k: v for k, v in state.items() if k not in _KNOWN}, ckpt)
+                       float(state.get("train_seconds", 0.0)), _expect(state, "log_window", dict, ckpt, None),
+                       {k: v for k, v in state.items() if k not in _KNOWN}, ckpt)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{ckpt / 'state.json'}: {exc}") from None
 
@@ -119,23 +132,50 @@ def _expect(state: dict, key: str, kind: type, ckpt: Path, default: Any) -> Any:
     return value
 
 
-def _read_tensors(f: Path) -> Tensors:
+def _read_tensors(f: Path, digests: dict[str, str] | None) -> Tensors:
+    """A safetensors file, read once: its bytes are checked against the recorded digest, then parsed."""
     try:
-        return load_file(str(f))
+        data = f.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{f}: unreadable: {exc.strerror}") from None
+    if digests is not None:
+        if f.name not in digests:
+            raise CheckpointError(f"{f}: not one of the files this checkpoint recorded")
+        if digest_bytes(data) != digests[f.name]:
+            raise CheckpointError(f"{f}: its content changed after it was written (SHA-256 mismatch); "
+                                  "the checkpoint is damaged")
+    try:
+        return load_safetensors(data)
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{f}: unreadable safetensors file: {exc}") from None
 
 
 def _write_atomically(run_dir: Path, step: int, files: dict[str, Tensors], meta: dict[str, Any]) -> Path:
     root = run_dir / "checkpoints"
+    try:
+        return _write_into(root, step, files, meta)
+    except OSError as exc:  # a full disk, a folder made read-only: one line, the last checkpoint intact
+        raise CheckpointError(f"{root}: cannot write the checkpoint of step {step}: {exc.strerror or exc}") from None
+
+
+def _write_into(root: Path, step: int, files: dict[str, Tensors], meta: dict[str, Any]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:09d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
+        digests = {}
         for name, group in files.items():
-            save_file({k: v.detach().contiguous().cpu() for k, v in group.items()}, str(tmp / f"{name}.safetensors"))
-        write_json(tmp / "state.json", {"step": step, **meta})
+            path = tmp / f"{name}.safetensors"
+            try:
+                save_file({k: v.detach().contiguous().cpu() for k, v in group.items()}, str(path))
+            except Exception as exc:  # safetensors reports a full disk as its own error type
+                if isinstance(exc, OSError):
+                    raise
+                raise OSError(str(exc).replace("Error while serializing: ", "")) from None
+            digests[path.name] = digest_file(path)
+        write_json(tmp / "state.json", {"step": step, **meta, "sha256": digests})
         fsync_files(tmp)
+        as_umask_says(tmp)
         fsync_dir(tmp)
         old = None
         if final.exists():  # re-saving the same step: move the old one aside, never delete it first
@@ -174,6 +214,23 @@ def resolve(path: str | Path) -> Path:
 
 
 def prune(run_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints of a run."""
+    """Delete all but the newest ``keep`` checkpoints of a run. Each is first renamed aside (one
+    atomic step), so a kill during the deletion leaves a ``.trash-*`` folder, never a partial
+    ``step_*`` one; :func:`remove_leftovers` clears those."""
     for old in checkpoints_of(run_dir)[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
+        aside = old.with_name(f".trash-{old.name}")
+        shutil.rmtree(aside, ignore_errors=True)  # what an earlier killed prune of the same name left
+        os.replace(old, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def remove_leftovers(run_dir: str | Path) -> list[Path]:
+    """Remove what a killed write or prune left in ``checkpoints/`` (call only holding the run's lock)."""
+    root = Path(run_dir) / "checkpoints"
+    found = [p for pattern in LEFTOVERS for p in root.glob(pattern)] if root.is_dir() else []
+    for p in found:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return found

@@ -24,6 +24,43 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# ---------------------------------------------------------------- option types: refused at parse time
+
+MAX_SEED = 2**64 - 1  # seeds are mixed into 64-bit generator seeds
+MAX_BATCH = 2**20  # samples or images in one batch
+
+
+def _integer(low: int = -(2**63) + 1, high: int = 2**63 - 1, what: str = "an integer"):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must lie in [{low}, {high}], got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _finite(text: str) -> float:
+    """A float option: NaN and infinities are refused (they would run and give nonsense)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+_finite.__name__ = "number"
+INT = _integer()
+SEED = _integer(0, MAX_SEED, "a seed")
+BATCH = _integer(-(2**63) + 1, MAX_BATCH, "a batch size")
+
+
 def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     from .samplers import SAMPLERS, SPACINGS
 
@@ -31,10 +68,10 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sampler", default="ancestral", choices=list(SAMPLERS),
                    help="ancestral: Algorithm 2 (respaced when --steps < T); ddim: Song et al. 2021; "
                    "dpm_solver++: DPM-Solver++(2M)")
-    g.add_argument("--steps", type=int, default=None, help="network evaluations per sample (default: T)")
+    g.add_argument("--steps", type=INT, default=None, help="network evaluations per sample (default: T)")
     g.add_argument("--spacing", default="trailing", choices=SPACINGS, help="which timesteps --steps keeps")
     g.add_argument("--timesteps", default=None, help="explicit decreasing paper timesteps, e.g. 1000,750,500,250")
-    g.add_argument("--eta", type=float, default=0.0, help="DDIM's eta: 0 deterministic, 1 ancestral variance")
+    g.add_argument("--eta", type=_finite, default=0.0, help="DDIM's eta: 0 deterministic, 1 ancestral variance")
 
 
 def _sampler_spec(args: argparse.Namespace):

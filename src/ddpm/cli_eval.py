@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .cli_common import _add_sampler_options, _at_least_one, _device, _Parser, _sampler_spec
+from .cli_common import BATCH, INT, SEED, _add_sampler_options, _at_least_one, _device, _Parser, _sampler_spec
 from .errors import ConfigError
 
 
@@ -22,15 +22,15 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     nll.add_argument("--checkpoint", required=True, help="a run directory (newest checkpoint) or a checkpoint")
     nll.add_argument("--split", default="test", choices=("train", "test"), help="which split of the data set")
     nll.add_argument("--data-dir", default=None, help="the data set's folder (CIFAR-10 batches, MNIST idx, images)")
-    nll.add_argument("--n", type=int, default=None, help="first N test images (default: all; 2-D: 4000 points)")
-    nll.add_argument("--terms", type=int, default=None, metavar="K",
+    nll.add_argument("--n", type=INT, default=None, help="first N test images (default: all; 2-D: 4000 points)")
+    nll.add_argument("--terms", type=INT, default=None, metavar="K",
                      help="estimate from K random terms per image (unbiased, with its standard error) "
                      "instead of all T")
-    nll.add_argument("--respace", type=int, default=None, metavar="K",
+    nll.add_argument("--respace", type=INT, default=None, metavar="K",
                      help="the bound of the process respaced to K steps (trailing spacing) instead of all T")
-    nll.add_argument("--batch-size", type=int, default=100, help="images per batch")
-    nll.add_argument("--max-batch", type=int, default=1000, help="images per network call (timesteps are stacked)")
-    nll.add_argument("--seed", type=int, default=0)
+    nll.add_argument("--batch-size", type=BATCH, default=100, help="images per batch")
+    nll.add_argument("--max-batch", type=BATCH, default=1000, help="images per network call (timesteps are stacked)")
+    nll.add_argument("--seed", type=SEED, default=0)
     nll.add_argument("--out", default=None, help="folder for nll.json, nll_terms.csv and the plots "
                      "(default: RUN/eval/nll)")
     nll.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
@@ -42,12 +42,12 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     src = fid.add_mutually_exclusive_group(required=True)
     src.add_argument("--samples", help="an .npz (arr_0 uint8 NHWC) or a folder of images")
     src.add_argument("--checkpoint", help="sample from this run (see --n and the sampler options)")
-    fid.add_argument("--n", type=int, default=10000, help="samples to draw from --checkpoint")
-    fid.add_argument("--seed", type=int, default=0)
-    fid.add_argument("--batch-size", type=int, default=250, help="images per sampling batch")
+    fid.add_argument("--n", type=INT, default=10000, help="samples to draw from --checkpoint")
+    fid.add_argument("--seed", type=SEED, default=0)
+    fid.add_argument("--batch-size", type=BATCH, default=250, help="images per sampling batch")
     fid.add_argument("--ref", default=None, help="reference: mnist, cifar10 or digits with :train or :test "
                      "(default: the checkpoint's data set, test split), or an .npz / image folder")
-    fid.add_argument("--ref-n", type=int, default=None, help="use the first N reference images (default: all)")
+    fid.add_argument("--ref-n", type=INT, default=None, help="use the first N reference images (default: all)")
     fid.add_argument("--data-dir", default=None, help="folder of the reference data set (CIFAR-10 batches, MNIST idx)")
     fid.add_argument("--out", default=None, help="write the result as JSON here (and the samples beside it as .npz)")
     fid.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
@@ -55,14 +55,16 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     fid.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_sampler_options(fid)
 
-    prog = sub.add_parser("progressive", help="the predicted x0 at chosen t along reverse runs (paper Fig. 6)",
+    prog = sub.add_parser("progressive", help="the predicted x0 at chosen t along reverse runs (paper Fig. 6); "
+                          "images as a table, 2-D points as scatter panels",
                           formatter_class=fmt)
     prog.add_argument("--checkpoint", required=True)
     prog.add_argument("--out", required=True, help=".png to write")
-    prog.add_argument("--n", type=int, default=8, help="rows (independent samples)")
+    prog.add_argument("--n", type=INT, default=None, help="samples: rows of images (default 8), or points per panel "
+                      "(default 2000)")
     prog.add_argument("--t", default=None, help="comma-separated t to show (default: 9 from T to 0)")
-    prog.add_argument("--seed", type=int, default=0)
-    prog.add_argument("--scale", type=int, default=2, help="pixel scale of the picture")
+    prog.add_argument("--seed", type=SEED, default=0)
+    prog.add_argument("--scale", type=INT, default=2, help="pixel scale of the picture")
     prog.add_argument("--device", default=None)
     prog.add_argument("--no-ema", action="store_true")
     _add_sampler_options(prog)
@@ -72,16 +74,16 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     inter.add_argument("--checkpoint", required=True)
     inter.add_argument("--out", required=True, help="folder: one interp_tXXXX.png per t")
     inter.add_argument("--t", default="250,500,750,1000", help="comma-separated t (each clipped to T)")
-    inter.add_argument("--pairs", type=int, default=4, help="rows: pairs of test images")
-    inter.add_argument("--points", type=int, default=9, help="interpolation points per row, λ = 0 … 1")
+    inter.add_argument("--pairs", type=INT, default=4, help="rows: pairs of test images")
+    inter.add_argument("--points", type=INT, default=9, help="interpolation points per row, λ = 0 … 1")
     inter.add_argument("--method", default="ancestral", choices=("ancestral", "ddim"),
                        help="ancestral: noise with q and denoise with p (the paper's); ddim: deterministic "
                        "inversion and decoding")
-    inter.add_argument("--ddim-steps", type=int, default=None, help="DDIM steps from t (default: t)")
+    inter.add_argument("--ddim-steps", type=INT, default=None, help="DDIM steps from t (default: t)")
     inter.add_argument("--split", default="test", choices=("train", "test"))
     inter.add_argument("--data-dir", default=None)
-    inter.add_argument("--seed", type=int, default=0)
-    inter.add_argument("--scale", type=int, default=2)
+    inter.add_argument("--seed", type=SEED, default=0)
+    inter.add_argument("--scale", type=INT, default=2)
     inter.add_argument("--device", default=None)
     inter.add_argument("--no-ema", action="store_true")
 
@@ -101,13 +103,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_nll(args: argparse.Namespace) -> int:
     from .api import load
-    from .files import write_json
+    from .files import prepare_output, write_json
 
     _at_least_one(args, "n", "terms", "batch_size", "max_batch", "respace")
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
     if loaded.kind == "points":
         from .evaluation.points import evaluate_points
 
+        if args.out:
+            prepare_output(args.out, folder=True)
         result = evaluate_points(loaded, n=args.n or 4000, seed=args.seed, timesteps=args.terms)
         print("\n".join(result.pop("lines")))
         if args.out:
@@ -116,6 +120,7 @@ def _eval_nll(args: argparse.Namespace) -> int:
         return 0
     from .evaluation.bits_per_dim import bits_per_dim, eval_images, nll_lines, write_nll_outputs
 
+    prepare_output(Path(args.out) if args.out else loaded.path.parent.parent / "eval" / "nll", folder=True)
     images = eval_images(loaded, args.split, args.data_dir, args.n)
     result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed,
                           _device(args.device), progress=not args.quiet, respace_steps=args.respace)
@@ -151,19 +156,24 @@ def _reference(args: argparse.Namespace, loaded):
                               channels=channels, random_flip=False)
         return f"{name}:{split}@{cfg.image_size}px", lambda: build_image_data(cfg, split)
     path = Path(ref)
-    return f"file:{path.resolve()}", lambda: images_from_path(path)
+    return f"file:{path.name}", lambda: images_from_path(path)
 
 
 def _eval_fid(args: argparse.Namespace) -> int:
-    from .evaluation.fid import FeatureStats, InceptionFeatures, compare, images_from_path, reference_stats
-    from .files import write_json
+    from .evaluation.fid import (FeatureStats, InceptionFeatures, compare, content_id, images_from_path,
+                                 reference_stats)
+    from .files import prepare_output, write_json
 
     loaded = _image_checkpoint(args, "eval fid") if args.checkpoint else None
+    if args.out:
+        prepare_output(Path(args.out).with_suffix(".json"))
     extractor = InceptionFeatures(_device(args.device))  # fails first, with the install line, if absent
     ref_name, ref_images = _reference(args, loaded)
     if args.ref_n is not None and args.ref_n < 2:
         raise ConfigError(f"--ref-n must be >= 2, got {args.ref_n}")
-    ref_stats, ref_label = reference_stats(ref_name, ref_images, args.ref_n, extractor, progress=not args.quiet)
+    content = content_id(args.ref) if ref_name.startswith("file:") else ""  # files are keyed by what they hold
+    ref_stats, ref_label = reference_stats(ref_name, ref_images, args.ref_n, extractor, progress=not args.quiet,
+                                           content=content)
     meta: dict[str, Any] = {}
     if loaded is not None:
         from .generation import generate
@@ -176,10 +186,10 @@ def _eval_fid(args: argparse.Namespace) -> int:
         meta = {"checkpoint": str(loaded.path), "step": loaded.step, "seed": args.seed,
                 "sampler": spec.describe(loaded.schedule.T)}
         if args.out:
-            import numpy as np
+            from .outputs import save_npz
 
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            np.savez(Path(args.out).with_suffix(".npz"), images.permute(0, 2, 3, 1).contiguous().numpy())
+            save_npz(images, Path(args.out).with_suffix(".npz"))
     else:
         images = images_from_path(args.samples)
         meta = {"samples": str(args.samples)}
@@ -195,17 +205,24 @@ def _eval_fid(args: argparse.Namespace) -> int:
 def _cmd_progressive(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .api import load
     from .applications.pictures import progressive_generation
+    from .files import prepare_output
     from .samplers import parse_timesteps
-    from .visualization import image_table
+    from .visualization import image_table, reverse_strip
 
     _at_least_one(args, "n")
-    loaded = _image_checkpoint(args, "progressive")
-    T = loaded.schedule.T
+    loaded = load(args.checkpoint, use_ema=not args.no_ema)
+    prepare_output(args.out)
+    T, n = loaded.schedule.T, args.n or (2000 if loaded.kind == "points" else 8)
     show = parse_timesteps(args.t, "--t") if args.t else [int(v) for v in np.linspace(T, 0, 9).round()]
-    shown, table = progressive_generation(loaded, args.n, args.seed, show, _sampler_spec(args), _device(args.device))
+    shown, table = progressive_generation(loaded, n, args.seed, show, _sampler_spec(args), _device(args.device))
+    if loaded.kind == "points":  # one scatter panel of x̂0 per t
+        path = reverse_strip({t: table[:, i].numpy() for i, t in enumerate(shown)}, args.out, "x̂0 at t")
+        print(f"x̂0 at t = {', '.join(map(str, shown))} (panels), {n} points each: {path}")
+        return 0
     path = image_table(table.numpy(), args.out, scale=args.scale)
-    print(f"x̂0 at t = {', '.join(map(str, shown))} (columns), {args.n} samples (rows): {path}")
+    print(f"x̂0 at t = {', '.join(map(str, shown))} (columns), {n} samples (rows): {path}")
     return 0
 
 
@@ -214,11 +231,13 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
 
     from .applications.pictures import interpolate, lambdas_of
     from .evaluation.bits_per_dim import eval_images
+    from .files import prepare_output
     from .samplers import parse_timesteps
     from .visualization import image_table
 
     _at_least_one(args, "pairs")
     loaded = _image_checkpoint(args, "interpolate").to(_device(args.device))
+    prepare_output(args.out, folder=True)
     T = loaded.schedule.T
     ts = sorted({min(t, T) for t in parse_timesteps(args.t, "--t")})
     lambdas = lambdas_of(args.points)

@@ -1,8 +1,10 @@
 """File helpers every layer may use: JSON written and read with errors that name the file,
-and durable writes (a temporary name, fsync, then a rename)."""
+durable writes (a temporary name, fsync, then a rename), content digests, modes as the user's
+umask says, and a lock that keeps a folder to one writer."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -43,3 +45,109 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------- digests
+
+
+def digest_bytes(data: bytes | memoryview) -> str:
+    """The SHA-256 of some bytes, as hex (hashlib's; SHA extensions make it ~1–2 GB/s on x86)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest_file(path: str | Path) -> str:
+    """The SHA-256 of a file's content, read in 8 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def digest_tree(folder: str | Path, suffixes: set[str] | None = None) -> str:
+    """One SHA-256 of every file under ``folder`` (with one of ``suffixes``): names and contents."""
+    h = hashlib.sha256()
+    root = Path(folder)
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        if suffixes is None or p.suffix.lower() in suffixes:
+            h.update(str(p.relative_to(root)).encode() + b"\0" + digest_file(p).encode())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- permissions
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_umask_says(folder: Path) -> None:
+    """Give ``folder`` and the files directly in it the modes a plain mkdir/open would have given
+    under the user's umask (0755 / 0644 under 022); mkdtemp makes 0700, safetensors 0600."""
+    mask = current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for f in folder.iterdir():
+        if f.is_file():
+            os.chmod(f, 0o666 & ~mask)
+
+
+# ---------------------------------------------------------------- one writer per folder
+
+
+class FolderLock:
+    """An advisory lock on ``folder/.lock`` (``fcntl.flock``): one writer at a time. The kernel
+    drops it when the holder exits, however it dies, so a kill -9 leaves no stale lock. The
+    holder's PID is written into the file, for the message a second writer gets."""
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DDPMError(f"{self.path.parent}: another ddpm process (PID {holder}) is writing to it; "
+                            "wait for it to finish, stop it, or give another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def prepare_output(path: str | Path, folder: bool = False) -> Path:
+    """Make sure ``path`` can be written (as a file, or a ``folder``) before any work is done: its
+    folder is created, and a path of the wrong kind or in a folder that cannot be written is a
+    DDPMError naming it."""
+    path = Path(path)
+    target = path if folder else path.parent
+    if folder and path.exists() and not path.is_dir():
+        raise DDPMError(f"{path}: exists and is not a folder")
+    if not folder and path.is_dir():
+        raise DDPMError(f"{path}: is a folder; give a file name")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DDPMError(f"{target}: cannot create it: {exc.strerror}") from None
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise DDPMError(f"{target}: not writable")
+    return path

@@ -85,7 +85,7 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
         raise ConfigError(f"the number of samples must be >= 1, got {n}")
     device = torch.device(device) if device is not None else next(loaded.model.parameters()).device
     loaded.to(device)
-    batch_size = batch_size or (n if loaded.kind == "points" else 64)
+    batch_size = batch_size or (min(n, 2**16) if loaded.kind == "points" else 64)
     steps = len(sampler.timesteps_for(loaded.schedule.T))
     bar = tqdm(total=n * steps, disable=not progress, desc="sample", unit="step", unit_scale=True,
                dynamic_ncols=True, mininterval=1.0)

@@ -15,7 +15,7 @@ import torch
 
 from .api import Loaded
 from .errors import ConfigError
-from .files import write_json
+from .files import prepare_output, write_json
 from .generation import Samples, evenly_visited, nearest_visited
 from .samplers import SamplerSpec
 
@@ -65,7 +65,7 @@ def write_samples(loaded: Loaded, samples: Samples, out: Path, fmt: str, meta: d
     from .visualization import reverse_strip, save_gif, save_image
 
     title = f"{_data_name(loaded)} · step {loaded.step}"
-    (out if fmt == "folder" else out.parent).mkdir(parents=True, exist_ok=True)
+    prepare_output(out, folder=fmt == "folder")
     base = out / "samples" if fmt == "folder" else out.with_suffix("")
     written = [("samples", out)]
     if fmt == "npy":
@@ -76,7 +76,7 @@ def write_samples(loaded: Loaded, samples: Samples, out: Path, fmt: str, meta: d
     elif fmt == "grid":
         save_picture(loaded, samples.data, out)
     elif fmt == "npz":
-        np.savez(out, samples.data.permute(0, 2, 3, 1).contiguous().numpy())
+        save_npz(samples.data, out)
     else:
         for i, img in enumerate(samples.data):
             save_image(img, out / f"{i:06d}.png")
@@ -86,6 +86,12 @@ def write_samples(loaded: Loaded, samples: Samples, out: Path, fmt: str, meta: d
         written.append(("animation", save_gif(frames, gif)))
     write_json(base.with_suffix(".json"), {**meta, "seconds": samples.seconds})
     return written
+
+
+def save_npz(images: torch.Tensor, path: str | Path) -> Path:
+    """uint8 (N, C, H, W) images as ``arr_0`` uint8 NHWC, the layout OpenAI's evaluation scripts read."""
+    np.savez(path, images.permute(0, 2, 3, 1).contiguous().numpy())
+    return Path(path)
 
 
 def _data_name(loaded: Loaded) -> str:

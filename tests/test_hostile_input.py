@@ -1,0 +1,194 @@
+"""Bad arguments and hostile files: each is refused with one line on stderr and exit status 2,
+no traceback, nothing written, and no pickle payload ever runs."""
+
+import os
+import pickle
+import re
+import struct
+
+import numpy as np
+import pytest
+
+from ddpm.cli import main
+
+pytest.importorskip("sklearn")
+
+POINTS = ["--data", "gmm", "--T", "20", "--hidden", "16", "--blocks", "1", "--batch-size", "16", "--quiet"]
+
+
+class Payload:
+    """Unpickling this runs os.system: it would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("points")
+    assert main(["train", *POINTS, "--steps", "2", "--checkpoint-every", "2", "--out", str(out)]) == 0
+    return out
+
+
+def refused(capsys, argv, message):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, (argv, err)
+    assert len(err) == 1 and "Traceback" not in err[0], (argv, err)
+    assert re.search(message, err[0]), (argv, err[0])
+
+
+BAD_ARGUMENTS = [
+    (["sample", "--checkpoint", "{run}", "--eta", "nan", "--sampler", "ddim"], "finite number, got nan"),
+    (["sample", "--checkpoint", "{run}", "--eta", "inf", "--sampler", "ddim"], "finite number, got inf"),
+    (["sample", "--checkpoint", "{run}", "--seed", str(2**70)], r"a seed must lie in \[0, 18446744073709551615\]"),
+    (["sample", "--checkpoint", "{run}", "--seed", "-1"], "a seed must lie in"),
+    (["sample", "--checkpoint", "{run}", "--batch-size", str(10**12)], r"a batch size must lie in .*1048576\]"),
+    (["sample", "--checkpoint", "{run}", "--n", str(10**30)], "an integer must lie in"),
+    (["sample", "--checkpoint", "{run}", "--out", "{tmp}/x.jpg"], "2-D samples are written as .npy"),
+    (["sample", "--checkpoint", "{run}", "--device", "tpu:9"], "--device 'tpu:9'"),
+    (["train", *POINTS, "--lr", "nan"], "finite number, got nan"),
+    (["train", *POINTS, "--lr", "inf"], "finite number, got inf"),
+    (["train", *POINTS, "--grad-clip", "nan"], "finite number"),
+    (["train", *POINTS, "--ema-decay=-inf"], "finite number"),
+    (["train", *POINTS, "--time-limit", "nan"], "finite number"),
+    (["train", *POINTS, "--schedule-param", "beta_end=nan"], "beta_end: must be a finite number"),
+    (["train", *POINTS, "--seed", str(2**70)], "a seed must lie in"),
+    (["train", *POINTS, "--batch-size", str(10**12)], "a batch size must lie in"),
+    (["train", *POINTS, "--T", str(10**20)], "an integer must lie in"),
+    (["train", *POINTS, "--data-dir", "{tmp}"], "--data-dir: not read by a 2-D run"),
+    (["train", *POINTS, "--random-flip"], "--random-flip: not read by a 2-D run"),
+    (["train", "--preset", "digits", "--data-dir", "{tmp}"], "digits data set comes with scikit-learn"),
+    (["train", "--preset", "mnist", "--hidden", "64"], "--hidden: not read by an image run"),
+    (["train", "--preset", "digits", "--precision", "fp64"], "invalid choice: 'fp64'"),
+    (["train", *POINTS, "--resume", "{tmp}/nowhere"], "nowhere: no such checkpoint"),
+    (["eval", "nll", "--checkpoint", "{run}", "--n", "0"], "--n must be >= 1"),
+    (["eval", "fid", "--samples", "{tmp}/none.npz", "--ref", "{tmp}/none2.npz", "--ref-n", "1"], "ref-n must be >= 2|no such file"),
+    (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p.png", "--t", "30"], r"outside \[0, 20\]"),
+    (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p.png", "--t", "a,b"], "comma-separated integers"),
+    (["interpolate", "--checkpoint", "{run}", "--out", "{tmp}/i"], "works on image checkpoints"),
+    (["export-diffusers", "{run}", "{tmp}/d"], "only image .U-Net. checkpoints"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_ARGUMENTS, ids=[" ".join(a[:3]) + f" #{i}" for i, (a, _)
+                                                                in enumerate(BAD_ARGUMENTS)])
+def test_a_bad_argument_is_one_line_and_exit_status_2(run, tmp_path, capsys, argv, message):
+    argv = [a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for a in argv]
+    if argv[0] == "train" and "--out" not in argv:
+        argv += ["--out", str(tmp_path / "new")]
+    refused(capsys, argv, message)
+    assert not (tmp_path / "new" / "checkpoints").exists() or not list((tmp_path / "new" / "checkpoints").iterdir())
+
+
+# ---------------------------------------------------------------- hostile files
+
+
+def _pickled_npz(path, marker):
+    np.savez(path, arr_0=np.array([Payload(marker)], dtype=object))
+
+
+def _huge_npy(path, marker):
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (200000000000, 2), }"
+    header += " " * (118 - len(header)) + "\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + bytes(64))
+
+
+def _pickled_npy(path, marker):
+    np.save(path, np.array([Payload(marker)], dtype=object), allow_pickle=True)
+
+
+def _cifar_batches(folder, marker):
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(pickle.dumps({b"data": Payload(marker)}))
+
+
+def _huge_cifar_batches(folder, marker):
+    """Batches whose array claims 1e12 elements (a real array pickle with its shape patched)."""
+    folder.mkdir()
+    blob = pickle.dumps({b"data": np.zeros(16, np.uint8)}, protocol=2)
+    assert blob.count(b"K\x10\x85") == 1  # the shape (16,)
+    blob = blob.replace(b"K\x10\x85", pickle.dumps(10**12, protocol=2)[2:-1] + b"\x85")
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(blob)
+
+
+def _diffusers_bin(folder, marker):
+    folder.mkdir()
+    (folder / "config.json").write_text('{"_class_name": "UNet2DModel", "sample_size": 8}')
+    (folder / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(Payload(marker)))
+
+
+def _truncated_mnist(folder, marker):
+    folder.mkdir()
+    (folder / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3I", 60000, 28, 28) + b"\0" * 99)
+
+
+HOSTILE = [
+    ("pickled .npz as samples", _pickled_npz, "s.npz", ["eval", "fid", "--samples", "{f}", "--ref", "{f}"],
+     "not a readable .npz of arrays|Inception"),
+    ("pickled .npy as 2-D data", _pickled_npy, "p.npy", ["train", *POINTS, "--data", "{f}"], "cannot read points"),
+    ("1e11-element .npy header", _huge_npy, "h.npy", ["train", *POINTS, "--data", "{f}"], "header claims shape"),
+    ("CIFAR batches calling os.system", _cifar_batches, "cifar", ["train", "--preset", "cifar10", "--data-dir", "{f}"],
+     "refusing to load posix.system|refusing to load os.system"),
+    ("CIFAR batch of 1e12 elements", _huge_cifar_batches, "cifar", ["train", "--preset", "cifar10", "--data-dir", "{f}"],
+     "not a readable array pickle"),
+    ("diffusers .bin pickle", _diffusers_bin, "unet", ["import-diffusers", "{f}", "{tmp}/out"], "is a pickle and is never loaded"),
+    ("truncated MNIST idx", _truncated_mnist, "mnist", ["train", "--preset", "mnist", "--data-dir", "{f}"], "truncated"),
+]
+
+
+@pytest.mark.parametrize("name, make, filename, argv, message", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_a_hostile_file_is_refused_and_runs_nothing(tmp_path, capsys, name, make, filename, argv, message):
+    marker = tmp_path / "PAYLOAD_RAN"
+    make(tmp_path / filename, marker)
+    argv = [a.replace("{f}", str(tmp_path / filename)).replace("{tmp}", str(tmp_path)) for a in argv]
+    if argv[0] == "train":
+        argv += ["--out", str(tmp_path / "run"), "--steps", "1"]
+    refused(capsys, argv, message)
+    assert not marker.exists()
+
+
+def _checkpoint_with(run, tmp_path, name, data):
+    """A copy of the run whose newest checkpoint has ``name`` replaced and no digests (as 0.1.0 wrote)."""
+    import json
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    ckpt = sorted((copy / "checkpoints").iterdir())[-1]
+    state = json.loads((ckpt / "state.json").read_text())
+    state.pop("sha256")
+    (ckpt / "state.json").write_text(json.dumps(state))
+    (ckpt / name).write_bytes(data)
+    return copy
+
+
+def _safetensors(header: bytes, body: bytes = b"", length: int | None = None) -> bytes:
+    return struct.pack("<Q", len(header) if length is None else length) + header + body
+
+
+HOSTILE_SAFETENSORS = [
+    ("header length 1e12", _safetensors(b"{}", length=10**12)),
+    ("header past the end", _safetensors(b'{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}', b"\0" * 4)),
+    ("1e12 elements", _safetensors(b'{"w":{"dtype":"F32","shape":[1000000,1000000],"data_offsets":[0,16]}}', b"\0" * 16)),
+    ("overlapping offsets", _safetensors(b'{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},'
+                                         b'"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}', b"\0" * 24)),
+    ("not JSON", _safetensors(b"\xff\xfe{{{")),
+    ("empty file", b""),
+]
+
+
+@pytest.mark.parametrize("what, data", HOSTILE_SAFETENSORS, ids=[h[0] for h in HOSTILE_SAFETENSORS])
+def test_a_hostile_safetensors_file_is_refused_in_one_line(run, tmp_path, capsys, what, data):
+    copy = _checkpoint_with(run, tmp_path, "ema.safetensors", data)
+    refused(capsys, ["sample", "--checkpoint", str(copy), "--n", "2", "--out", str(tmp_path / "s.npy")],
+            "ema.safetensors: unreadable safetensors file")
+    assert not (tmp_path / "s.npy").exists()

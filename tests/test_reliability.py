@@ -1,0 +1,187 @@
+"""Run directories as a hostile user meets them: two writers, a changed resume, flipped bytes,
+killed prunes, damaged state files, modes under a umask, a full disk, and cache keys."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm.checkpoint import Checkpoint, checkpoints_of, prune
+from ddpm.cli import main
+from ddpm.config import PointsTrainConfig
+from ddpm.errors import CheckpointError
+from ddpm.files import FolderLock
+
+TINY = ["--data", "gmm", "--T", "20", "--hidden", "16", "--blocks", "1", "--batch-size", "16", "--quiet",
+        "--checkpoint-every", "2"]
+
+
+def train(tmp_path, *extra, steps=4, out="r"):
+    return main(["train", *TINY, "--steps", str(steps), "--out", str(tmp_path / out), *extra])
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    with FolderLock(tmp_path / "r"):
+        assert train(tmp_path) == 2
+        line = one_line(capsys)
+        assert f"another ddpm process (PID {os.getpid()}) is writing to it" in line
+    assert not checkpoints_of(tmp_path / "r")
+    assert train(tmp_path) == 0  # the lock went with its holder
+
+
+def test_the_lock_of_a_killed_process_is_gone(tmp_path):
+    (tmp_path / "r").mkdir()
+    code = "from ddpm.files import FolderLock; import os, sys; FolderLock(sys.argv[1]).acquire(); os.kill(os.getpid(), 9)"
+    proc = subprocess.run([os.sys.executable, "-c", code, str(tmp_path / "r")])
+    assert proc.returncode == -9
+    with FolderLock(tmp_path / "r"):  # no stale lock
+        pass
+
+
+def test_resume_refuses_a_changed_run_and_lists_what_changed(tmp_path, capsys):
+    assert train(tmp_path) == 0
+    config_json = (tmp_path / "r" / "config.json").read_text()
+    capsys.readouterr()
+    assert train(tmp_path, "--seed", "1", "--lr", "0.01", "--schedule", "cosine", steps=8) == 2
+    line = one_line(capsys)
+    for part in ("seed: 0 -> 1", "optim.lr: 0.0002 -> 0.01", "diffusion.schedule: 'linear' -> 'cosine'",
+                 "--allow-changes"):
+        assert part in line, line
+    assert (tmp_path / "r" / "config.json").read_text() == config_json  # nothing was written
+    assert Checkpoint.read(tmp_path / "r").step == 4
+    assert train(tmp_path, "--checkpoint-every", "4", steps=8) == 0  # length and cadence may change
+    assert train(tmp_path, "--seed", "1", "--allow-changes", steps=10) == 0
+    assert "resuming with changed settings: seed: 0 -> 1" in capsys.readouterr().err
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["seed"] == 1
+
+
+def _flip_a_data_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0x10  # in the tensor data, past the header
+    path.write_bytes(bytes(raw))
+
+
+def test_flipped_bytes_are_refused_and_a_resume_falls_back(tmp_path, capsys):
+    assert train(tmp_path) == 0
+    newest = checkpoints_of(tmp_path / "r")[0]
+    _flip_a_data_byte(newest / "ema.safetensors")
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "4", "--out", str(tmp_path / "s.npy")]) == 2
+    assert "ema.safetensors: its content changed after it was written (SHA-256 mismatch)" in one_line(capsys)
+    assert not (tmp_path / "s.npy").exists()
+    assert train(tmp_path, steps=6) == 0
+    err = capsys.readouterr().err
+    assert "skipping a damaged checkpoint" in err and "resumed from" in err and "step_000000002" in err
+
+
+@pytest.mark.parametrize("content", [b"null", b"[1, 2, 3]", b"\xff\xfe\x00garbage", b'{"kind": "points", "config": 3}',
+                                     b'{"kind": "points", "config": {}, "sha256": "x"}'])
+def test_a_damaged_state_json_is_one_line_and_a_resume_falls_back(tmp_path, capsys, content):
+    assert train(tmp_path) == 0
+    (checkpoints_of(tmp_path / "r")[0] / "state.json").write_bytes(content)
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "4", "--out", str(tmp_path / "s.npy")]) == 2
+    assert "state.json" in one_line(capsys)
+    assert train(tmp_path, steps=6) == 0
+    assert "step_000000002" in capsys.readouterr().err
+
+
+def test_prune_renames_aside_and_a_new_run_clears_what_kills_left(tmp_path):
+    assert train(tmp_path, steps=6) == 0
+    root = tmp_path / "r" / "checkpoints"
+    for name in (".tmp-abc", ".trash-step_000000002", ".old-xyz"):
+        (root / name).mkdir()
+        (root / name / "rng.safetensors").write_bytes(b"partial")
+    prune(tmp_path / "r", keep=1)
+    assert [p.name for p in checkpoints_of(tmp_path / "r")] == ["step_000000006"]
+    assert train(tmp_path, steps=8) == 0
+    assert sorted(p.name for p in root.iterdir()) == ["step_000000006", "step_000000008"]
+
+
+def test_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert train(tmp_path) == 0
+    finally:
+        os.umask(old)
+    ckpt = checkpoints_of(tmp_path / "r")[0]
+    assert oct(ckpt.stat().st_mode & 0o777) == "0o755"
+    assert {oct(f.stat().st_mode & 0o777) for f in ckpt.iterdir()} == {"0o644"}
+
+
+def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        w = {"w": torch.zeros(1000)}  # 4 kB a file
+        Checkpoint("points", 1, PointsTrainConfig(), w, w).write(disk)
+        big = {"w": torch.zeros(40_000)}  # 160 kB: more than the disk holds
+        with pytest.raises(CheckpointError, match="cannot write the checkpoint of step 2: .*No space left on device"):
+            Checkpoint("points", 2, PointsTrainConfig(), big, big).write(disk)
+        assert [p.name for p in (disk / "checkpoints").iterdir()] == ["step_000000001"]  # no half-written one
+        assert Checkpoint.read(disk).step == 1
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path, capsys):
+    assert train(tmp_path) == 0
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "d.npy").mkdir()
+    capsys.readouterr()
+    cases = [
+        (["train", *TINY, "--steps", "2", "--out", str(tmp_path / "file")], "file: cannot use it as a run directory"),
+        (["train", *TINY, "--steps", "2", "--out", str(tmp_path / "file" / "r")], "cannot use it as a run directory"),
+        (["sample", "--checkpoint", str(tmp_path / "r"), "--out", str(tmp_path / "file" / "s.npy")], "cannot create it"),
+        (["sample", "--checkpoint", str(tmp_path / "r"), "--out", str(tmp_path / "d.npy")], "d.npy: is a folder"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        assert message in one_line(capsys), argv
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
+def test_a_read_only_checkpoints_folder_is_found_at_the_start(tmp_path, capsys):
+    assert train(tmp_path) == 0
+    os.chmod(tmp_path / "r" / "checkpoints", 0o555)
+    try:
+        capsys.readouterr()
+        assert train(tmp_path, steps=8) == 2
+        assert "cannot write checkpoints there" in one_line(capsys)
+    finally:
+        os.chmod(tmp_path / "r" / "checkpoints", 0o755)
+
+
+def test_the_fid_cache_of_a_file_is_keyed_by_its_content(tmp_path, monkeypatch):
+    from ddpm.evaluation import fid as fidmod
+
+    monkeypatch.setenv("DDPM_CACHE", str(tmp_path / "cache"))
+
+    class Features:  # stands in for the Inception network: the features are the mean pixel
+        path = Path(__file__)
+
+        def __call__(self, images, progress=False):
+            return images.float().mean(dim=(1, 2, 3))[:, None].numpy().repeat(2, 1) + np.arange(2)
+
+    ref = tmp_path / "ref.npz"
+    means = []
+    for fill in (0, 200):
+        np.savez(ref, np.full((5, 8, 8, 1), fill, np.uint8) + np.arange(5, dtype=np.uint8)[:, None, None, None])
+        stats, _ = fidmod.reference_stats("file:ref.npz", lambda: fidmod.images_from_path(ref), None, Features(),
+                                          content=fidmod.content_id(ref))
+        means.append(stats.mu[0])
+    assert means[1] - means[0] == pytest.approx(200)  # the overwritten file was measured again
+    assert len(list((tmp_path / "cache" / "fid").iterdir())) == 2
