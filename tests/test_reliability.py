@@ -153,6 +153,13 @@ def test_output_paths_are_checked_before_any_work(tmp_path, capsys):
         assert message in one_line(capsys), argv
 
 
+def test_a_checkpoints_path_that_cannot_hold_checkpoints_is_found_at_the_start(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "checkpoints").write_text("a file where the folder should be")
+    assert train(tmp_path) == 2
+    assert "checkpoints: cannot write checkpoints there" in one_line(capsys)
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
 def test_a_read_only_checkpoints_folder_is_found_at_the_start(tmp_path, capsys):
     assert train(tmp_path) == 0

@@ -182,3 +182,33 @@ def test_bf16_autocast_trains_with_float32_weights(tmp_path):
     assert all(torch.isfinite(torch.tensor(v)) for v in result.state.losses)
     assert all(p.dtype == torch.float32 for p in result.state.model.parameters())
     assert all(v.dtype == torch.float32 for v in result.state.ema.shadow.values())
+
+
+def _ddp_run_then_kill(tmp_path, victim_rank: int):
+    """Two gloo processes under torchrun; kill -9 one rank once a checkpoint is out."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed beside this python")
+    out = tmp_path / "ddp"
+    argv = [torchrun, "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "ddpm",
+            "train", "--data", "gmm", "--T", "20", "--hidden", "16", "--blocks", "1", "--batch-size", "16",
+            "--steps", "1000000", "--checkpoint-every", "20", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    _wait_for(out / "checkpoints" / "step_000000040", proc)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2, workers
+    start = time.monotonic()
+    subprocess.run(["kill", "-9", sorted(workers, key=int)[victim_rank]])
+    _, err = proc.communicate(timeout=120)  # a hang would end the test here
+    return proc.returncode, err, time.monotonic() - start, out
+
+
+@pytest.mark.parametrize("victim", [1, pytest.param(0, marks=pytest.mark.slow)])
+def test_a_dead_ddp_rank_stops_the_others_quickly_with_a_message(tmp_path, victim):
+    code, err, seconds, out = _ddp_run_then_kill(tmp_path, victim)
+    assert code != 0 and seconds < 60, (code, seconds)
+    assert "ddpm FAILED" in err and "Root Cause" in err, err[-3000:]
+    root = err.split("Root Cause")[1]  # torchrun names the rank that died first, and how
+    assert f"rank      : {victim}" in root and "SIGKILL" in root, root
+    for ckpt in (out / "checkpoints").glob("step_*"):  # what was published stays whole
+        Checkpoint.read(ckpt)
