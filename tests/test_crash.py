@@ -33,8 +33,9 @@ def check_published(run: Path) -> None:
 
 
 def kill_loop(run: Path, steps: int, kills: int, seed: int) -> int:
-    """Start the run again and again, killing it at a random moment each time; returns the kills."""
-    rng, done = random.Random(seed), 0
+    """Start the run again and again, killing it at a random moment each time; returns the kills.
+    Prints where they landed: how many left a half-written (.tmp-) or half-pruned (.trash-) folder."""
+    rng, done, moments = random.Random(seed), 0, {"mid-write": 0, "mid-prune": 0}
     argv = [sys.executable, "-m", "ddpm", *ARGV, "--steps", str(steps), "--out", str(run)]
     while done < kills:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=subprocess_env())
@@ -52,8 +53,12 @@ def kill_loop(run: Path, steps: int, kills: int, seed: int) -> int:
         proc.kill()
         proc.wait()
         done += 1
+        moments["mid-write"] += bool(list((run / "checkpoints").glob(".tmp-*")))
+        moments["mid-prune"] += bool(list((run / "checkpoints").glob(".trash-*")))
         check_published(run)
         assert not [p for p in (run / "checkpoints").glob("step_*") if not (p / "state.json").is_file()]
+    print(f"{done} kills, of which {moments['mid-write']} left a half-written checkpoint folder and "
+          f"{moments['mid-prune']} a half-deleted one; every published checkpoint loaded after each")
     return done
 
 

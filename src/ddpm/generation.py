@@ -78,7 +78,7 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
              keep_states: Sequence[int] = (), keep_predictions: Sequence[int] = (),
              progress: bool = False) -> Samples:
     """n samples from N(0, I) through ``sampler``; sample i draws from its own generator (seed, i),
-    so it is the same at any ``batch_size`` (default: all n at once for points, 64 images)."""
+    so it is the same at any ``batch_size`` (default: up to 65,536 points at once, 64 images)."""
     from tqdm.auto import tqdm
 
     if n < 1:

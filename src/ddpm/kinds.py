@@ -71,6 +71,7 @@ class PointSource:
     def __init__(self, config: PointsTrainConfig):
         self.data = load_points(config.data)
         self.codec = PointCodec(self.data.fit_standardizer())
+        self._tensors: dict[str, torch.Tensor] | None = None
 
     def batch(self, generator: torch.Generator, part: slice, total: int) -> torch.Tensor:
         return self.codec.encode(self.data.sample(total, generator)[part])  # (B / world size, 2)
@@ -83,11 +84,13 @@ class PointSource:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The standardiser and up to REFERENCE_POINTS data points, for plots and metrics."""
-        pts = self.data.points
-        if pts is None or pts.shape[0] > REFERENCE_POINTS:
-            pts = self.data.sample(REFERENCE_POINTS, torch.Generator().manual_seed(12345))
-        s = self.codec.standardizer
-        return {"mean": s.mean, "std": s.std, "reference": pts.clone()}
+        if self._tensors is None:
+            pts = self.data.points
+            if pts is None or pts.shape[0] > REFERENCE_POINTS:
+                pts = self.data.sample(REFERENCE_POINTS, torch.Generator().manual_seed(12345))
+            s = self.codec.standardizer
+            self._tensors = {"mean": s.mean, "std": s.std, "reference": pts.clone()}
+        return self._tensors
 
 
 class ImageSource:
