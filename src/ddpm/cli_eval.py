@@ -156,7 +156,7 @@ def _reference(args: argparse.Namespace, loaded):
                               channels=channels, random_flip=False)
         return f"{name}:{split}@{cfg.image_size}px", lambda: build_image_data(cfg, split)
     path = Path(ref)
-    return f"file:{path.name}", lambda: images_from_path(path)
+    return f"file:{path}", lambda: images_from_path(path)
 
 
 def _eval_fid(args: argparse.Namespace) -> int:
