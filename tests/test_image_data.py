@@ -12,7 +12,8 @@ import torch
 from ddpm.cli import main
 from ddpm.config import ImageDataConfig
 from ddpm.data.folder import ImageFolder, check_folder
-from ddpm.data.images import load_cifar10, load_digits, load_mnist, pad_to, random_flip, to_model_range, to_uint8
+from ddpm.data.images import (load_cifar10, load_cifar10_labels, load_digits, load_digits_labels, load_mnist,
+                              load_mnist_labels, pad_to, random_flip, to_model_range, to_uint8)
 from ddpm.data.sources import EpochOrder, build_image_data
 from ddpm.errors import DataError
 
@@ -79,17 +80,23 @@ def test_export_mnist_writes_idx_files_that_read_back_the_same(tmp_path, capsys)
     pytest.importorskip("mnist")
     assert main(["data", "export-mnist", str(tmp_path / "idx")]) == 0
     assert "t10k-images-idx3-ubyte.gz" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["t10k-images-idx3-ubyte.gz",
-                                                                   "train-images-idx3-ubyte.gz"]
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz"]
     for split, n in (("train", 60_000), ("test", 10_000)):
         back = load_mnist(tmp_path / "idx", split, 28)
         assert back.shape == (n, 1, 28, 28) and torch.equal(back, load_mnist(None, split, 28))
+        labels = load_mnist_labels(tmp_path / "idx", split)
+        assert labels.shape == (n,) and torch.equal(labels, load_mnist_labels(None, split))
+        assert sorted(labels.unique().tolist()) == list(range(10))
 
 
 def test_digits():
     pytest.importorskip("sklearn")
     d = load_digits()
     assert d.shape == (1797, 1, 8, 8) and d.max() == 255
+    labels = load_digits_labels()
+    assert labels.shape == (1797,) and sorted(labels.unique().tolist()) == list(range(10))
 
 
 def write_cifar(folder, n=4, names=("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5")):
@@ -100,7 +107,7 @@ def write_cifar(folder, n=4, names=("data_batch_1", "data_batch_2", "data_batch_
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         arrays[name] = data
         with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": [0] * n, b"data": data,
+            pickle.dump({b"batch_label": name.encode(), b"labels": [i % 10 for i in range(n)], b"data": data,
                          b"filenames": [b"x.png"] * n}, f, protocol=2)
     return arrays
 
@@ -110,6 +117,7 @@ def test_cifar10_batches(tmp_path):
     images = load_cifar10(tmp_path, "train")
     assert images.shape == (20, 3, 32, 32)
     assert np.array_equal(images[:4].reshape(4, -1).numpy(), arrays["data_batch_1"])
+    assert load_cifar10_labels(tmp_path, "train").tolist() == [0, 1, 2, 3] * 5
     with pytest.raises(DataError, match="missing CIFAR-10 batch file.*test_batch"):
         load_cifar10(tmp_path, "test")
 

@@ -34,6 +34,11 @@ class Loaded:
     data: dict[str, torch.Tensor] = field(default_factory=dict)  # its data statistics (2-D: mean, std, reference)
 
     @property
+    def num_classes(self) -> int:
+        """The classes a conditional network knows (its "no class" id is this number); 0: unconditional."""
+        return self.config.model.num_classes
+
+    @property
     def sample_shape(self) -> tuple[int, ...]:
         """One sample's shape in the model's space: (2,) for points, (C, H, W) for images."""
         return KINDS[self.kind].sample_shape(self.config)

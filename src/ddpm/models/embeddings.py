@@ -1,10 +1,30 @@
-"""Sinusoidal timestep embedding (Vaswani et al. 2017 §3.5), as Ho et al. (2020) §4 use it."""
+"""Sinusoidal timestep embedding (Vaswani et al. 2017 §3.5), as Ho et al. (2020) §4 use it, and the
+class embedding of a class-conditional network (Ho & Salimans 2022)."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from torch import nn
+
+
+def class_embedding(num_classes: int, dim: int) -> nn.Embedding | None:
+    """A learned embedding of class ids 0..num_classes−1 plus one more, id ``num_classes``, that
+    means "no class" (Ho & Salimans 2022: one network, conditional and unconditional); None
+    for an unconditional network (num_classes 0)."""
+    return nn.Embedding(num_classes + 1, dim) if num_classes > 0 else None
+
+
+def add_class(emb: torch.Tensor, table: nn.Embedding | None, y: torch.Tensor | None) -> torch.Tensor:
+    """The timestep embedding plus the class embedding of ``y`` ((B,) ids; None: no class)."""
+    if table is None:
+        if y is not None:
+            raise ValueError("class labels given to a network trained without classes")
+        return emb
+    if y is None:
+        y = torch.full((emb.shape[0],), table.num_embeddings - 1, dtype=torch.long, device=emb.device)
+    return emb + table(y.to(emb.device).long()).to(emb.dtype)
 
 
 def timestep_embedding(index: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

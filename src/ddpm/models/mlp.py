@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .embeddings import timestep_embedding
+from .embeddings import add_class, class_embedding, timestep_embedding
 
 
 @dataclass(frozen=True)
@@ -18,11 +18,14 @@ class MLPConfig:
     hidden: int = 128
     blocks: int = 3
     time_embed_dim: int = 64
+    num_classes: int = 0  # > 0: class-conditional, with one more "no class" id
 
     def __post_init__(self) -> None:
         for key in ("data_dim", "out_dim", "hidden", "blocks", "time_embed_dim"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"MLPConfig.{key} must be >= 1, got {getattr(self, key)!r}")
+        if int(self.num_classes) < 0:
+            raise ConfigError(f"MLPConfig.num_classes must be >= 0, got {self.num_classes!r}")
 
 
 class _Block(nn.Module):
@@ -52,12 +55,13 @@ class MLP(nn.Module):
         self.time_mlp = nn.Sequential(
             nn.Linear(c.time_embed_dim, c.hidden), nn.SiLU(), nn.Linear(c.hidden, c.hidden)
         )
+        self.class_emb = class_embedding(c.num_classes, c.hidden)
         self.inp = nn.Linear(c.data_dim, c.hidden)
         self.blocks = nn.ModuleList(_Block(c.hidden, c.hidden) for _ in range(c.blocks))
         self.out = nn.Sequential(nn.LayerNorm(c.hidden), nn.SiLU(), nn.Linear(c.hidden, c.out_dim))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(t - 1, self.config.time_embed_dim))  # (B, hidden)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        emb = add_class(self.time_mlp(timestep_embedding(t - 1, self.config.time_embed_dim)), self.class_emb, y)  # (B, hidden)
         h = self.inp(x)  # (B, hidden)
         for block in self.blocks:
             h = block(h, emb)

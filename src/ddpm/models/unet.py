@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .embeddings import timestep_embedding
+from .embeddings import add_class, class_embedding, timestep_embedding
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class UNetConfig:
     attn_resolutions: tuple[int, ...] = (16,)
     dropout: float = 0.1
     num_groups: int = 32
+    num_classes: int = 0  # > 0: class-conditional, with one more "no class" id (Ho & Salimans 2022)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_mult", tuple(self.ch_mult))
@@ -36,6 +37,8 @@ class UNetConfig:
         for key in ("image_size", "in_channels", "out_channels", "ch", "num_res_blocks", "num_groups"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"UNetConfig.{key} must be >= 1, got {getattr(self, key)!r}")
+        if int(self.num_classes) < 0:
+            raise ConfigError(f"UNetConfig.num_classes must be >= 0, got {self.num_classes!r}")
         if not self.ch_mult or min(self.ch_mult) < 1:
             raise ConfigError(f"UNetConfig.ch_mult must be positive integers, got {self.ch_mult!r}")
         if self.image_size % 2 ** (len(self.ch_mult) - 1):
@@ -121,6 +124,7 @@ class UNet(nn.Module):
         self.config = c = config
         temb = 4 * c.ch
         self.temb = nn.Sequential(nn.Linear(c.ch, temb), nn.SiLU(), nn.Linear(temb, temb))
+        self.class_emb = class_embedding(c.num_classes, temb)  # added to the timestep's, as in diffusers
         self.conv_in = nn.Conv2d(c.in_channels, c.ch, 3, padding=1)
         self.down = nn.ModuleList()
         chans, cur, res = [c.ch], c.ch, c.image_size
@@ -160,8 +164,9 @@ class UNet(nn.Module):
         h = block[0](h, emb)
         return block[1](h) if len(block) > 1 else h
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = self.temb(timestep_embedding(t - 1, self.config.ch).to(x.dtype))  # (B, 4ch)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """ε (or the configured output) at x_t, paper t; ``y`` (B,) class ids of a conditional network."""
+        emb = add_class(self.temb(timestep_embedding(t - 1, self.config.ch).to(x.dtype)), self.class_emb, y)  # (B, 4ch)
         h = self.conv_in(x)  # (B, ch, H, W)
         skips = [h]
         for block in self.down:

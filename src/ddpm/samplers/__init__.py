@@ -14,11 +14,12 @@ from .ancestral import ancestral_sample, ancestral_steps
 from .base import SamplerStep, predict_x0_eps, run_to_end
 from .ddim import ddim_invert, ddim_sample, ddim_sigma, ddim_steps
 from .dpm_solver import dpm_solver_sample, dpm_solver_steps
+from .guidance import ClassifierFreeGuidance
 from .spec import SAMPLERS, SamplerSpec
 from .timesteps import SPACINGS, RespacedModel, check_timesteps, make_timesteps, parse_timesteps, respace
 
 __all__ = [
-    "SAMPLERS", "SPACINGS", "RespacedModel", "SamplerSpec", "SamplerStep", "ancestral_sample", "ancestral_steps",
+    "SAMPLERS", "SPACINGS", "ClassifierFreeGuidance", "RespacedModel", "SamplerSpec", "SamplerStep", "ancestral_sample", "ancestral_steps",
     "check_timesteps", "ddim_invert", "ddim_sample", "ddim_sigma", "ddim_steps", "dpm_solver_sample",
     "dpm_solver_steps", "make_timesteps", "parse_timesteps", "predict_x0_eps", "respace", "run_to_end",
 ]
