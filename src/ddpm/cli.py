@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .cli_common import (BATCH, INT, SEED, _add_sampler_options, _at_least_one, _device, _HelpFormatter, _Parser,
-                         _sampler_spec)
+from .cli_common import (BATCH, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one, _class_labels,
+                         _device, _HelpFormatter, _Parser, _sampler_spec)
 from .cli_eval import EVAL_COMMANDS, _add_evaluation_parsers
 from .cli_train import _add_train_options, _cmd_train
 from .errors import DDPMError
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_sampler_options(sample)
+    _add_class_options(sample)
 
     data = sub.add_parser("data", help="inspect data", formatter_class=fmt)
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -78,10 +79,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     fmt = sample_format(loaded.kind, out)
     prepare_output(out, folder=fmt == "folder")  # before the sampling work, not after it
     n = args.n or (4000 if loaded.kind == "points" else 64)
+    labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance)
     samples = generate(loaded, n, args.seed, spec, args.batch_size, _device(args.device),
-                       keep_states=states_to_keep(loaded, spec, args.gif), progress=not args.quiet)
+                       keep_states=states_to_keep(loaded, spec, args.gif), progress=not args.quiet, labels=labels,
+                       guidance=args.guidance)
     meta = {"checkpoint": str(loaded.path), "n": n, "seed": args.seed, "ema": not args.no_ema,
-            "sampler": spec.describe(loaded.schedule.T), "per_sample_seeds": True, "config": to_dict(loaded.config)}
+            "sampler": spec.describe(loaded.schedule.T), "per_sample_seeds": True, "config": to_dict(loaded.config),
+            "class": args.classes, "guidance": args.guidance}
     for what, path in write_samples(loaded, samples, out, fmt, meta, animation=args.gif):
         print(f"{what + ':':10s} {path}")
     return 0

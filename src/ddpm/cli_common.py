@@ -74,6 +74,41 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eta", type=_finite, default=0.0, help="DDIM's eta: 0 deterministic, 1 ancestral variance")
 
 
+def _add_class_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("classes (runs trained with --class-conditional)")
+    g.add_argument("--class", dest="classes", default=None, metavar="K", help="the class of each sample: one id, "
+                   "a comma list (cycled over the samples), 'all' (equal numbers of each class) or 'none' (the "
+                   "unconditional model); default: none")
+    g.add_argument("--guidance", type=_finite, default=0.0, metavar="W", help="classifier-free guidance weight w: "
+                   "ε̃ = (1 + w) ε(x, c) − w ε(x, ∅) (Ho & Salimans 2022 eq. 6); 0 is the conditional model; "
+                   "diffusers' guidance_scale is 1 + w")
+
+
+def _class_labels(text: str | None, n: int, num_classes: int, guidance: float):
+    """(n,) class ids from --class (None when it was not given), checked against the run."""
+    import torch
+
+    if guidance < 0:
+        raise ConfigError(f"--guidance must be >= 0, got {guidance}")
+    if text is None:
+        if guidance:
+            raise ConfigError("--guidance needs --class (the classes to guide towards)")
+        return None
+    if num_classes == 0:
+        raise ConfigError("--class: this run was trained without classes (train with --class-conditional)")
+    if text == "none":
+        return torch.full((n,), num_classes, dtype=torch.long)
+    if text == "all":
+        return torch.arange(n) % num_classes
+    from .samplers import parse_timesteps
+
+    ids = parse_timesteps(text, "--class")
+    bad = [k for k in ids if not 0 <= k < num_classes]
+    if bad or not ids:
+        raise ConfigError(f"--class: ids must lie in [0, {num_classes - 1}], got {text!r}")
+    return torch.tensor(ids, dtype=torch.long).repeat(n // len(ids) + 1)[:n]
+
+
 def _sampler_spec(args: argparse.Namespace):
     from .samplers import SamplerSpec, parse_timesteps
 

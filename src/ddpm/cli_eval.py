@@ -8,7 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .cli_common import BATCH, INT, SEED, _add_sampler_options, _at_least_one, _device, _Parser, _sampler_spec
+from .cli_common import (BATCH, INT, SEED, _add_sampler_options, _at_least_one, _class_labels, _device, _finite,
+                         _Parser, _sampler_spec)
 from .errors import ConfigError
 
 
@@ -54,6 +55,8 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     fid.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     fid.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_sampler_options(fid)
+    fid.add_argument("--guidance", type=_finite, default=0.0, metavar="W", help="a class-conditional run: the "
+                     "classifier-free guidance weight (its samples take each class in turn)")
 
     prog = sub.add_parser("progressive", help="the predicted x0 at chosen t along reverse runs (paper Fig. 6); "
                           "images as a table, 2-D points as scatter panels",
@@ -181,8 +184,9 @@ def _eval_fid(args: argparse.Namespace) -> int:
         if args.n < 2:
             raise ConfigError(f"--n must be >= 2, got {args.n}")
         spec = _sampler_spec(args)
+        labels = _class_labels("all" if loaded.num_classes else None, args.n, loaded.num_classes, args.guidance)
         images = generate(loaded, args.n, args.seed, spec, args.batch_size, _device(args.device),
-                          progress=not args.quiet).data
+                          progress=not args.quiet, labels=labels, guidance=args.guidance).data
         meta = {"checkpoint": str(loaded.path), "step": loaded.step, "seed": args.seed,
                 "sampler": spec.describe(loaded.schedule.T)}
         if args.out:

@@ -56,6 +56,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=S, choices=("fp32", "bf16"), help="bf16 autocast (default fp32; "
                    "bf16 is emulated and slow on most CPUs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (minutes per graph)")
+    p.add_argument("--class-conditional", action="store_true", help="train on the data's class labels (MNIST, "
+                   "digits, CIFAR-10; the 2-D mixtures gmm and 8gaussians) with a 'no class' id, so that one "
+                   "network samples a chosen class or any (classifier-free guidance, Ho & Salimans 2022)")
+    p.add_argument("--label-dropout", type=_finite, default=S, metavar="P", help="with --class-conditional: the "
+                   "probability a label is replaced by 'no class' in training (default 0.1)")
     p.add_argument("--hidden", type=INT, default=S, help="2-D: MLP width (default 128)")
     p.add_argument("--blocks", type=INT, default=S, help="2-D: MLP residual blocks (default 3)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -84,7 +89,18 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 # options whose names are their config fields', taken only when given (the rest keep the defaults)
 _DIFFUSION_KEYS = ("T", "schedule", "parameterization", "variance", "loss", "timestep_sampler")
 _OPTIM_KEYS = ("batch_size", "lr", "warmup", "grad_clip", "ema_decay")
-_RUN_KEYS = ("steps", "checkpoint_every", "sample_every", "precision")
+_RUN_KEYS = ("steps", "checkpoint_every", "sample_every", "precision", "label_dropout")
+
+
+def _classes(args: argparse.Namespace, available: int, name: str) -> int:
+    """The network's number of classes: the data's with --class-conditional, else 0."""
+    if not args.class_conditional:
+        if hasattr(args, "label_dropout"):
+            raise ConfigError("--label-dropout: not read by an unconditional run (add --class-conditional)")
+        return 0
+    if available == 0:
+        raise ConfigError(f"--class-conditional: {name} has no class labels")
+    return available
 
 
 def _given(args: argparse.Namespace, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -125,9 +141,14 @@ def points_config(args: argparse.Namespace):
 
     _refuse(args, _IMAGE_ONLY, "a 2-D run")
     diffusion, optim = _override(args, DiffusionConfig(decoder="gaussian"), OptimConfig())
+    from .data.points import POINT_DATASETS
+
+    data = getattr(args, "data", "s_curve")
+    available = POINT_DATASETS[data]().num_classes if data in POINT_DATASETS else 0
     model = MLPConfig(data_dim=2, out_dim=diffusion.prediction().output_channels(2),
+                      num_classes=_classes(args, available, data),
                       **{k: getattr(args, k) for k in _POINTS_ONLY if hasattr(args, k)})
-    return PointsTrainConfig(data=getattr(args, "data", "s_curve"), seed=args.seed, diffusion=diffusion, optim=optim,
+    return PointsTrainConfig(data=data, seed=args.seed, diffusion=diffusion, optim=optim,
                              model=model, compile=args.compile, **_given(args, _RUN_KEYS))
 
 
@@ -152,7 +173,10 @@ def image_config(args: argparse.Namespace):
     if hasattr(args, "random_flip"):
         data_cfg = replace(data_cfg, random_flip=args.random_flip)
     diffusion, optim = _override(args, run.diffusion, run.optim)
-    model = replace(run.model, out_channels=diffusion.prediction().output_channels(run.model.in_channels))
+    from .data.sources import IMAGE_CLASSES
+
+    model = replace(run.model, out_channels=diffusion.prediction().output_channels(run.model.in_channels),
+                    num_classes=_classes(args, IMAGE_CLASSES.get(data_cfg.dataset, 0), data_cfg.dataset))
     return replace(run, data=data_cfg, model=model, diffusion=diffusion, optim=optim, seed=args.seed,
                    compile=args.compile or run.compile, **_given(args, _RUN_KEYS))
 

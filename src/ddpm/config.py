@@ -96,9 +96,11 @@ class RunConfig:
     log_every: int = 100
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast; emulated (slow) on most CPUs
     compile: bool = False  # torch.compile the network (minutes of compilation per graph)
+    label_dropout: float = 0.1  # class-conditional runs: P(label -> "no class"), Ho & Salimans 2022
 
     def __post_init__(self) -> None:
         check_choice("precision", self.precision, ("fp32", "bf16"))
+        check_float("label_dropout", self.label_dropout, 0.0, 1.0)
         check_int("seed", self.seed, 0, MAX_SEED)
         for key, low in (("steps", 0), ("checkpoint_every", 1), ("keep_checkpoints", 1), ("sample_every", 0),
                          ("log_every", 1)):

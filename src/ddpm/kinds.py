@@ -17,8 +17,8 @@ from torch import nn
 from .config import ImageTrainConfig, PointsTrainConfig, RunConfig
 from .data.images import random_flip, to_model_range, to_uint8
 from .data.points import Standardizer, load_points
-from .data.sources import EpochOrder, build_image_data, gather
-from .errors import CheckpointError
+from .data.sources import IMAGE_CLASSES, EpochOrder, build_image_data, build_image_labels, gather
+from .errors import CheckpointError, ConfigError, DataError
 
 REFERENCE_POINTS = 4000  # data points a 2-D checkpoint keeps for plots and metrics
 
@@ -56,8 +56,9 @@ class PointCodec:
 class TrainingData(Protocol):
     """Where a run's batches come from; its state is what a checkpoint keeps of it."""
 
-    def batch(self, generator: torch.Generator, part: slice, total: int) -> torch.Tensor:
-        """This process's ``part`` of a global batch of ``total``, in the model's space."""
+    def batch(self, generator: torch.Generator, part: slice, total: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This process's ``part`` of a global batch of ``total``, in the model's space, and its
+        class ids (None for an unconditional run)."""
         ...
 
     def state_dict(self) -> dict[str, int]: ...
@@ -72,9 +73,17 @@ class PointSource:
         self.data = load_points(config.data)
         self.codec = PointCodec(self.data.fit_standardizer())
         self._tensors: dict[str, torch.Tensor] | None = None
+        self.labelled = config.model.num_classes > 0
+        if self.labelled and config.model.num_classes != self.data.num_classes:
+            raise ConfigError(f"{config.data}: {self.data.num_classes} classes, the network is built for "
+                              f"{config.model.num_classes}" if self.data.num_classes else
+                              f"{config.data}: has no class labels (the mixtures gmm and 8gaussians have)")
 
-    def batch(self, generator: torch.Generator, part: slice, total: int) -> torch.Tensor:
-        return self.codec.encode(self.data.sample(total, generator)[part])  # (B / world size, 2)
+    def batch(self, generator: torch.Generator, part: slice, total: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.labelled:
+            x, y = self.data.sample_labelled(total, generator)
+            return self.codec.encode(x[part]), y[part]  # (B / world size, 2), (B / world size,)
+        return self.codec.encode(self.data.sample(total, generator)[part]), None
 
     def state_dict(self) -> dict[str, int]:
         return {}  # every draw comes from the step's generator
@@ -93,6 +102,14 @@ class PointSource:
         return self._tensors
 
 
+def drop_labels(y: torch.Tensor, generator: torch.Generator, part: slice, total: int, p: float,
+                null_class: int) -> torch.Tensor:
+    """Replace each label by ``null_class`` with probability p (Ho & Salimans 2022), the coins
+    tossed for the global batch of ``total`` and this process's ``part`` kept."""
+    drop = torch.rand(total, generator=generator)[part] < p  # (B / world size,)
+    return torch.where(drop.to(y.device), torch.full_like(y, null_class), y)
+
+
 class ImageSource:
     """Images in a resumable epoch order; horizontal flips from the step's generator."""
 
@@ -100,11 +117,21 @@ class ImageSource:
         self.flip = config.data.random_flip
         self.data = build_image_data(config.data, "train", min_images=config.optim.batch_size)
         self.order = EpochOrder(len(self.data), config.optim.batch_size, config.seed)
+        self.labels = None
+        if config.model.num_classes > 0:
+            name = config.data.dataset
+            if IMAGE_CLASSES.get(name) != config.model.num_classes:
+                raise ConfigError(f"data set {name!r} has {IMAGE_CLASSES.get(name, 'no')} classes, the network is "
+                                  f"built for {config.model.num_classes}")
+            self.labels = build_image_labels(config.data, "train")
+            if self.labels.shape[0] != len(self.data):
+                raise DataError(f"{name}: {self.labels.shape[0]} labels for {len(self.data)} images")
 
-    def batch(self, generator: torch.Generator, part: slice, total: int) -> torch.Tensor:
+    def batch(self, generator: torch.Generator, part: slice, total: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = self.order.next()  # the global batch; this process reads only its own share of it
         x = to_model_range(gather(self.data, idx[part]))  # (B / world size, C, H, W) in [-1, 1]
-        return random_flip(x, generator, part, len(idx)) if self.flip else x
+        x = random_flip(x, generator, part, len(idx)) if self.flip else x
+        return x, (self.labels[idx[part]] if self.labels is not None else None)
 
     def state_dict(self) -> dict[str, int]:
         return self.order.state_dict()

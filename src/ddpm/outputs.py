@@ -70,13 +70,17 @@ def write_samples(loaded: Loaded, samples: Samples, out: Path, fmt: str, meta: d
     written = [("samples", out)]
     if fmt == "npy":
         np.save(out, samples.data.numpy())
+        if samples.labels is not None:
+            labels = out.with_name(out.stem + "_labels.npy")
+            np.save(labels, samples.labels.numpy())
+            written.append(("classes", labels))
         written.append(("scatter", save_picture(loaded, samples.data, out.with_suffix(".png"), title)))
         written.append(("strip", reverse_strip({t: x.numpy() for t, x in samples.states.items()},
                                                out.with_name(out.stem + "_strip.png"), title)))
     elif fmt == "grid":
         save_picture(loaded, samples.data, out)
     elif fmt == "npz":
-        save_npz(samples.data, out)
+        save_npz(samples.data, out, samples.labels)
     else:
         for i, img in enumerate(samples.data):
             save_image(img, out / f"{i:06d}.png")
@@ -88,9 +92,11 @@ def write_samples(loaded: Loaded, samples: Samples, out: Path, fmt: str, meta: d
     return written
 
 
-def save_npz(images: torch.Tensor, path: str | Path) -> Path:
-    """uint8 (N, C, H, W) images as ``arr_0`` uint8 NHWC, the layout OpenAI's evaluation scripts read."""
-    np.savez(path, images.permute(0, 2, 3, 1).contiguous().numpy())
+def save_npz(images: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None) -> Path:
+    """uint8 (N, C, H, W) images as ``arr_0`` uint8 NHWC, the layout OpenAI's evaluation scripts read,
+    and the class of each as ``arr_1`` (int64) when given, as their class-conditional files hold it."""
+    arrays = [images.permute(0, 2, 3, 1).contiguous().numpy()]
+    np.savez(path, *arrays, *([labels.numpy().astype(np.int64)] if labels is not None else []))
     return Path(path)
 
 

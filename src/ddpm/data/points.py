@@ -31,10 +31,19 @@ class GaussianMixture:
     covariances: torch.Tensor  # (K, D, D)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.sample_with_components(n, generator)[0]
+
+    def sample_with_components(self, n: int, generator: torch.Generator | None = None
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """n points (n, D) and the component each came from (n,), the same draws as :meth:`sample`."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)  # (n,)
         z = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)  # (n, D)
         chol = torch.linalg.cholesky(self.covariances)  # (K, D, D)
-        return self.means[k] + (chol[k] @ z[..., None])[..., 0]
+        return self.means[k] + (chol[k] @ z[..., None])[..., 0], k
+
+    def component(self, k: int) -> "GaussianMixture":
+        """The mixture's component k alone (class k of a labelled mixture)."""
+        return GaussianMixture(torch.ones(1, dtype=torch.float64), self.means[k:k + 1], self.covariances[k:k + 1])
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log-density of each row of x, (n, D) -> (n,), in nats."""
@@ -121,6 +130,17 @@ class PointData:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return self._sampler(n, generator)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of a labelled set: the components of a built-in mixture (0: no labels)."""
+        return self.mixture.means.shape[0] if self.mixture is not None else 0
+
+    def sample_labelled(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n points and their class ids (the mixture component each was drawn from)."""
+        if self.mixture is None:
+            raise DataError(f"{self.name}: has no class labels (the mixtures gmm and 8gaussians have)")
+        return self.mixture.sample_with_components(n, generator)
 
     def fit_standardizer(self, n: int = 100_000) -> Standardizer:
         """Statistics of the whole file, or of n built-in samples with a fixed seed."""

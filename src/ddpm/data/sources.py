@@ -9,7 +9,7 @@ import torch
 
 from ..errors import ConfigError, DataError, check_choice, check_int
 from .folder import ImageFolder
-from .images import load_cifar10, load_digits, load_mnist
+from .images import load_cifar10, load_cifar10_labels, load_digits, load_digits_labels, load_mnist, load_mnist_labels
 
 
 ImageDataset = typing.Literal["mnist", "digits", "cifar10", "folder", "none"]
@@ -57,6 +57,21 @@ def build_image_data(cfg: ImageDataConfig, split: str = "train", min_images: int
     if data.shape[0] < min_images:
         raise DataError(f"{cfg.dataset}: only {data.shape[0]} image(s); need at least {min_images}")
     return data
+
+
+#: The classes of the data sets that have labels.
+IMAGE_CLASSES = {"mnist": 10, "digits": 10, "cifar10": 10}
+
+
+def build_image_labels(cfg: ImageDataConfig, split: str = "train") -> torch.Tensor:
+    """Class ids (N,) int64 of a data set's images, in build_image_data's order."""
+    if cfg.dataset == "mnist":
+        return load_mnist_labels(cfg.path, split)
+    if cfg.dataset == "digits":
+        return load_digits_labels()
+    if cfg.dataset == "cifar10":
+        return load_cifar10_labels(cfg.path, split)
+    raise DataError(f"data set {cfg.dataset!r} has no class labels (those that do: {', '.join(IMAGE_CLASSES)})")
 
 
 @dataclass

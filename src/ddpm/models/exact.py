@@ -47,3 +47,22 @@ class GaussianMixtureDenoiser(nn.Module):
         a = self.alpha_bar[t.long()].sqrt()[:, None]
         s = (1.0 - self.alpha_bar[t.long()]).sqrt()[:, None]
         return ((x.double() - a * x0) / s).to(x.dtype)  # (B, D)
+
+
+class ConditionalMixtureDenoiser(nn.Module):
+    """The exact ε* of a Gaussian mixture whose components are classes: ``model(x_t, t, y)`` is
+    component y's ε* for y < K and the whole mixture's for y = K ("no class"), as a perfectly
+    trained class-conditional network with label dropout would be."""
+
+    def __init__(self, weights: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor, alpha_bar: torch.Tensor):
+        super().__init__()
+        one = torch.ones(1, dtype=torch.float64)
+        self.classes = nn.ModuleList(GaussianMixtureDenoiser(one, means[k:k + 1], covariances[k:k + 1], alpha_bar)
+                                     for k in range(means.shape[0]))
+        self.unconditional = GaussianMixtureDenoiser(weights, means, covariances, alpha_bar)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is None:
+            return self.unconditional(x, t)
+        outs = torch.stack([m(x, t) for m in self.classes] + [self.unconditional(x, t)])  # (K + 1, B, D)
+        return outs[y.long(), torch.arange(x.shape[0])]  # (B, D)

@@ -67,8 +67,8 @@ def check_timesteps(T: int, timesteps: Sequence[int], lowest: int = 1) -> list[i
 
 
 def parse_timesteps(text: str, flag: str = "--timesteps") -> list[int]:
-    """'999,500,10' -> [999, 500, 10]: the one parser of a timestep list typed by a user
-    (validation comes with :func:`check_timesteps`)."""
+    """'999,500,10' -> [999, 500, 10]: the one parser of a comma list of integers typed by a user
+    (timesteps are then validated by :func:`check_timesteps`)."""
     try:
         return [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:

@@ -22,7 +22,7 @@ from ..checkpoint import Checkpoint, checkpoints_of, prune, remove_leftovers
 from ..config import RunConfig, to_dict
 from ..errors import CheckpointError, ConfigError, DDPMError
 from ..files import FolderLock, write_json
-from ..kinds import TrainingData, kind_of
+from ..kinds import TrainingData, drop_labels, kind_of
 from ..rng import global_rng_state, seed_for, set_global_rng_state
 from . import distributed as dist
 from .control import StopRequest, TimeLimit, checkpoint_due, sample_due, stop_reason
@@ -211,10 +211,14 @@ def _train(config: RunConfig, out_dir: Path, device: torch.device, resume_from: 
     last: list[Path] = []
     batch = config.optim.batch_size
 
-    def batches(g: torch.Generator) -> tuple[torch.Tensor, int]:
-        g.manual_seed(seed_for(config.seed, state.step))  # this step's data draws, t and ε
+    def batches(g: torch.Generator) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        g.manual_seed(seed_for(config.seed, state.step))  # this step's data draws, label dropout, t and ε
         torch.manual_seed(seed_for(config.seed, state.step, dist.rank()))  # this step's dropout
-        return data.batch(g, dist.local_slice(batch), batch), batch
+        part = dist.local_slice(batch)
+        x, y = data.batch(g, part, batch)
+        if y is not None and config.label_dropout > 0:
+            y = drop_labels(y, g, part, batch, config.label_dropout, config.model.num_classes)
+        return x, batch, y
 
     with StopRequest() as stop:
         limit = TimeLimit(time_limit)

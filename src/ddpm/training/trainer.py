@@ -103,10 +103,11 @@ class Batch(NamedTuple):
     t: torch.Tensor  # (B,)
     noise: torch.Tensor  # (B, ...)
     weights: torch.Tensor  # (B,) importance weights
+    y: torch.Tensor | None = None  # (B,) class ids of a class-conditional run
 
 
 def draw_batch(state: TrainState, x0: torch.Tensor, generator: torch.Generator,
-               global_size: int | None = None) -> Batch:
+               global_size: int | None = None, y: torch.Tensor | None = None) -> Batch:
     """t and ε for the global batch from ``generator``; keep this process's slice.
 
     ``x0`` is the global batch, or with ``global_size`` this process's slice of it already
@@ -121,7 +122,8 @@ def draw_batch(state: TrainState, x0: torch.Tensor, generator: torch.Generator,
     elif x0.shape[0] != part.stop - part.start:
         raise ValueError(f"got {x0.shape[0]} images for this process's share of {n}, expected {part.stop - part.start}")
     device = next(state.model.parameters()).device
-    return Batch(x0.to(device), draw.t[part].to(device), noise[part].to(device), draw.weights[part].to(device))
+    return Batch(x0.to(device), draw.t[part].to(device), noise[part].to(device), draw.weights[part].to(device),
+                 y.to(device) if y is not None else None)
 
 
 def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusion: DiffusionConfig,
@@ -129,8 +131,9 @@ def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusi
     """One gradient step; raises :class:`TrainingHalted` on every process before stepping on NaN/inf."""
     state.forward.train()
     device_type = batch.x0.device.type
+    forward = state.forward if batch.y is None else (lambda x, t: state.forward(x, t, batch.y))
     with torch.autocast(device_type, dtype=state.autocast or torch.bfloat16, enabled=state.autocast is not None):
-        out = training_loss(state.forward, schedule, batch.x0, batch.t, diffusion.prediction(),
+        out = training_loss(forward, schedule, batch.x0, batch.t, diffusion.prediction(),
                             diffusion.loss_config(), noise=batch.noise)
     loss = (out.loss * batch.weights).mean()
     step = state.step + 1
@@ -159,7 +162,7 @@ def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusi
 def run_training(
     state: TrainState,
     schedule: NoiseSchedule,
-    batches: Callable[[torch.Generator], torch.Tensor | tuple[torch.Tensor, int]],
+    batches: Callable[[torch.Generator], torch.Tensor | tuple],
     diffusion: DiffusionConfig,
     optim: OptimConfig,
     steps: int,
@@ -180,9 +183,9 @@ def run_training(
     start, window = time.perf_counter(), []
     try:
         while state.step < steps:
-            got = batches(generator)  # the global batch, or (this process's slice, the global size)
-            x0, size = got if isinstance(got, tuple) else (got, None)
-            batch = draw_batch(state, x0, generator, size)
+            got = batches(generator)  # the global batch, or (this process's slice, the global size[, labels])
+            x0, size, *labels = got if isinstance(got, tuple) else (got, None)
+            batch = draw_batch(state, x0, generator, size, labels[0] if labels else None)
             window.append(train_step(state, schedule, batch, diffusion, optim))
             bar.update(1)
             if len(window) == log_every or state.step == steps:

@@ -1,0 +1,139 @@
+"""Class-conditional models and classifier-free guidance: exact denoisers, the batched call,
+label dropout, and the CLI from training to labelled samples."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm import PredictionConfig
+from ddpm.api import load
+from ddpm.cli import main
+from ddpm.data.points import load_points
+from ddpm.kinds import drop_labels
+from ddpm.models import ConditionalMixtureDenoiser, GaussianMixtureDenoiser
+from ddpm.rng import per_sample_generators, randn
+from ddpm.samplers import SAMPLERS, ClassifierFreeGuidance, SamplerSpec
+from ddpm.schedules import NoiseSchedule
+
+MIX = load_points("gmm").mixture  # three components: classes 0, 1, 2
+
+
+@pytest.fixture(scope="module")
+def schedule():
+    return NoiseSchedule.from_name("linear", 200)
+
+
+def test_the_guided_output_is_the_formula_with_the_true_eps(schedule):
+    model = ConditionalMixtureDenoiser(MIX.weights, MIX.means, MIX.covariances, schedule.alpha_bar)
+    g = torch.Generator().manual_seed(0)
+    x, t, y = torch.randn(6, 2, generator=g, dtype=torch.float64), torch.tensor([1, 5, 50, 100, 150, 200]), \
+        torch.tensor([0, 1, 2, 0, 1, 2])
+    for w in (0.0, 0.5, 2.0, 4.0):
+        guided = ClassifierFreeGuidance(model, y, w, null_class=3)(x, t)
+        expected = (1 + w) * model(x, t, y) - w * model(x, t, torch.full_like(y, 3))
+        assert torch.allclose(guided, expected, rtol=0, atol=1e-12)
+    assert torch.equal(model(x, t, torch.full_like(y, 3)), model(x, t))  # "no class" is the whole mixture
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_guidance_0_reproduces_the_exact_sampler_of_the_class(schedule, name):
+    model = ConditionalMixtureDenoiser(MIX.weights, MIX.means, MIX.covariances, schedule.alpha_bar)
+    spec = SamplerSpec(name, steps=40, eta=1.0 if name == "ddim" else 0.0)
+    for k in range(3):
+        alone = GaussianMixtureDenoiser(torch.ones(1), MIX.means[k:k + 1], MIX.covariances[k:k + 1], schedule.alpha_bar)
+        runs = []
+        for m in (ClassifierFreeGuidance(model, torch.full((64,), k), 0.0, 3), alone):
+            gens = per_sample_generators(7, 0, 64)
+            x = randn((64, 2), gens, dtype=torch.float64)
+            runs.append(spec.sample(m, schedule, x, PredictionConfig(), gens))
+        assert torch.allclose(runs[0], runs[1], rtol=0, atol=1e-10)
+
+
+def test_class_samples_follow_their_component_and_guidance_sharpens_them(schedule):
+    model = ConditionalMixtureDenoiser(MIX.weights, MIX.means, MIX.covariances, schedule.alpha_bar)
+    n, k = 2000, 2
+    spreads = []
+    for w in (0.0, 3.0):
+        gens = per_sample_generators(1, 0, n)
+        x = randn((n, 2), gens, dtype=torch.float64)
+        out = SamplerSpec().sample(ClassifierFreeGuidance(model, torch.full((n,), k), w, 3), schedule, x,
+                                   PredictionConfig(), gens)
+        if w == 0:  # the exact class-k sampler: component k's mean and covariance
+            assert torch.allclose(out.mean(0), MIX.means[k], atol=0.02)
+            assert torch.allclose(torch.cov(out.T), MIX.covariances[k], atol=0.01)
+        spreads.append(float(torch.linalg.det(torch.cov(out.T))))
+    assert spreads[1] < spreads[0]  # guidance concentrates the class (Ho & Salimans 2022, Fig. 2)
+
+
+class Counting(torch.nn.Module):
+    def __init__(self, model, out_channels=None):
+        super().__init__()
+        self.model, self.calls, self.batches, self.out_channels = model, 0, [], out_channels
+
+    def forward(self, x, t, y=None):
+        self.calls += 1
+        self.batches.append(x.shape[0])
+        out = self.model(x, t, y)
+        if self.out_channels:  # a learned variance: extra channels that depend on y only
+            return torch.cat([out, y[:, None].to(out.dtype).expand_as(out)], dim=1)
+        return out
+
+
+def test_one_batched_network_call_a_step_and_the_variance_is_not_guided(schedule):
+    model = Counting(ConditionalMixtureDenoiser(MIX.weights, MIX.means, MIX.covariances, schedule.alpha_bar))
+    guided = ClassifierFreeGuidance(model, torch.tensor([0, 1, 2, 0]), 2.0, 3)
+    SamplerSpec("ddim", steps=10).sample(guided, schedule, torch.randn(4, 2, dtype=torch.float64))
+    assert model.calls == 10 and set(model.batches) == {8}  # conditional and unconditional in one call
+    learned = Counting(model.model, out_channels=2)
+    y = torch.tensor([0, 1, 2, 1])
+    out = ClassifierFreeGuidance(learned, y, 2.0, 3, mean_channels=2)(torch.randn(4, 2, dtype=torch.float64),
+                                                                      torch.full((4,), 9))
+    assert torch.equal(out[:, 2:], y[:, None].double().expand(4, 2))  # the conditional variance, unguided
+
+
+def test_label_dropout_rate_and_the_no_class_id():
+    y = torch.arange(20_000) % 3
+    dropped = drop_labels(y, torch.Generator().manual_seed(0), slice(0, 20_000), 20_000, 0.1, 3)
+    assert set(dropped.unique().tolist()) == {0, 1, 2, 3}
+    assert abs(float((dropped == 3).float().mean()) - 0.1) < 0.01
+    assert torch.equal(dropped[dropped != 3], y[dropped != 3])
+    part = drop_labels(y[:10], torch.Generator().manual_seed(0), slice(10, 20), 20, 0.5, 3)
+    whole = drop_labels(torch.cat([y[:10], y[:10]]), torch.Generator().manual_seed(0), slice(0, 20), 20, 0.5, 3)
+    assert torch.equal(part, whole[10:])  # a process's share gets the coins of the global batch
+
+
+def test_a_class_conditional_2d_run_from_the_cli(tmp_path, capsys):
+    argv = ["train", "--data", "gmm", "--class-conditional", "--T", "50", "--steps", "600", "--hidden", "64",
+            "--lr", "3e-3", "--warmup", "20", "--batch-size", "128", "--quiet", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    loaded = load(tmp_path / "r")
+    assert loaded.num_classes == 3 and loaded.config.label_dropout == 0.1
+    out = tmp_path / "s.npy"
+    assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "300", "--class", "0,2", "--guidance", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    samples, labels = np.load(out), np.load(tmp_path / "s_labels.npy")
+    assert samples.shape == (300, 2) and labels.tolist() == [0, 2] * 150
+    means = MIX.means.numpy()
+    nearest = np.argmin(((samples[:, None] - means[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == labels).mean() > 0.9, (nearest == labels).mean()  # each sample lands on its class
+    meta = json.loads((tmp_path / "s.json").read_text())
+    assert meta["class"] == "0,2" and meta["guidance"] == 2.0
+    for bad, message in ((["--class", "3"], "ids must lie in [0, 2]"), (["--guidance", "1"], "needs --class"),
+                         (["--class", "1", "--guidance=-1"], "--guidance must be >= 0")):
+        capsys.readouterr()
+        assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--out", str(out), *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["train", *argv[1:-1], str(tmp_path / "u"), "--label-dropout", "0.2", "--class-conditional"]) == 0
+
+
+def test_images_with_classes_write_arr_1(tmp_path):
+    pytest.importorskip("sklearn")
+    assert main(["train", "--preset", "digits", "--class-conditional", "--T", "10", "--steps", "2", "--batch-size",
+                 "16", "--quiet", "--out", str(tmp_path / "r")]) == 0
+    assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "5", "--class", "all", "--guidance", "1",
+                 "--out", str(tmp_path / "s.npz"), "--quiet"]) == 0
+    z = np.load(tmp_path / "s.npz")
+    assert z["arr_0"].shape == (5, 8, 8, 1) and z["arr_1"].tolist() == [0, 1, 2, 3, 4]
+    assert main(["train", "--preset", "digits", "--label-dropout", "0.2", "--out", str(tmp_path / "u")]) == 2
