@@ -16,7 +16,6 @@ import platform
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 

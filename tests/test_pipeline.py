@@ -176,7 +176,7 @@ LAYERS = [
     {"api"},
     {"generation"},
     {"outputs", "training", "evaluation", "applications", "interop"},
-    {"cli", "cli_common", "cli_eval", "cli_train", "__main__", "__init__"},
+    {"cli", "cli_common", "cli_edit", "cli_eval", "cli_train", "__main__", "__init__"},
 ]
 
 

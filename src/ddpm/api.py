@@ -59,6 +59,13 @@ class Loaded:
         return cls(model, config.diffusion.make_schedule(), config.diffusion.prediction(), config, kind, codec, step,
                    path, dict(info or {}), dict(data))
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network is (its first parameter's or buffer's device; the CPU if it has none)."""
+        for t in [*self.model.parameters(), *self.model.buffers()][:1]:
+            return t.device
+        return torch.device("cpu")
+
     def to(self, device: torch.device | str) -> "Loaded":
         """Model and schedule on ``device`` (in place; returns self)."""
         self.model.to(device)

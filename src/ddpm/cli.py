@@ -10,6 +10,7 @@ from typing import Sequence
 
 from .cli_common import (BATCH, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one, _class_labels,
                          _device, _HelpFormatter, _Parser, _sampler_spec)
+from .cli_edit import EDIT_COMMANDS, _add_editing_parsers
 from .cli_eval import EVAL_COMMANDS, _add_evaluation_parsers
 from .cli_train import _add_train_options, _cmd_train
 from .errors import DDPMError
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("out", help="folder to write (config.json, weights, scheduler_config.json)")
     exp.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
     _add_evaluation_parsers(sub, fmt)
+    _add_editing_parsers(sub, fmt)
     return parser
 
 
@@ -120,7 +122,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "data": _cmd_data, "import-diffusers": _cmd_import,
-            "export-diffusers": _cmd_export, **EVAL_COMMANDS}
+            "export-diffusers": _cmd_export, **EVAL_COMMANDS,
+            **EDIT_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

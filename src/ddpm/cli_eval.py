@@ -246,8 +246,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     ts = sorted({min(t, T) for t in parse_timesteps(args.t, "--t")})
     lambdas = lambdas_of(args.points)
     images = eval_images(loaded, args.split, args.data_dir, 2 * args.pairs)
-    device = next(loaded.model.parameters()).device
-    a, b = images[0::2].to(device), images[1::2].to(device)
+    a, b = images[0::2].to(loaded.device), images[1::2].to(loaded.device)
     out = Path(args.out)
     for t in ts:
         rows = interpolate(loaded, a, b, t, lambdas, args.seed, args.method, args.ddim_steps)

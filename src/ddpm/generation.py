@@ -101,7 +101,7 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
         raise ConfigError(f"the number of samples must be >= 1, got {n}")
     if labels is not None and labels.shape != (n,):
         raise ConfigError(f"{n} samples need {n} class labels, got shape {tuple(labels.shape)}")
-    device = torch.device(device) if device is not None else next(loaded.model.parameters()).device
+    device = torch.device(device) if device is not None else loaded.device
     loaded.to(device)
     batch_size = batch_size or (min(n, 2**16) if loaded.kind == "points" else 64)
     steps = len(sampler.timesteps_for(loaded.schedule.T))

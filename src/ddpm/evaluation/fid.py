@@ -215,7 +215,8 @@ def content_id(path: str | Path) -> str:
 
 
 def images_from_path(path: str | Path) -> torch.Tensor:
-    """uint8 (N, C, H, W) from an .npz (arr_0 NHWC, as OpenAI's scripts write) or a folder of images."""
+    """uint8 (N, C, H, W) from an .npz (arr_0 NHWC, as OpenAI's scripts write), one image file, or a
+    folder of images."""
     p = Path(path)
     if p.suffix.lower() == ".npz":
         if not p.is_file():
@@ -232,18 +233,31 @@ def images_from_path(path: str | Path) -> torch.Tensor:
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] not in (1, 3):
             raise DataError(f"{p}: arr_0 must be uint8 (N, H, W, 1 or 3), got {arr.dtype} {arr.shape}")
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-    if p.is_dir():
+    if p.is_dir() or (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
         from ..data.folder import ImageFolder
         from PIL import Image
 
-        files = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p]
         if not files:
             raise DataError(f"{p}: no images")
+        if p.is_file():  # one picture, read at its own size (a grid is one image, not several)
+            from ..data.folder import open_image
+
+            with Image.open(p) as im:
+                size, channels = im.size[0], 1 if im.mode in ("L", "1", "I;16") else 3
+                if im.size[0] != im.size[1]:
+                    raise DataError(f"{p}: {im.size[0]}×{im.size[1]}: images must be square")
+            try:
+                return open_image(p, size, channels)[None]
+            except DataError as exc:
+                raise DataError(f"{p}: {exc}") from None
         with Image.open(files[0]) as first:
             size, channels = first.size[0], 1 if first.mode in ("L", "1", "I;16") else 3
         folder = ImageFolder(p, size, channels)
         return torch.stack([folder[i] for i in range(len(folder))])
-    raise DataError(f"{p}: give an .npz or a folder of images")
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    raise DataError(f"{p}: give an .npz, an image file or a folder of images")
 
 
 def fid_ready() -> bool:

@@ -12,7 +12,7 @@ means all of T … 1. :data:`SAMPLERS` maps the CLI's names to the step iterator
 
 from .ancestral import ancestral_sample, ancestral_steps
 from .base import SamplerStep, predict_x0_eps, run_to_end
-from .ddim import ddim_invert, ddim_sample, ddim_sigma, ddim_steps
+from .ddim import ddim_invert, ddim_sample, ddim_sigma, ddim_step, ddim_steps
 from .dpm_solver import dpm_solver_sample, dpm_solver_steps
 from .guidance import ClassifierFreeGuidance
 from .spec import SAMPLERS, SamplerSpec
@@ -20,6 +20,6 @@ from .timesteps import SPACINGS, RespacedModel, check_timesteps, make_timesteps,
 
 __all__ = [
     "SAMPLERS", "SPACINGS", "ClassifierFreeGuidance", "RespacedModel", "SamplerSpec", "SamplerStep", "ancestral_sample", "ancestral_steps",
-    "check_timesteps", "ddim_invert", "ddim_sample", "ddim_sigma", "ddim_steps", "dpm_solver_sample",
+    "check_timesteps", "ddim_invert", "ddim_sample", "ddim_sigma", "ddim_step", "ddim_steps", "dpm_solver_sample",
     "dpm_solver_steps", "make_timesteps", "parse_timesteps", "predict_x0_eps", "respace", "run_to_end",
 ]

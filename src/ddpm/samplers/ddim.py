@@ -49,13 +49,28 @@ def ddim_steps(
     x = x_T
     for i, t in enumerate(ts):
         s = ts[i + 1] if i + 1 < len(ts) else 0
-        x0, eps = predict_x0_eps(model, schedule, x, t, prediction)
-        abar_t, abar_s = abar[t], abar[s]
-        sigma = ddim_sigma(abar_t, abar_s, eta)
-        x = math.sqrt(abar_s) * x0 + math.sqrt(max(1.0 - abar_s - sigma**2, 0.0)) * eps
-        if sigma > 0:
-            x = x + sigma * randn(x.shape, generator, dtype=x.dtype, device=x.device)
-        yield SamplerStep(t, x, x0, s)
+        step = ddim_step(model, schedule, x, t, s, prediction, eta, generator, abar)
+        x = step.x
+        yield step
+
+
+def ddim_step(model: Model, schedule: NoiseSchedule, x: torch.Tensor, t: int, s: int,
+              prediction: PredictionConfig = PredictionConfig(), eta: float = 0.0, generator: Generators = None,
+              abar: list[float] | None = None) -> SamplerStep:
+    """One DDIM step from x_t to x_s, s < t (Song et al. 2021 eq. 12 with σ(η) of eq. 16):
+
+        x_s = √ᾱ_s x̂_0 + √(1 − ᾱ_s − σ²) ε̂ + σ z
+
+    With η = 1 it draws from the posterior q(x_s | x_t, x̂_0), Algorithm 2's step between any two
+    levels (σ² = β̃ of the pair). ``abar``: ᾱ as python floats, if the caller has them."""
+    abar = abar if abar is not None else schedule.alpha_bar.detach().cpu().tolist()
+    x0, eps = predict_x0_eps(model, schedule, x, t, prediction)
+    abar_t, abar_s = abar[t], abar[s]
+    sigma = ddim_sigma(abar_t, abar_s, eta)
+    x = math.sqrt(abar_s) * x0 + math.sqrt(max(1.0 - abar_s - sigma**2, 0.0)) * eps
+    if sigma > 0:
+        x = x + sigma * randn(x.shape, generator, dtype=x.dtype, device=x.device)
+    return SamplerStep(t, x, x0, s)
 
 
 def ddim_sample(model: Model, schedule: NoiseSchedule, x_T: torch.Tensor,

@@ -1,0 +1,115 @@
+"""Editing data with a trained model: inpainting (RePaint, Lugmayr et al. 2022) and SDEdit
+(Meng et al. 2022), for points and images alike, on the sampler's (respaced) timesteps.
+
+Both run the reverse process and, after every reverse step to level s, put back the known
+part as a fresh draw from q(x_s | x_0) (RePaint Algorithm 1, line 5; exactly x_0 at s = 0),
+so the kept values of the result equal the input. RePaint's time travel: after a reverse
+step, ``resample`` − 1 times, the state is noised forward ``jump`` levels with
+q(x_t | x_s) = N(√(ᾱ_t/ᾱ_s) x_s, (1 − ᾱ_t/ᾱ_s) I) and denoised again, which lets the generated
+part agree with the kept one. SDEdit starts from x_{t0} ~ q(x_{t0} | x_0), t0 = round(strength·T),
+instead of from noise; without a mask it is the plain sampler from t0.
+
+The reverse step between two kept levels is DDIM's (any η); the ancestral sampler is its η = 1
+case, the posterior step of Algorithm 2 (with σ² = β̃ of the pair). DPM-Solver++ is multistep
+and cannot travel back in time, so it is refused where a mask is given.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..api import Loaded
+from ..errors import ConfigError
+from ..generation import denoise, network
+from ..rng import Generators, per_sample_generators, randn
+from ..samplers import SamplerSpec, ddim_step
+
+
+def travel_schedule(K: int, resample: int = 1, jump: int = 1) -> list[int]:
+    """RePaint's time-travel schedule over K reverse steps, as levels r = K (x at the first kept
+    timestep) … 0 (the data): one level down is a reverse step, one up a forward noising. At
+    every ``jump``-th level above 0, after coming down to it, the walk goes ``jump`` levels up and
+    down again, ``resample`` − 1 times (Lugmayr et al. 2022's get_schedule_jump)."""
+    if resample < 1 or jump < 1:
+        raise ConfigError(f"--resample and --jump must be >= 1, got {resample} and {jump}")
+    left = {j + 1: resample - 1 for j in range(0, K - jump, jump)}
+    r, walk = K, [K]
+    while r > 0:
+        r -= 1
+        walk.append(r)
+        if left.get(r, 0) > 0:
+            left[r] -= 1
+            for _ in range(jump):
+                r += 1
+                walk.append(r)
+    return walk
+
+
+def _eta(sampler: SamplerSpec) -> float:
+    if sampler.name == "dpm_solver++":
+        raise ConfigError("dpm_solver++ is a multistep solver: inpainting needs ancestral or ddim")
+    return 1.0 if sampler.name == "ancestral" else sampler.eta
+
+
+@torch.no_grad()
+def repaint(loaded: Loaded, x0: torch.Tensor, keep: torch.Tensor, x_start: torch.Tensor, timesteps: list[int],
+            generators: Generators, eta: float, resample: int = 1, jump: int = 1, labels=None,
+            guidance: float = 0.0) -> torch.Tensor:
+    """The reverse process from ``x_start`` at ``timesteps[0]`` with the ``keep`` part (1: keep,
+    0: generate; broadcast against x0) held to x0 in the model's space. Returns x_0."""
+    schedule, model = loaded.schedule, network(loaded, labels, guidance)
+    abar = schedule.alpha_bar.detach().cpu().tolist()
+    levels = timesteps + [0]  # levels[K - r] is the timestep of level r
+    K = len(timesteps)
+    keep = keep.to(x0.device, x0.dtype)
+    x, r = x_start, K
+    for nxt in travel_schedule(K, resample, jump)[1:]:
+        t, s = levels[K - r], levels[K - nxt]
+        if nxt < r:  # a reverse step t -> s, then the known part from q(x_s | x_0)
+            x = ddim_step(model, schedule, x, t, s, loaded.prediction, eta, generators, abar).x
+            known = x0 if s == 0 else (math.sqrt(abar[s]) * x0
+                                       + math.sqrt(1.0 - abar[s]) * randn(x0.shape, generators, x0.dtype, x0.device))
+            x = keep * known + (1.0 - keep) * x
+        else:  # a level up: noise forward from t to the higher s with q(x_s | x_t)
+            ratio = abar[s] / abar[t]
+            x = math.sqrt(ratio) * x + math.sqrt(1.0 - ratio) * randn(x.shape, generators, x.dtype, x.device)
+        r = nxt
+    return x
+
+
+def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sampler: SamplerSpec = SamplerSpec(),
+            seed: int = 0, resample: int = 1, jump: int = 1, labels=None, guidance: float = 0.0) -> torch.Tensor:
+    """Fill the ``generate_mask`` part (True: generate) of ``data`` (in the data's own values, e.g.
+    uint8 images) from N(0, I) with RePaint; sample i uses its own generator. Returns decoded data
+    whose kept part equals the input."""
+    x0 = loaded.codec.encode(data.to(loaded.device))
+    gens = per_sample_generators(seed, 0, x0.shape[0])
+    x_T = randn(x0.shape, gens, x0.dtype, x0.device)
+    keep = (~generate_mask.bool()).to(x0.dtype)
+    x = repaint(loaded, x0, keep, x_T, sampler.timesteps_for(loaded.schedule.T), gens, _eta(sampler), resample,
+                jump, labels, guidance)
+    return loaded.codec.decode(x).cpu()
+
+
+def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: SamplerSpec = SamplerSpec(), seed: int = 0,
+           generate_mask: torch.Tensor | None = None, labels=None, guidance: float = 0.0) -> torch.Tensor:
+    """SDEdit (Meng et al. 2022): noise ``data`` to t0 = round(strength·T) with q(x_t0 | x_0), then
+    run the sampler from t0; with ``generate_mask`` only that part changes. Strength 0 returns the
+    input unchanged; sample i uses its own generator."""
+    if not 0.0 <= strength <= 1.0:
+        raise ConfigError(f"--strength must lie in [0, 1], got {strength}")
+    t0 = round(strength * loaded.schedule.T)
+    if t0 == 0:
+        return data.clone().cpu()
+    x0 = loaded.codec.encode(data.to(loaded.device))
+    gens = per_sample_generators(seed, 0, x0.shape[0])
+    abar = float(loaded.schedule.alpha_bar[t0])
+    x_t0 = math.sqrt(abar) * x0 + math.sqrt(1.0 - abar) * randn(x0.shape, gens, x0.dtype, x0.device)
+    if generate_mask is None:
+        return denoise(loaded, x_t0, sampler, gens, start=t0, labels=labels, guidance=guidance).data
+    keep = (~generate_mask.bool()).to(x0.dtype)
+    x = repaint(loaded, x0, keep, x_t0, sampler.timesteps_for(loaded.schedule.T, start=t0), gens, _eta(sampler),
+                labels=labels, guidance=guidance)
+    return loaded.codec.decode(x).cpu()

@@ -1,0 +1,111 @@
+"""``ddpm inpaint`` (RePaint) and ``ddpm edit`` (SDEdit): images in, edited images out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .cli_common import (INT, SEED, _add_class_options, _add_sampler_options, _class_labels, _device, _finite,
+                         _sampler_spec)
+from .errors import ConfigError, DataError
+
+
+def _add_editing_parsers(sub, fmt) -> None:
+    inp = sub.add_parser("inpaint", help="fill the masked part of images (RePaint, Lugmayr et al. 2022)",
+                         formatter_class=fmt)
+    _common(inp, mask_required=True)
+    inp.add_argument("--resample", type=INT, default=1, metavar="R", help="RePaint's resamplings per step (10 in "
+                     "the paper; 1: plain replacement of the known pixels)")
+    inp.add_argument("--jump", type=INT, default=1, metavar="J", help="levels each time travel goes back up")
+    ed = sub.add_parser("edit", help="edit images by noising them to strength·T and denoising (SDEdit, Meng et al. "
+                        "2022)", formatter_class=fmt)
+    _common(ed, mask_required=False)
+    ed.add_argument("--strength", type=_finite, required=True, help="in [0, 1]: t0 = round(strength·T); 0 returns "
+                    "the input, 1 keeps almost nothing of it")
+
+
+def _common(p: argparse.ArgumentParser, mask_required: bool) -> None:
+    p.add_argument("--checkpoint", required=True, help="an image run directory or checkpoint")
+    p.add_argument("--images", required=True, help="an .npz (arr_0 uint8 NHWC, as `sample` writes), an image file "
+                   "or a folder of images, of the model's size and channels")
+    p.add_argument("--mask", required=mask_required, help="a PNG of the images' size (white: generate, black: "
+                   "keep, the diffusers convention) or an .npy of booleans (True: generate), (H, W) for all "
+                   "images or (N, H, W) one each" + ("" if mask_required else "; restricts the edit to the white part"))
+    p.add_argument("--out", required=True, help="a .png grid, an .npz or a folder, as for `sample`")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    _add_sampler_options(p)
+    _add_class_options(p)
+
+
+def read_mask(path: str | Path, n: int, size: int):
+    """Booleans (N or 1, 1, H, W), True where to generate."""
+    import numpy as np
+    import torch
+
+    p = Path(path)
+    if p.suffix.lower() == ".npy":
+        try:
+            mask = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{p}: not a readable .npy: {str(exc).splitlines()[0]}") from None
+        if mask.dtype != np.bool_:
+            raise DataError(f"{p}: the mask must be booleans, got {mask.dtype}")
+    else:
+        from PIL import Image
+
+        try:
+            with Image.open(p) as im:
+                mask = np.asarray(im.convert("L")) > 127
+        except OSError as exc:
+            raise DataError(f"{p}: not a readable image: {exc}") from None
+    if mask.shape[-2:] != (size, size) or mask.ndim not in (2, 3) or (mask.ndim == 3 and mask.shape[0] not in (1, n)):
+        raise DataError(f"{p}: a mask of shape {mask.shape}; the images need ({size}, {size}) or ({n}, {size}, {size})")
+    mask = torch.from_numpy(mask.copy())
+    return (mask[None] if mask.ndim == 2 else mask)[:, None]
+
+
+def _cmd_edit(args: argparse.Namespace) -> int:
+    from .api import load
+    from .applications.editing import inpaint, sdedit
+    from .config import to_dict
+    from .evaluation.fid import images_from_path
+    from .files import prepare_output
+    from .generation import Samples
+    from .outputs import sample_format, write_samples
+
+    loaded = load(args.checkpoint, use_ema=not args.no_ema)
+    if loaded.kind != "image":
+        raise ConfigError(f"{args.command} works on image checkpoints; {loaded.path} is a 2-D one")
+    out = Path(args.out)
+    fmt = sample_format("image", out)
+    spec = _sampler_spec(args)
+    spec.timesteps_for(loaded.schedule.T)
+    images = images_from_path(args.images)
+    c, h = loaded.sample_shape[0], loaded.sample_shape[1]
+    if images.shape[1:] != (c, h, h):
+        raise DataError(f"{args.images}: images of {tuple(images.shape[1:])} (C, H, W); the model takes {(c, h, h)}")
+    labels = _class_labels(args.classes, images.shape[0], loaded.num_classes, args.guidance)
+    mask = read_mask(args.mask, images.shape[0], h) if args.mask else None
+    if args.command == "edit" and not 0.0 <= args.strength <= 1.0:
+        raise ConfigError(f"--strength must lie in [0, 1], got {args.strength}")
+    prepare_output(out, folder=fmt == "folder")
+    loaded.to(_device(args.device))
+    if args.command == "inpaint":
+        edited = inpaint(loaded, images, mask.expand(images.shape[0], c, h, h), spec, args.seed, args.resample,
+                         args.jump, labels, args.guidance)
+        how = {"resample": args.resample, "jump": args.jump}
+    else:
+        edited = sdedit(loaded, images, args.strength, spec, args.seed,
+                        mask.expand(images.shape[0], c, h, h) if mask is not None else None, labels, args.guidance)
+        how = {"strength": args.strength, "t0": round(args.strength * loaded.schedule.T)}
+    meta = {"checkpoint": str(loaded.path), "images": str(args.images), "mask": args.mask, "seed": args.seed,
+            "sampler": spec.describe(loaded.schedule.T), **how, "class": args.classes, "guidance": args.guidance,
+            "config": to_dict(loaded.config)}
+    for what, path in write_samples(loaded, Samples(edited, labels), out, fmt, meta):
+        print(f"{what + ':':10s} {path}")
+    return 0
+
+
+EDIT_COMMANDS = {"inpaint": _cmd_edit, "edit": _cmd_edit}
