@@ -70,3 +70,24 @@ def test_non_ddpm_layouts_and_pickles_are_refused(tmp_path):
     (tmp_path / "src" / "diffusion_pytorch_model.safetensors").rename(tmp_path / "src" / "diffusion_pytorch_model.bin")
     with pytest.raises(CheckpointError, match="is a pickle and is never loaded"):
         import_diffusers(tmp_path / "src", tmp_path / "run")
+
+
+def test_a_class_conditional_network_round_trips_with_num_class_embeds(tmp_path):
+    from dataclasses import replace
+
+    config = replace(SMALL, num_classes=4)
+    assert diffusers_config_from_unet(config)["num_class_embeds"] == 5  # four classes and "no class"
+    ref = random_reference(config)
+    ref.save_pretrained(tmp_path / "src", safe_serialization=True)
+    import_diffusers(tmp_path / "src", tmp_path / "run")
+    loaded = load(tmp_path / "run")
+    assert loaded.num_classes == 4
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    t, y = torch.tensor([1, 500, 1000]), torch.tensor([0, 3, 4])  # 4: no class
+    with torch.no_grad():
+        ours, theirs = loaded.model(x, t, y), ref(x, t - 1, class_labels=y).sample
+    assert (ours - theirs).abs().max() < 1e-5
+    export_diffusers(tmp_path / "run", tmp_path / "back")
+    again = diffusers.UNet2DModel.from_pretrained(tmp_path / "back").eval()
+    assert again.config.num_class_embeds == 5
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), again.state_dict().values()))

@@ -138,6 +138,9 @@ def test_every_field_of_a_checkpoint_survives_a_round_trip(tmp_path):
                  "train_seconds", "info"):
         assert getattr(back, name) == getattr(ckpt, name), name
     assert back.resumable and back.path == tmp_path / "checkpoints" / "step_000000007"
+    part = Checkpoint.read(tmp_path, parts=("ema", "data"))  # what sampling reads: not the optimizer
+    assert part.model == {} and part.optimizer is None and not part.resumable
+    assert all(torch.equal(part.ema[k], back.ema[k]) for k in back.ema) and part.config == ckpt.config
 
 
 def test_the_optimizer_is_adam_and_a_checkpoint_does_not_choose_its_kernel():

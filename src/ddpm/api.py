@@ -75,8 +75,8 @@ class Loaded:
 
 def load(path: str | Path, use_ema: bool = True) -> Loaded:
     """Load a run directory (its newest checkpoint) or one checkpoint directory, of either kind."""
-    ckpt = Checkpoint.read(path)
     name = "ema" if use_ema else "model"
+    ckpt = Checkpoint.read(path, parts=(name, "data"))
     try:
         return Loaded.of(ckpt.config, ckpt.kind, getattr(ckpt, name), ckpt.data, ckpt.step, ckpt.path, ckpt.info)
     except CheckpointError as exc:

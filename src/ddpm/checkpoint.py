@@ -89,9 +89,11 @@ class Checkpoint:
         return self.path
 
     @classmethod
-    def read(cls, path: str | Path) -> "Checkpoint":
+    def read(cls, path: str | Path, parts: tuple[str, ...] | None = None) -> "Checkpoint":
         """A checkpoint directory, or the newest one of a run directory; any damage or
-        inconsistency is a :class:`CheckpointError` naming the file."""
+        inconsistency is a :class:`CheckpointError` naming the file. ``parts`` reads only those
+        tensor files (e.g. ("ema", "data") to sample: not the optimizer's twice-as-large state);
+        the others are left empty."""
         ckpt = resolve(path)
         state = read_json(ckpt / "state.json", CheckpointError)
         if not isinstance(state, dict):
@@ -104,18 +106,19 @@ class Checkpoint:
         except DDPMError as exc:
             raise CheckpointError(str(exc)) from None
         digests = _expect(state, "sha256", dict, ckpt, None)
-        files = {f.stem: _read_tensors(f, digests) for f in sorted(ckpt.glob("*.safetensors"))}
-        missing = sorted(set(digests or ()) - {f"{name}.safetensors" for name in files})
+        present = sorted(ckpt.glob("*.safetensors"))
+        missing = sorted(set(digests or ()) - {f.name for f in present})
         if missing:
             raise CheckpointError(f"{ckpt}: {', '.join(missing)} recorded in state.json but missing")
+        files = {f.stem: _read_tensors(f, digests) for f in present if parts is None or f.stem in parts}
         for needed in ("model", "ema"):
-            if needed not in files:
+            if needed not in files and (parts is None or needed in parts):
                 raise CheckpointError(f"{ckpt}: missing {needed}.safetensors")
         rng = None
         if "rng" in files:
             rng = {"torch": files["rng"].get("torch"), **_expect(state, "rng", dict, ckpt, {})}
         try:
-            return cls(kind, int(state.get("step", 0)), config, files["model"], files["ema"],
+            return cls(kind, int(state.get("step", 0)), config, files.get("model", {}), files.get("ema", {}),
                        int(state.get("ema_updates", 0)), files.get("optimizer"),
                        _expect(state, "optimizer_param_groups", list, ckpt, None), rng, files.get("data", {}),
                        _expect(state, "data_position", dict, ckpt, {}), _expect(state, "timestep_sampler", dict, ckpt, None),

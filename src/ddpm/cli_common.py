@@ -1,9 +1,11 @@
-"""Pieces the command modules share: the one-line-error parser, sampler options, devices."""
+"""Pieces the command modules share: the one-line-error parser, option types checked at parse time,
+sampler and class options, devices."""
 
 from __future__ import annotations
 
 import argparse
 
+from .config import MAX_SEED
 from .errors import ConfigError
 
 
@@ -26,7 +28,6 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 # ---------------------------------------------------------------- option types: refused at parse time
 
-MAX_SEED = 2**64 - 1  # seeds are mixed into 64-bit generator seeds
 MAX_BATCH = 2**20  # samples or images in one batch
 
 

@@ -2,8 +2,10 @@
 
 This covers the layout of google/ddpm-cifar10-32, -celebahq-256, -church-256, -bedroom-256 and
 -cat-256: one attention head of full width, ``downsample_padding`` 0, sine-first sinusoidal
-embedding with ``freq_shift`` 1 fed the zero-based timestep. Only tensors are moved; diffusers
-itself is not needed for the conversion.
+embedding with ``freq_shift`` 1 fed the zero-based timestep; a class-conditional network's
+class embedding is diffusers' ``num_class_embeds`` (our classes plus the "no class" id, added
+to the time embedding as diffusers does). Only tensors are moved; diffusers itself is not
+needed for the conversion.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ _FIXED = {
     "mid_block_scale_factor": 1,
     "add_attention": True,
     "class_embed_type": None,
-    "num_class_embeds": None,
 }
 
 
@@ -54,6 +55,7 @@ def diffusers_config_from_unet(c: UNetConfig) -> dict[str, Any]:
         "attention_head_dim": None,
         "norm_num_groups": c.num_groups,
         "dropout": c.dropout,
+        "num_class_embeds": c.num_classes + 1 if c.num_classes else None,  # the last id is "no class"
     }
 
 
@@ -68,12 +70,17 @@ def unet_config_from_diffusers(cfg: dict[str, Any], where: str = "config.json") 
         if any(c % ch for c in channels):
             raise CheckpointError(f"{where}: block_out_channels {channels} are not multiples of the first")
         size = int(cfg["sample_size"])
+        embeds = cfg.get("num_class_embeds")
+        if embeds is not None and int(embeds) < 2:
+            raise CheckpointError(f"{where}: num_class_embeds = {embeds!r}; a class-conditional network needs at least "
+                                  "one class and the 'no class' id")
         heads = cfg.get("attention_head_dim")
         attn = tuple(size // 2**i for i, name in enumerate(cfg["down_block_types"]) if name.startswith("Attn"))
         config = UNetConfig(
             image_size=size, in_channels=int(cfg["in_channels"]), out_channels=int(cfg["out_channels"]), ch=ch,
             ch_mult=tuple(c // ch for c in channels), num_res_blocks=int(cfg["layers_per_block"]),
             attn_resolutions=attn, dropout=float(cfg.get("dropout", 0.0)), num_groups=int(cfg.get("norm_num_groups", 32)),
+            num_classes=int(embeds) - 1 if embeds is not None else 0,
         )
     except KeyError as exc:
         raise CheckpointError(f"{where}: missing key {exc.args[0]!r}") from None
@@ -89,6 +96,8 @@ def _pairs(c: UNetConfig) -> Iterator[tuple[str, str, str]]:
     """(our prefix, diffusers prefix, kind) for every layer, kind in res/attn/plain."""
     yield "temb.0", "time_embedding.linear_1", "plain"
     yield "temb.2", "time_embedding.linear_2", "plain"
+    if c.num_classes:
+        yield "class_emb", "class_embedding", "embedding"
     yield "conv_in", "conv_in", "plain"
     idx, last = 0, len(c.ch_mult) - 1
     for level in range(len(c.ch_mult)):
@@ -132,7 +141,10 @@ def state_dict_from_diffusers(sd: dict[str, torch.Tensor], c: UNetConfig, where:
     theirs, ours = dict(sd), {}
     for mine, other, kind in _pairs(c):
         for p in ("weight", "bias"):
-            if kind == "plain":
+            if kind == "embedding":  # a table: weight only
+                if p == "weight":
+                    ours[f"{mine}.weight"] = _take(theirs, f"{other}.weight", where)
+            elif kind == "plain":
                 ours[f"{mine}.{p}"] = _take(theirs, f"{other}.{p}", where)
             elif kind == "res":
                 for a, b in _RES:
@@ -154,7 +166,10 @@ def state_dict_to_diffusers(sd: dict[str, torch.Tensor], c: UNetConfig) -> dict[
     out = {}
     for mine, other, kind in _pairs(c):
         for p in ("weight", "bias"):
-            if kind == "plain":
+            if kind == "embedding":
+                if p == "weight":
+                    out[f"{other}.weight"] = sd[f"{mine}.weight"]
+            elif kind == "plain":
                 out[f"{other}.{p}"] = sd[f"{mine}.{p}"]
             elif kind == "res":
                 for a, b in _RES:
