@@ -137,3 +137,24 @@ def test_images_with_classes_write_arr_1(tmp_path):
     z = np.load(tmp_path / "s.npz")
     assert z["arr_0"].shape == (5, 8, 8, 1) and z["arr_1"].tolist() == [0, 1, 2, 3, 4]
     assert main(["train", "--preset", "digits", "--label-dropout", "0.2", "--out", str(tmp_path / "u")]) == 2
+
+
+def test_an_image_folder_with_one_sub_folder_per_class(tmp_path, capsys):
+    from PIL import Image
+
+    for name, value in (("cats", 40), ("dogs", 220)):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(np.full((8, 8), value + i, np.uint8)).save(tmp_path / "data" / name / f"{i}.png")
+    argv = ["train", "--preset", "digits", "--data", str(tmp_path / "data"), "--class-conditional", "--T", "10",
+            "--steps", "2", "--batch-size", "4", "--quiet", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    loaded = load(tmp_path / "r")
+    assert loaded.num_classes == 2 and loaded.info["class_names"] == ["cats", "dogs"]
+    assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "4", "--class", "dogs,cats", "--out",
+                 str(tmp_path / "s.npz"), "--quiet"]) == 0
+    assert np.load(tmp_path / "s.npz")["arr_1"].tolist() == [1, 0, 1, 0]
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "data" / "loose.png")
+    capsys.readouterr()
+    assert main([*argv[:-1], str(tmp_path / "r2")]) == 2
+    assert "every image must be in a class sub-folder; loose.png is not" in capsys.readouterr().err

@@ -81,7 +81,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     fmt = sample_format(loaded.kind, out)
     prepare_output(out, folder=fmt == "folder")  # before the sampling work, not after it
     n = args.n or (4000 if loaded.kind == "points" else 64)
-    labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance)
+    labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
     samples = generate(loaded, n, args.seed, spec, args.batch_size, _device(args.device),
                        keep_states=states_to_keep(loaded, spec, args.gif), progress=not args.quiet, labels=labels,
                        guidance=args.guidance)

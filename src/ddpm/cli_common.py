@@ -77,7 +77,8 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
 
 def _add_class_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("classes (runs trained with --class-conditional)")
-    g.add_argument("--class", dest="classes", default=None, metavar="K", help="the class of each sample: one id, "
+    g.add_argument("--class", dest="classes", default=None, metavar="K", help="the class of each sample: one id "
+                   "(or, for a run on an image folder, a class sub-folder's name), "
                    "a comma list (cycled over the samples), 'all' (equal numbers of each class) or 'none' (the "
                    "unconditional model); default: none")
     g.add_argument("--guidance", type=_finite, default=0.0, metavar="W", help="classifier-free guidance weight w: "
@@ -85,8 +86,9 @@ def _add_class_options(p: argparse.ArgumentParser) -> None:
                    "diffusers' guidance_scale is 1 + w")
 
 
-def _class_labels(text: str | None, n: int, num_classes: int, guidance: float):
-    """(n,) class ids from --class (None when it was not given), checked against the run."""
+def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, names: list[str] | None = None):
+    """(n,) class ids from --class (None when it was not given), checked against the run; a run
+    trained on a folder's class sub-folders also takes their ``names``."""
     import torch
 
     if guidance < 0:
@@ -103,6 +105,8 @@ def _class_labels(text: str | None, n: int, num_classes: int, guidance: float):
         return torch.arange(n) % num_classes
     from .samplers import parse_timesteps
 
+    if names:
+        text = ",".join(str(names.index(v)) if v in names else v for v in text.split(","))
     ids = parse_timesteps(text, "--class")
     bad = [k for k in ids if not 0 <= k < num_classes]
     if bad or not ids:

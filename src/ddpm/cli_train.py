@@ -57,7 +57,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    "bf16 is emulated and slow on most CPUs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (minutes per graph)")
     p.add_argument("--class-conditional", action="store_true", help="train on the data's class labels (MNIST, "
-                   "digits, CIFAR-10; the 2-D mixtures gmm and 8gaussians) with a 'no class' id, so that one "
+                   "digits, CIFAR-10, an image folder with one sub-folder per class (sorted names -> ids); the 2-D "
+                   "mixtures gmm and 8gaussians) with a 'no class' id, so that one "
                    "network samples a chosen class or any (classifier-free guidance, Ho & Salimans 2022)")
     p.add_argument("--label-dropout", type=_finite, default=S, metavar="P", help="with --class-conditional: the "
                    "probability a label is replaced by 'no class' in training (default 0.1)")
@@ -173,10 +174,11 @@ def image_config(args: argparse.Namespace):
     if hasattr(args, "random_flip"):
         data_cfg = replace(data_cfg, random_flip=args.random_flip)
     diffusion, optim = _override(args, run.diffusion, run.optim)
-    from .data.sources import IMAGE_CLASSES
+    from .data.sources import image_classes
 
+    classes = image_classes(data_cfg) if args.class_conditional else 0
     model = replace(run.model, out_channels=diffusion.prediction().output_channels(run.model.in_channels),
-                    num_classes=_classes(args, IMAGE_CLASSES.get(data_cfg.dataset, 0), data_cfg.dataset))
+                    num_classes=_classes(args, classes, data_cfg.path or data_cfg.dataset))
     return replace(run, data=data_cfg, model=model, diffusion=diffusion, optim=optim, seed=args.seed,
                    compile=args.compile or run.compile, **_given(args, _RUN_KEYS))
 

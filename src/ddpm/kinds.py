@@ -17,7 +17,8 @@ from torch import nn
 from .config import ImageTrainConfig, PointsTrainConfig, RunConfig
 from .data.images import random_flip, to_model_range, to_uint8
 from .data.points import Standardizer, load_points
-from .data.sources import IMAGE_CLASSES, EpochOrder, build_image_data, build_image_labels, gather
+from .data.folder import ImageFolder, folder_classes
+from .data.sources import EpochOrder, build_image_data, build_image_labels, gather, image_classes
 from .errors import CheckpointError, ConfigError, DataError
 
 REFERENCE_POINTS = 4000  # data points a 2-D checkpoint keeps for plots and metrics
@@ -64,6 +65,7 @@ class TrainingData(Protocol):
     def state_dict(self) -> dict[str, int]: ...
     def load_state_dict(self, state: dict[str, int]) -> None: ...
     def tensors(self) -> dict[str, torch.Tensor]: ...
+    def info(self) -> dict: ...
 
 
 class PointSource:
@@ -91,6 +93,9 @@ class PointSource:
     def load_state_dict(self, state: dict[str, int]) -> None:
         pass
 
+    def info(self) -> dict:
+        return {}
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """The standardiser and up to REFERENCE_POINTS data points, for plots and metrics."""
         if self._tensors is None:
@@ -117,13 +122,15 @@ class ImageSource:
         self.flip = config.data.random_flip
         self.data = build_image_data(config.data, "train", min_images=config.optim.batch_size)
         self.order = EpochOrder(len(self.data), config.optim.batch_size, config.seed)
-        self.labels = None
+        self.labels, self.class_names = None, None
         if config.model.num_classes > 0:
-            name = config.data.dataset
-            if IMAGE_CLASSES.get(name) != config.model.num_classes:
-                raise ConfigError(f"data set {name!r} has {IMAGE_CLASSES.get(name, 'no')} classes, the network is "
-                                  f"built for {config.model.num_classes}")
-            self.labels = build_image_labels(config.data, "train")
+            name, count = config.data.dataset, image_classes(config.data)
+            if count != config.model.num_classes:
+                raise ConfigError(f"data set {name!r} has {count or 'no'} classes, the network is built for "
+                                  f"{config.model.num_classes}")
+            folder = isinstance(self.data, ImageFolder)
+            self.labels = self.data.class_labels() if folder else build_image_labels(config.data, "train")
+            self.class_names = folder_classes(self.data.root) if folder else None
             if self.labels.shape[0] != len(self.data):
                 raise DataError(f"{name}: {self.labels.shape[0]} labels for {len(self.data)} images")
 
@@ -141,6 +148,10 @@ class ImageSource:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {}
+
+    def info(self) -> dict:
+        """The class names of a folder's sub-folders (id = position), kept in the run's checkpoints."""
+        return {"class_names": self.class_names} if self.labels is not None and self.class_names else {}
 
 
 class Kind(Protocol):

@@ -104,6 +104,20 @@ def _to_array(img, size: int, channels: int, Image) -> np.ndarray:
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)  # (C, H, W)
 
 
+def folder_classes(root: str | Path) -> list[str]:
+    """The class names of a folder laid out one sub-folder per class (sorted; their order gives the
+    ids); a DataError if some image is not in a sub-folder or there are fewer than two classes."""
+    root = Path(root)
+    files = scan(root)
+    loose = [p for p in files if len(p.relative_to(root).parts) < 2]
+    if loose:
+        raise DataError(f"{root}: for classes every image must be in a class sub-folder; {loose[0].name} is not")
+    names = sorted({p.relative_to(root).parts[0] for p in files})
+    if len(names) < 2:
+        raise DataError(f"{root}: {len(names)} class sub-folder(s); classes need at least two")
+    return names
+
+
 def check_folder(root: str | Path, size: int = 32, channels: int = 3) -> FolderReport:
     """Open every image once; list each bad file with its reason."""
     good, bad = [], []
@@ -128,9 +142,16 @@ class ImageFolder(torch.utils.data.Dataset):
             what = "no images" if not report.good else f"only {len(report.good)} image(s)"
             raise DataError(f"{root}: {what}; need at least {min_images}")
         self.paths, self.size, self.channels, self.skipped = report.good, size, channels, len(report.bad)
+        self.root = Path(root)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def class_labels(self) -> torch.Tensor:
+        """Each image's class: the index of its first sub-folder among :func:`folder_classes`."""
+        names = folder_classes(self.root)
+        index = {n: i for i, n in enumerate(names)}
+        return torch.tensor([index[p.relative_to(self.root).parts[0]] for p in self.paths], dtype=torch.int64)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return torch.from_numpy(open_image(self.paths[i], self.size, self.channels))

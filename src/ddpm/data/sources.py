@@ -59,8 +59,17 @@ def build_image_data(cfg: ImageDataConfig, split: str = "train", min_images: int
     return data
 
 
-#: The classes of the data sets that have labels.
+#: The classes of the data sets that have labels (an image folder's are its class sub-folders).
 IMAGE_CLASSES = {"mnist": 10, "digits": 10, "cifar10": 10}
+
+
+def image_classes(cfg: ImageDataConfig) -> int:
+    """How many classes the data set has (0: none known)."""
+    if cfg.dataset == "folder" and cfg.path:
+        from .folder import folder_classes
+
+        return len(folder_classes(cfg.path))
+    return IMAGE_CLASSES.get(cfg.dataset, 0)
 
 
 def build_image_labels(cfg: ImageDataConfig, split: str = "train") -> torch.Tensor:
@@ -71,6 +80,8 @@ def build_image_labels(cfg: ImageDataConfig, split: str = "train") -> torch.Tens
         return load_digits_labels()
     if cfg.dataset == "cifar10":
         return load_cifar10_labels(cfg.path, split)
+    if cfg.dataset == "folder":
+        return ImageFolder(cfg.path, cfg.image_size, cfg.channels, skip_bad=cfg.skip_bad_images).class_labels()
     raise DataError(f"data set {cfg.dataset!r} has no class labels (those that do: {', '.join(IMAGE_CLASSES)})")
 
 

@@ -40,7 +40,7 @@ def snapshot(config: RunConfig, state: TrainState, data: TrainingData, log: Trai
     opt, groups = optimizer_tensors(state.optimizer)
     return Checkpoint(kind_of(config).name, state.step, config, state.model.state_dict(), state.ema.shadow,
                       state.ema.num_updates, opt, groups, global_rng_state(), data.tensors(), data.state_dict(),
-                      state.timesteps.state_dict(), state.seconds, log.state_dict())
+                      state.timesteps.state_dict(), state.seconds, log.state_dict(), data.info())
 
 
 def restore(ckpt: Checkpoint, state: TrainState, data: TrainingData) -> None:
