@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up, train a DDPM on the S-curve (the seed note's classic demo) and sample from it, in
-# about 80 seconds on 2 cores (half of it sampling 4,000 points). Writes runs/demo2d/: samples.npy, samples.png (samples vs data) and
-# samples_strip.png (the reverse process at several t).
+# about 80 seconds on 2 cores (half of it sampling 4,000 points). Writes runs/demo2d/:
+# samples.npy, samples.png (samples vs data) and samples_strip.png (the reverse process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
