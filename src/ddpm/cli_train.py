@@ -154,6 +154,7 @@ def points_config(args: argparse.Namespace):
 
 
 def image_config(args: argparse.Namespace):
+    from .data.sources import image_classes
     from .presets import TRAIN_PRESETS
 
     data = getattr(args, "data", None)
@@ -174,8 +175,6 @@ def image_config(args: argparse.Namespace):
     if hasattr(args, "random_flip"):
         data_cfg = replace(data_cfg, random_flip=args.random_flip)
     diffusion, optim = _override(args, run.diffusion, run.optim)
-    from .data.sources import image_classes
-
     classes = image_classes(data_cfg) if args.class_conditional else 0
     model = replace(run.model, out_channels=diffusion.prediction().output_channels(run.model.in_channels),
                     num_classes=_classes(args, classes, data_cfg.path or data_cfg.dataset))
