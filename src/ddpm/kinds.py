@@ -17,7 +17,7 @@ from torch import nn
 from .config import ImageTrainConfig, PointsTrainConfig, RunConfig
 from .data.images import random_flip, to_model_range, to_uint8
 from .data.points import Standardizer, load_points
-from .data.folder import ImageFolder, folder_classes
+from .data.folder import ImageFolder
 from .data.sources import EpochOrder, build_image_data, build_image_labels, gather, image_classes
 from .errors import CheckpointError, ConfigError, DataError
 
@@ -124,13 +124,13 @@ class ImageSource:
         self.order = EpochOrder(len(self.data), config.optim.batch_size, config.seed)
         self.labels, self.class_names = None, None
         if config.model.num_classes > 0:
-            name, count = config.data.dataset, image_classes(config.data)
+            folder = isinstance(self.data, ImageFolder)
+            self.class_names = self.data.class_names() if folder else None
+            name, count = config.data.dataset, len(self.class_names) if folder else image_classes(config.data)
             if count != config.model.num_classes:
                 raise ConfigError(f"data set {name!r} has {count or 'no'} classes, the network is built for "
                                   f"{config.model.num_classes}")
-            folder = isinstance(self.data, ImageFolder)
             self.labels = self.data.class_labels() if folder else build_image_labels(config.data, "train")
-            self.class_names = folder_classes(self.data.root) if folder else None
             if self.labels.shape[0] != len(self.data):
                 raise DataError(f"{name}: {self.labels.shape[0]} labels for {len(self.data)} images")
 

@@ -107,8 +107,10 @@ def _to_array(img, size: int, channels: int, Image) -> np.ndarray:
 def folder_classes(root: str | Path) -> list[str]:
     """The class names of a folder laid out one sub-folder per class (sorted; their order gives the
     ids); a DataError if some image is not in a sub-folder or there are fewer than two classes."""
-    root = Path(root)
-    files = scan(root)
+    return _class_names(Path(root), scan(root))
+
+
+def _class_names(root: Path, files: list[Path]) -> list[str]:
     loose = [p for p in files if len(p.relative_to(root).parts) < 2]
     if loose:
         raise DataError(f"{root}: for classes every image must be in a class sub-folder; {loose[0].name} is not")
@@ -147,10 +149,13 @@ class ImageFolder(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def class_names(self) -> list[str]:
+        """The class sub-folders of its images, sorted (see :func:`folder_classes`)."""
+        return _class_names(self.root, self.paths)
+
     def class_labels(self) -> torch.Tensor:
-        """Each image's class: the index of its first sub-folder among :func:`folder_classes`."""
-        names = folder_classes(self.root)
-        index = {n: i for i, n in enumerate(names)}
+        """Each image's class: the index of its first sub-folder among :meth:`class_names`."""
+        index = {n: i for i, n in enumerate(self.class_names())}
         return torch.tensor([index[p.relative_to(self.root).parts[0]] for p in self.paths], dtype=torch.int64)
 
     def __getitem__(self, i: int) -> torch.Tensor:
