@@ -253,3 +253,33 @@ def test_strided_ddpm_equals_diffusers(schedule):
     step = next(steps)
     theirs = sched.step(eps, ours[0] - 1, x, generator=torch.Generator().manual_seed(3)).prev_sample
     assert torch.allclose(step.x, theirs, atol=1e-5)
+
+
+def test_no_sampler_step_reads_a_value_back_from_the_device(monkeypatch):
+    """Counted as aten::_local_scalar_dense calls (what .item(), int(tensor) and bool(tensor) do): on a
+    GPU each one waits for the device. The one read allowed on the CPU, check_t's readable range
+    error, is replaced by what it does on a GPU (an asynchronous assert), so the count must be 0."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ddpm.rng import per_sample_generators
+    from ddpm.samplers import ClassifierFreeGuidance, SamplerSpec
+
+    class Reads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func is torch.ops.aten._local_scalar_dense.default
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(NoiseSchedule, "check_t", lambda self, t, allow_zero=False: t.long())
+    schedule = NoiseSchedule.from_name("linear", 50)
+    model = lambda x, t, y=None: 0.1 * x + 1e-3 * t[:, None].to(x.dtype)  # noqa: E731 - reads nothing itself
+    guided = ClassifierFreeGuidance(model, torch.tensor([0, 1, 2, 3]), 2.0, 4)
+    for spec in (SamplerSpec(), SamplerSpec(steps=10), SamplerSpec("ddim", steps=10, eta=1.0),
+                 SamplerSpec("dpm_solver++", steps=10)):
+        for m in (model, guided):
+            with Reads() as reads:
+                spec.sample(m, schedule, torch.randn(4, 2, dtype=torch.float64), generator=per_sample_generators(0, 0, 4))
+            assert reads.count == 0, (spec, reads.count)

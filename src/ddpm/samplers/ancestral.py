@@ -47,6 +47,7 @@ def ancestral_steps(
             schedule, t_map = respace(schedule, kept)
             schedule = schedule.to(x_T.device)
             model = RespacedModel(model, t_map.to(x_T.device))
+            t_map = t_map.tolist()  # python ints: reporting the original t reads nothing back from a GPU
     x = x_T
     for t in range(schedule.T, 0, -1):
         pred = p_mean_variance(model, schedule, x, t, prediction)
@@ -58,7 +59,7 @@ def ancestral_steps(
         if t_map is None:
             yield SamplerStep(t, x, pred.pred_x0, t - 1)
         else:
-            yield SamplerStep(int(t_map[t]), x, pred.pred_x0, int(t_map[t - 1]))
+            yield SamplerStep(t_map[t], x, pred.pred_x0, t_map[t - 1])
 
 
 def ancestral_sample(
