@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .cli_common import BATCH, INT, SEED, _finite
+from .cli_common import BATCH, INT, SEED, _device, _finite
 from .errors import ConfigError
 
 IMAGE_SOURCES = ("mnist", "digits", "cifar10", "folder")
@@ -64,6 +64,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    "probability a label is replaced by 'no class' in training (default 0.1)")
     p.add_argument("--hidden", type=INT, default=S, help="2-D: MLP width (default 128)")
     p.add_argument("--blocks", type=INT, default=S, help="2-D: MLP residual blocks (default 3)")
+    p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="where to train (under torchrun each "
+                   "process takes the GPU of its local rank); default: cuda when available")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("diffusion (default: Ho et al. 2020, or the preset's)")
@@ -200,8 +202,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     out = args.out or f"runs/{config.data.dataset if image else Path(config.data).stem}"
     limit = args.time_limit * 60 if args.time_limit is not None else None
+    if args.device is not None:
+        _device(args.device)  # cuda without a GPU: one line, before anything is written
     ckpt = train(config, out, resume_from=args.resume, progress=not args.quiet, time_limit=limit,
-                 allow_changes=args.allow_changes).checkpoint
+                 allow_changes=args.allow_changes, device=args.device).checkpoint
     if ckpt is not None:
         print(f"checkpoint: {ckpt}")
     return 0

@@ -16,12 +16,13 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
-def setup() -> torch.device:
-    """Join the process group if torchrun started us; return this process's device."""
+def setup(kind: str | None = None) -> torch.device:
+    """Join the process group if torchrun started us; return this process's device: the GPU of
+    its local rank when CUDA is there (or ``kind`` is "cuda"), else the CPU (or ``kind`` "cpu")."""
+    use_cuda = torch.cuda.is_available() if kind is None else kind == "cuda"
     if launched_by_torchrun() and not td.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        td.init_process_group(backend)
-    if torch.cuda.is_available():
+        td.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
         return torch.device("cuda", local)

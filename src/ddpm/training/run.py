@@ -125,14 +125,17 @@ def resume(how: str, out_dir: Path, state: TrainState, data: TrainingData, confi
 
 
 def train(config: RunConfig, out_dir: str | Path, resume_from: str = "auto", progress: bool = True,
-          stop_at: int | None = None, time_limit: float | None = None, allow_changes: bool = False) -> RunResult:
+          stop_at: int | None = None, time_limit: float | None = None, allow_changes: bool = False,
+          device: str | None = None) -> RunResult:
     """Train (or resume) a run of ``config``'s kind into ``out_dir``, holding its lock throughout.
 
     ``stop_at`` ends the run early at that step, ``time_limit`` (seconds) after the first step
     that ends past it; either way with a checkpoint, and a later call resumes.
     ``allow_changes`` resumes a checkpoint trained with other settings (see :data:`MAY_CHANGE`).
+    ``device``: "cpu" or "cuda" (each process takes the GPU of its local rank); default cuda when
+    there is one.
     """
-    device = dist.setup()
+    device = dist.setup(device)
     lock, problem = None, None
     if dist.is_main():  # rank 0 holds the lock for all; the others learn whether it got it
         try:
