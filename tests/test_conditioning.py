@@ -158,3 +158,24 @@ def test_an_image_folder_with_one_sub_folder_per_class(tmp_path, capsys):
     capsys.readouterr()
     assert main([*argv[:-1], str(tmp_path / "r2")]) == 2
     assert "every image must be in a class sub-folder; loose.png is not" in capsys.readouterr().err
+
+
+def test_a_2d_file_with_a_class_column(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.normal([-3, 0], 0.3, (200, 2)), rng.normal([3, 0], 0.3, (200, 2))])
+    labels = np.repeat([0, 1], 200)
+    np.savetxt(tmp_path / "two.csv", np.column_stack([pts, labels]), delimiter=",", header="x,y,class", comments="")
+    argv = ["train", "--data", str(tmp_path / "two.csv"), "--T", "20", "--steps", "3", "--hidden", "16", "--blocks",
+            "1", "--quiet", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2  # without --class-conditional the file must be (N, 2)
+    assert "points must have shape (N, 2), got (400, 3)" in capsys.readouterr().err
+    assert main([*argv, "--class-conditional"]) == 0
+    assert load(tmp_path / "r").num_classes == 2
+    assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "6", "--class", "1", "--out",
+                 str(tmp_path / "s.npy"), "--quiet"]) == 0
+    assert np.load(tmp_path / "s_labels.npy").tolist() == [1] * 6
+    assert main(["eval", "nll", "--checkpoint", str(tmp_path / "r"), "--n", "50", "--terms", "3"]) == 0
+    np.savetxt(tmp_path / "bad.csv", np.column_stack([pts, labels + 0.5]), delimiter=",")
+    capsys.readouterr()
+    assert main([*argv[:2], str(tmp_path / "bad.csv"), *argv[3:-1], str(tmp_path / "b"), "--class-conditional"]) == 2
+    assert "the third column must hold class ids" in capsys.readouterr().err

@@ -58,7 +58,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the network (minutes per graph)")
     p.add_argument("--class-conditional", action="store_true", help="train on the data's class labels (MNIST, "
                    "digits, CIFAR-10, an image folder with one sub-folder per class (sorted names -> ids); the 2-D "
-                   "mixtures gmm and 8gaussians) with a 'no class' id, so that one "
+                   "mixtures gmm and 8gaussians, a 2-D file's third column) with a 'no class' id, so that one "
                    "network samples a chosen class or any (classifier-free guidance, Ho & Salimans 2022)")
     p.add_argument("--label-dropout", type=_finite, default=S, metavar="P", help="with --class-conditional: the "
                    "probability a label is replaced by 'no class' in training (default 0.1)")
@@ -144,10 +144,10 @@ def points_config(args: argparse.Namespace):
 
     _refuse(args, _IMAGE_ONLY, "a 2-D run")
     diffusion, optim = _override(args, DiffusionConfig(decoder="gaussian"), OptimConfig())
-    from .data.points import POINT_DATASETS
+    from .data.points import load_points
 
     data = getattr(args, "data", "s_curve")
-    available = POINT_DATASETS[data]().num_classes if data in POINT_DATASETS else 0
+    available = load_points(data, labelled=True).num_classes if args.class_conditional else 0
     model = MLPConfig(data_dim=2, out_dim=diffusion.prediction().output_channels(2),
                       num_classes=_classes(args, available, data),
                       **{k: getattr(args, k) for k in _POINTS_ONLY if hasattr(args, k)})
@@ -197,7 +197,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not image:
         from .data.points import load_points
 
-        load_points(config.data)  # fail on bad data before anything is written
+        load_points(config.data, labelled=config.model.num_classes > 0)  # bad data fails before any writing
     from .training.run import train
 
     out = args.out or f"runs/{config.data.dataset if image else Path(config.data).stem}"

@@ -72,7 +72,7 @@ class PointSource:
     """Fresh draws of a built-in shape (or of a file's points) each step, standardised."""
 
     def __init__(self, config: PointsTrainConfig):
-        self.data = load_points(config.data)
+        self.data = load_points(config.data, labelled=config.model.num_classes > 0)
         self.codec = PointCodec(self.data.fit_standardizer())
         self._tensors: dict[str, torch.Tensor] | None = None
         self.labelled = config.model.num_classes > 0

@@ -125,21 +125,28 @@ class PointData:
     """A source of 2-D points in their own scale: ``sample(n, generator)`` -> (n, 2) float64."""
 
     def __init__(self, name: str, sampler: Callable[[int, torch.Generator | None], torch.Tensor],
-                 mixture: GaussianMixture | None = None, points: torch.Tensor | None = None):
-        self.name, self._sampler, self.mixture, self.points = name, sampler, mixture, points
+                 mixture: GaussianMixture | None = None, points: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None):
+        self.name, self._sampler, self.mixture, self.points, self.labels = name, sampler, mixture, points, labels
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return self._sampler(n, generator)
 
     @property
     def num_classes(self) -> int:
-        """Classes of a labelled set: the components of a built-in mixture (0: no labels)."""
+        """Classes of a labelled set: a file's label column, or a built-in mixture's components (0: none)."""
+        if self.labels is not None:
+            return int(self.labels.max()) + 1
         return self.mixture.means.shape[0] if self.mixture is not None else 0
 
     def sample_labelled(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """n points and their class ids (the mixture component each was drawn from)."""
+        """n points and their class ids (a file's label column, or the mixture component drawn from)."""
+        if self.labels is not None:
+            idx = torch.randint(0, self.points.shape[0], (n,), generator=generator)
+            return self.points[idx], self.labels[idx]
         if self.mixture is None:
-            raise DataError(f"{self.name}: has no class labels (the mixtures gmm and 8gaussians have)")
+            raise DataError(f"{self.name}: has no class labels (the mixtures gmm and 8gaussians have, and files "
+                            "with a third column of class ids)")
         return self.mixture.sample_with_components(n, generator)
 
     def fit_standardizer(self, n: int = 100_000) -> Standardizer:
@@ -208,10 +215,18 @@ def _read_csv(path: Path) -> np.ndarray:
     return array
 
 
-def _points_from_file(path: Path) -> PointData:
+def _points_from_file(path: Path, labelled: bool = False) -> PointData:
     array = _read_point_file(path)
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
         raise DataError(f"{path}: points must be real numbers, got dtype {array.dtype}")
+    labels = None
+    if labelled:
+        if array.ndim != 2 or array.shape[1] != 3:
+            raise DataError(f"{path}: labelled points must have shape (N, 3): x, y and a class id, got {array.shape}")
+        ids = array[:, 2]
+        if not np.all(np.isfinite(ids)) or np.any(ids < 0) or np.any(ids != np.round(ids)) or ids.max() > 10_000:
+            raise DataError(f"{path}: the third column must hold class ids 0, 1, 2, … (integers up to 10000)")
+        labels, array = torch.from_numpy(ids.astype(np.int64)), array[:, :2]
     if array.ndim != 2 or array.shape[1] != 2:
         raise DataError(f"{path}: points must have shape (N, 2), got {array.shape}")
     if array.shape[0] < 2:
@@ -226,11 +241,12 @@ def _points_from_file(path: Path) -> PointData:
     def sampler(n: int, g: torch.Generator | None) -> torch.Tensor:
         return points[torch.randint(0, points.shape[0], (n,), generator=g)]
 
-    return PointData(str(path), sampler, points=points)
+    return PointData(str(path), sampler, points=points, labels=labels)
 
 
-def load_points(spec: str) -> PointData:
-    """A built-in data set by name, or a ``.npy``/``.csv`` file of (N, 2) points."""
+def load_points(spec: str, labelled: bool = False) -> PointData:
+    """A built-in data set by name, or a ``.npy``/``.csv`` file of (N, 2) points; ``labelled``
+    reads a file of (N, 3), the last column class ids (built-in mixtures carry their own)."""
     if spec in POINT_DATASETS:
         return POINT_DATASETS[spec]()
     path = Path(spec)
@@ -238,4 +254,4 @@ def load_points(spec: str) -> PointData:
         raise DataError(f"{spec}: no such file, and not a built-in data set ({', '.join(POINT_DATASETS)})")
     if path.is_dir():
         raise DataError(f"{spec}: is a directory; 2-D data must be one .npy or .csv file")
-    return _points_from_file(path)
+    return _points_from_file(path, labelled)

@@ -46,7 +46,7 @@ def evaluate_points(loaded, n: int = 4000, seed: int = 0, timesteps: int | None 
     from ..generation import generate
     from .nll import bound_estimate, variational_bound
 
-    data = load_points(loaded.config.data)
+    data = load_points(loaded.config.data, labelled=loaded.num_classes > 0)
     standardizer = loaded.codec.standardizer
     g = torch.Generator().manual_seed(seed)
     if data.points is None:
