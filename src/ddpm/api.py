@@ -55,7 +55,10 @@ class Loaded:
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"{path or 'weights'}: the weights do not fit the configured model: {first}") from None
         model.eval()
-        codec = adapter.codec(config, data)
+        try:
+            codec = adapter.codec(config, data)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path or 'checkpoint'}: {exc}") from None
         return cls(model, config.diffusion.make_schedule(), config.diffusion.prediction(), config, kind, codec, step,
                    path, dict(info or {}), dict(data))
 
@@ -77,7 +80,4 @@ def load(path: str | Path, use_ema: bool = True) -> Loaded:
     """Load a run directory (its newest checkpoint) or one checkpoint directory, of either kind."""
     name = "ema" if use_ema else "model"
     ckpt = Checkpoint.read(path, parts=(name, "data"))
-    try:
-        return Loaded.of(ckpt.config, ckpt.kind, getattr(ckpt, name), ckpt.data, ckpt.step, ckpt.path, ckpt.info)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{ckpt.path}: {exc}" if str(ckpt.path) not in str(exc) else str(exc)) from None
+    return Loaded.of(ckpt.config, ckpt.kind, getattr(ckpt, name), ckpt.data, ckpt.step, ckpt.path, ckpt.info)

@@ -68,7 +68,7 @@ def read_mask(path: str | Path, n: int, size: int):
 
 def _cmd_edit(args: argparse.Namespace) -> int:
     from .api import load
-    from .applications.editing import inpaint, sdedit
+    from .applications.editing import inpaint, sdedit, start_level
     from .config import to_dict
     from .evaluation.fid import images_from_path
     from .files import prepare_output
@@ -88,8 +88,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         raise DataError(f"{args.images}: images of {tuple(images.shape[1:])} (C, H, W); the model takes {(c, h, h)}")
     labels = _class_labels(args.classes, images.shape[0], loaded.num_classes, args.guidance)
     mask = read_mask(args.mask, images.shape[0], h) if args.mask else None
-    if args.command == "edit" and not 0.0 <= args.strength <= 1.0:
-        raise ConfigError(f"--strength must lie in [0, 1], got {args.strength}")
+    t0 = start_level(args.strength, loaded.schedule.T) if args.command == "edit" else None  # before any work
     prepare_output(out, folder=fmt == "folder")
     loaded.to(_device(args.device))
     if args.command == "inpaint":
@@ -99,7 +98,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     else:
         edited = sdedit(loaded, images, args.strength, spec, args.seed,
                         mask.expand(images.shape[0], c, h, h) if mask is not None else None, labels, args.guidance)
-        how = {"strength": args.strength, "t0": round(args.strength * loaded.schedule.T)}
+        how = {"strength": args.strength, "t0": t0}
     meta = {"checkpoint": str(loaded.path), "images": str(args.images), "mask": args.mask, "seed": args.seed,
             "sampler": spec.describe(loaded.schedule.T), **how, "class": args.classes, "guidance": args.guidance,
             "config": to_dict(loaded.config)}

@@ -21,6 +21,7 @@ import math
 import torch
 
 from ..api import Loaded
+from ..diffusion import q_sample
 from ..errors import ConfigError
 from ..generation import denoise, network
 from ..rng import Generators, per_sample_generators, randn
@@ -59,6 +60,7 @@ def repaint(loaded: Loaded, x0: torch.Tensor, keep: torch.Tensor, x_start: torch
             guidance: float = 0.0) -> torch.Tensor:
     """The reverse process from ``x_start`` at ``timesteps[0]`` with the ``keep`` part (1: keep,
     0: generate; broadcast against x0) held to x0 in the model's space. Returns x_0."""
+    labels = labels.to(x0.device) if labels is not None else None  # not copied to the device every step
     schedule, model = loaded.schedule, network(loaded, labels, guidance)
     abar = schedule.alpha_bar.detach().cpu().tolist()
     levels = timesteps + [0]  # levels[K - r] is the timestep of level r
@@ -69,14 +71,26 @@ def repaint(loaded: Loaded, x0: torch.Tensor, keep: torch.Tensor, x_start: torch
         t, s = levels[K - r], levels[K - nxt]
         if nxt < r:  # a reverse step t -> s, then the known part from q(x_s | x_0)
             x = ddim_step(model, schedule, x, t, s, loaded.prediction, eta, generators, abar).x
-            known = x0 if s == 0 else (math.sqrt(abar[s]) * x0
-                                       + math.sqrt(1.0 - abar[s]) * randn(x0.shape, generators, x0.dtype, x0.device))
+            known = x0 if s == 0 else _q_sample(loaded, x0, s, generators)
             x = keep * known + (1.0 - keep) * x
         else:  # a level up: noise forward from t to the higher s with q(x_s | x_t)
             ratio = abar[s] / abar[t]
             x = math.sqrt(ratio) * x + math.sqrt(1.0 - ratio) * randn(x.shape, generators, x.dtype, x.device)
         r = nxt
     return x
+
+
+def _q_sample(loaded: Loaded, x0: torch.Tensor, t: int, generators: Generators) -> torch.Tensor:
+    """x_t ~ q(x_t | x_0) with the samples' own generators (Ho et al. 2020 eq. 4)."""
+    noise = randn(x0.shape, generators, x0.dtype, x0.device)
+    return q_sample(loaded.schedule, x0, torch.full((x0.shape[0],), t, device=x0.device), noise)
+
+
+def start_level(strength: float, T: int) -> int:
+    """SDEdit's t0 = round(strength·T), for a strength in [0, 1] (a ConfigError otherwise)."""
+    if not 0.0 <= strength <= 1.0:
+        raise ConfigError(f"--strength must lie in [0, 1], got {strength}")
+    return round(strength * T)
 
 
 def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sampler: SamplerSpec = SamplerSpec(),
@@ -98,15 +112,12 @@ def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: Sampler
     """SDEdit (Meng et al. 2022): noise ``data`` to t0 = round(strength·T) with q(x_t0 | x_0), then
     run the sampler from t0; with ``generate_mask`` only that part changes. Strength 0 returns the
     input unchanged; sample i uses its own generator."""
-    if not 0.0 <= strength <= 1.0:
-        raise ConfigError(f"--strength must lie in [0, 1], got {strength}")
-    t0 = round(strength * loaded.schedule.T)
+    t0 = start_level(strength, loaded.schedule.T)
     if t0 == 0:
         return data.clone().cpu()
     x0 = loaded.codec.encode(data.to(loaded.device))
     gens = per_sample_generators(seed, 0, x0.shape[0])
-    abar = float(loaded.schedule.alpha_bar[t0])
-    x_t0 = math.sqrt(abar) * x0 + math.sqrt(1.0 - abar) * randn(x0.shape, gens, x0.dtype, x0.device)
+    x_t0 = _q_sample(loaded, x0, t0, gens)
     if generate_mask is None:
         return denoise(loaded, x_t0, sampler, gens, start=t0, labels=labels, guidance=guidance).data
     keep = (~generate_mask.bool()).to(x0.dtype)
