@@ -261,7 +261,8 @@ def test_no_sampler_step_reads_a_value_back_from_the_device(monkeypatch):
     error, is replaced by what it does on a GPU (an asynchronous assert), so the count must be 0."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from ddpm.rng import per_sample_generators
+    from ddpm import rng
+    from ddpm.rng import CounterNoise, per_sample_generators
     from ddpm.samplers import ClassifierFreeGuidance, SamplerSpec
 
     class Reads(TorchDispatchMode):
@@ -274,12 +275,14 @@ def test_no_sampler_step_reads_a_value_back_from_the_device(monkeypatch):
             return func(*args, **(kwargs or {}))
 
     monkeypatch.setattr(NoiseSchedule, "check_t", lambda self, t, allow_zero=False: t.long())
+    monkeypatch.setattr(rng, "NUMPY_ON_CPU", False)  # the counter noise as a GPU computes it
     schedule = NoiseSchedule.from_name("linear", 50)
     model = lambda x, t, y=None: 0.1 * x + 1e-3 * t[:, None].to(x.dtype)  # noqa: E731 - reads nothing itself
     guided = ClassifierFreeGuidance(model, torch.tensor([0, 1, 2, 3]), 2.0, 4)
     for spec in (SamplerSpec(), SamplerSpec(steps=10), SamplerSpec("ddim", steps=10, eta=1.0),
                  SamplerSpec("dpm_solver++", steps=10)):
         for m in (model, guided):
-            with Reads() as reads:
-                spec.sample(m, schedule, torch.randn(4, 2, dtype=torch.float64), generator=per_sample_generators(0, 0, 4))
-            assert reads.count == 0, (spec, reads.count)
+            for noise in (per_sample_generators(0, 0, 4), CounterNoise(0, range(4))):
+                with Reads() as reads:
+                    spec.sample(m, schedule, torch.randn(4, 2, dtype=torch.float64), generator=noise)
+                assert reads.count == 0, (spec, noise, reads.count)

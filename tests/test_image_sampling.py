@@ -15,11 +15,14 @@ pytest.importorskip("sklearn")
 PIL = pytest.importorskip("PIL.Image")
 
 
-def test_image_i_is_the_same_at_any_batch_size(run_dir):
-    loaded = load(run_dir)
-    a = generate(loaded, n=5, seed=3, batch_size=5)
-    b = generate(loaded, n=5, seed=3, batch_size=2)
-    c = generate(loaded, n=5, seed=4, batch_size=5)
+@pytest.mark.parametrize("noise", ["philox", "generators"])
+def test_image_i_is_the_same_at_any_batch_size(run_dir, noise):
+    from ddpm.samplers import SamplerSpec
+
+    loaded, spec = load(run_dir), SamplerSpec(noise=noise)
+    a = generate(loaded, n=5, seed=3, sampler=spec, batch_size=5)
+    b = generate(loaded, n=5, seed=3, sampler=spec, batch_size=2)
+    c = generate(loaded, n=5, seed=4, sampler=spec, batch_size=5)
     assert a.data.dtype == torch.uint8 and a.data.shape == (5, 1, 8, 8)
     assert torch.equal(a.data, b.data) and not torch.equal(a.data, c.data)
 

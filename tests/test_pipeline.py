@@ -96,10 +96,13 @@ def test_an_image_run_of_0_1_0_loads_and_draws_the_images_0_1_0_drew():
     loaded = load(LEGACY / "image")
     expected = np.load(LEGACY / "image_samples.npz")
     assert loaded.kind == "image" and loaded.step == 2 and loaded.config.diffusion.T == 20
-    got = generate(loaded, 3, seed=0, batch_size=2).data
+    # 0.1 drew each image's noise from its own CPU generator: noise="generators" draws them again
+    got = generate(loaded, 3, seed=0, sampler=SamplerSpec(noise="generators"), batch_size=2).data
     assert np.array_equal(got.numpy(), expected["ancestral"])
-    got = generate(loaded, 3, seed=0, sampler=SamplerSpec("ddim", steps=5), batch_size=2).data
+    got = generate(loaded, 3, seed=0, sampler=SamplerSpec("ddim", steps=5, noise="generators"), batch_size=2).data
     assert np.array_equal(got.numpy(), expected["ddim5"])
+    got = generate(loaded, 3, seed=0, batch_size=2).data  # the counter-based default draws others
+    assert not np.array_equal(got.numpy(), expected["ancestral"])
 
 
 def test_an_image_run_of_0_1_0_resumes(tmp_path):

@@ -63,6 +63,7 @@ BATCH = _integer(-(2**63) + 1, MAX_BATCH, "a batch size")
 
 
 def _add_sampler_options(p: argparse.ArgumentParser) -> None:
+    from .rng import NOISE_SCHEMES
     from .samplers import SAMPLERS, SPACINGS
 
     g = p.add_argument_group("sampler")
@@ -73,6 +74,9 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--spacing", default="trailing", choices=SPACINGS, help="which timesteps --steps keeps")
     g.add_argument("--timesteps", default=None, help="explicit decreasing paper timesteps, e.g. 1000,750,500,250")
     g.add_argument("--eta", type=_finite, default=0.0, help="DDIM's eta: 0 deterministic, 1 ancestral variance")
+    g.add_argument("--noise", default="philox", choices=NOISE_SCHEMES, help="how sample i's noise follows from "
+                   "(--seed, i): philox (counter-based, drawn on the device) or generators (one CPU generator per "
+                   "sample: the samples ddpm 0.1 drew)")
 
 
 def _add_class_options(p: argparse.ArgumentParser) -> None:
@@ -121,7 +125,7 @@ def _sampler_spec(args: argparse.Namespace):
     if timesteps is not None and args.steps is not None:
         raise ConfigError("give --steps or --timesteps, not both")
     return SamplerSpec(args.sampler, args.steps, args.spacing, args.eta,
-                       tuple(timesteps) if timesteps is not None else None)
+                       tuple(timesteps) if timesteps is not None else None, args.noise)
 
 
 def _device(name: str | None):

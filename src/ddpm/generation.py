@@ -18,7 +18,7 @@ import torch
 
 from .api import Loaded
 from .errors import ConfigError
-from .rng import Generators, per_sample_generators, randn
+from .rng import Generators, randn, sample_noise
 from .samplers import ClassifierFreeGuidance, SamplerSpec, check_timesteps
 
 
@@ -110,7 +110,7 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
     parts, start_time = [], time.perf_counter()
     for first in range(0, n, batch_size):
         count = min(batch_size, n - first)
-        gens = per_sample_generators(seed, first, count)
+        gens = sample_noise(seed, first, count, sampler.noise)
         x = randn((count, *loaded.sample_shape), gens, device=device)  # x_T
         y = labels[first:first + count].to(device) if labels is not None else None
         parts.append(denoise(loaded, x, sampler, gens, None, keep_states, keep_predictions, bar, y, guidance))

@@ -24,7 +24,7 @@ from ..api import Loaded
 from ..diffusion import q_sample
 from ..errors import ConfigError
 from ..generation import denoise, network
-from ..rng import Generators, per_sample_generators, randn
+from ..rng import Generators, randn, sample_noise
 from ..samplers import SamplerSpec, ddim_step
 
 
@@ -99,7 +99,7 @@ def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sam
     uint8 images) from N(0, I) with RePaint; sample i uses its own generator. Returns decoded data
     whose kept part equals the input."""
     x0 = loaded.codec.encode(data.to(loaded.device))
-    gens = per_sample_generators(seed, 0, x0.shape[0])
+    gens = sample_noise(seed, 0, x0.shape[0], sampler.noise)
     x_T = randn(x0.shape, gens, x0.dtype, x0.device)
     keep = (~generate_mask.bool()).to(x0.dtype)
     x = repaint(loaded, x0, keep, x_T, sampler.timesteps_for(loaded.schedule.T), gens, _eta(sampler), resample,
@@ -116,7 +116,7 @@ def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: Sampler
     if t0 == 0:
         return data.clone().cpu()
     x0 = loaded.codec.encode(data.to(loaded.device))
-    gens = per_sample_generators(seed, 0, x0.shape[0])
+    gens = sample_noise(seed, 0, x0.shape[0], sampler.noise)
     x_t0 = _q_sample(loaded, x0, t0, gens)
     if generate_mask is None:
         return denoise(loaded, x_t0, sampler, gens, start=t0, labels=labels, guidance=guidance).data

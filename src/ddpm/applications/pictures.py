@@ -12,7 +12,7 @@ from ..api import Loaded
 from ..diffusion import q_sample
 from ..errors import ConfigError
 from ..generation import denoise, generate, nearest_visited
-from ..rng import per_sample_generators, randn
+from ..rng import randn, sample_noise
 from ..samplers import SamplerSpec, ddim_invert
 
 
@@ -29,14 +29,14 @@ def progressive_generation(loaded: Loaded, n: int, seed: int, show_t: Sequence[i
 
 @torch.no_grad()
 def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambdas: Sequence[float], seed: int,
-                method: str = "ancestral", ddim_steps: int | None = None) -> torch.Tensor:
+                method: str = "ancestral", ddim_steps: int | None = None, noise: str = "philox") -> torch.Tensor:
     """Interpolate data a and b (P, …) in the data's own values through x_t (Ho et al. 2020 §4.4).
 
     ``ancestral`` (the paper's): x_t and x'_t from q with the same noise, mixed as
     (1 − λ) x_t + λ x'_t, then denoised by the reverse process from t with the same reverse
     noise for every λ. ``ddim``: x_t from the deterministic DDIM inversion, mixed the same way,
     decoded by DDIM (η = 0); λ = 0 and 1 then give back a and b closely.
-    Returns the decoded (P, len(lambdas), …) table, on the CPU.
+    Returns the decoded (P, len(lambdas), …) table, on the CPU. ``noise``: see SamplerSpec.
     """
     schedule = loaded.schedule
     if not 1 <= t <= schedule.T:
@@ -46,19 +46,19 @@ def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambda
     x0a, x0b = loaded.codec.encode(a), loaded.codec.encode(b)
     P = a.shape[0]
     if method == "ancestral":
-        sampler = SamplerSpec("ancestral")
-        gens = per_sample_generators(seed, 0, P)
-        noise = randn(x0a.shape, gens, device=x0a.device)
+        sampler = SamplerSpec("ancestral", noise=noise)
+        gens = sample_noise(seed, 0, P, noise)
+        eps = randn(x0a.shape, gens, device=x0a.device)
         tt = torch.full((P,), t, dtype=torch.long, device=x0a.device)
-        xa, xb = q_sample(schedule, x0a, tt, noise), q_sample(schedule, x0b, tt, noise)
+        xa, xb = q_sample(schedule, x0a, tt, eps), q_sample(schedule, x0b, tt, eps)
     else:
-        sampler = SamplerSpec("ddim", steps=ddim_steps or t, spacing="linspace")
+        sampler = SamplerSpec("ddim", steps=ddim_steps or t, spacing="linspace", noise=noise)
         timesteps = sampler.timesteps_for(schedule.T, start=t)
         xa = ddim_invert(loaded.model, schedule, x0a, loaded.prediction, timesteps=timesteps)
         xb = ddim_invert(loaded.model, schedule, x0b, loaded.prediction, timesteps=timesteps)
     rows = []
     for lam in lambdas:
-        gens = per_sample_generators(seed + 1, 0, P)  # the same reverse noise for every λ
+        gens = sample_noise(seed + 1, 0, P, noise)  # the same reverse noise for every λ
         rows.append(denoise(loaded, (1.0 - lam) * xa + lam * xb, sampler, gens, start=t).data)
     return torch.stack(rows, dim=1)
 

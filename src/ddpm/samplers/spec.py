@@ -10,7 +10,7 @@ import torch
 
 from ..diffusion import Model, PredictionConfig
 from ..errors import ConfigError
-from ..rng import Generators
+from ..rng import NOISE_SCHEMES, Generators
 from ..schedules import NoiseSchedule
 from .ancestral import ancestral_steps
 from .base import SamplerStep, run_to_end
@@ -32,6 +32,8 @@ class SamplerSpec:
 
     ``steps`` None means all T steps; ``timesteps`` (decreasing paper timesteps) overrides
     ``steps`` and ``spacing``. ``eta`` is DDIM's η (0: deterministic, 1: ancestral variance).
+    ``noise`` is how sample i's noise is drawn from (seed, i): "philox" (counter-based, on the
+    device) or "generators" (one CPU generator per sample, as 0.1 drew it); see ``ddpm.rng``.
     """
 
     name: str = "ancestral"
@@ -39,8 +41,11 @@ class SamplerSpec:
     spacing: str = "trailing"
     eta: float = 0.0
     timesteps: tuple[int, ...] | None = None
+    noise: str = "philox"
 
     def __post_init__(self) -> None:
+        if self.noise not in NOISE_SCHEMES:
+            raise ConfigError(f"unknown noise {self.noise!r}; choose one of {', '.join(NOISE_SCHEMES)}")
         if self.name not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
         if not math.isfinite(self.eta) or self.eta < 0:

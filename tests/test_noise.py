@@ -1,0 +1,96 @@
+"""Counter-based noise: Philox4x32-10 against Random123's known answers, its two
+implementations against each other, the normals it makes, and what it promises samplers:
+sample i's noise depends on (seed, i, draw) only, and nothing is read back from the device."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from ddpm import rng
+from ddpm.rng import CounterNoise, philox4x32, randn, sample_noise
+
+M = 0xFFFFFFFF
+# Random123 tests/kat_vectors, the three "philox4x32 10" lines: counter (4 words), key (2), result (4)
+KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((M, M, M, M), (M, M), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+@pytest.mark.parametrize("counter,key,expected", KAT)
+def test_philox_gives_random123s_known_answers_in_tensors_and_in_numpy(counter, key, expected):
+    words = philox4x32([torch.tensor([c]) for c in counter], key)
+    assert [int(w) for w in words] == list(expected)
+    words = philox4x32([np.array([c], dtype=np.uint64) for c in counter], key)
+    assert [int(w[0]) for w in words] == list(expected)
+
+
+def test_numpy_and_tensor_words_are_the_same_bits_and_make_the_same_normals(monkeypatch):
+    noise = CounterNoise(2**40 + 12345, [0, 1, 7, 2**33 + 5])
+    ctr = torch.arange(300)[None, :], 9, noise.indices[:, None] & M, noise.indices[:, None] >> 32
+    np_ctr = [np.asarray(c.numpy() if isinstance(c, torch.Tensor) else c, dtype=np.uint64) for c in ctr]
+    for a, b in zip(philox4x32(ctr, noise.key), philox4x32(np_ctr, noise.key)):
+        assert np.array_equal(a.numpy(), b.astype(np.int64))
+    fast = CounterNoise(77, range(5)).randn((5, 3, 7, 7))
+    monkeypatch.setattr(rng, "NUMPY_ON_CPU", False)
+    slow = CounterNoise(77, range(5)).randn((5, 3, 7, 7))
+    assert torch.allclose(fast, slow, rtol=0, atol=2e-6)  # float32 log/sin/cos of two libraries
+
+
+def test_sample_i_draws_the_same_noise_in_any_batch_and_each_draw_is_new():
+    whole = sample_noise(3, 0, 10)
+    part = sample_noise(3, 4, 3)  # samples 4, 5, 6 alone
+    for _ in range(3):
+        a, b = randn((10, 5), whole), randn((3, 5), part)
+        assert torch.equal(a[4:7], b)
+    assert not torch.equal(randn((10, 5), whole), a)
+    assert not torch.equal(randn((10, 5), sample_noise(4, 0, 10))[4:7], b)
+    assert randn((10, 5), whole, dtype=torch.float64).dtype == torch.float64
+    with pytest.raises(ValueError, match="10 samples"):
+        randn((9, 5), whole)
+
+
+def test_the_normals_are_standard_and_independent():
+    noise = CounterNoise(11, range(400))
+    z = torch.stack([noise.randn((400, 125)) for _ in range(4)])  # (draw, sample, element): 200,000 values
+    flat = z.reshape(-1).double().numpy()
+    assert stats.kstest(flat, "norm").pvalue > 1e-3
+    assert abs(flat.mean()) < 0.01 and abs(flat.var() - 1) < 0.01
+    assert abs(stats.kurtosis(flat)) < 0.05
+    # no correlation between neighbouring elements (within a block of 4 and across), samples or draws
+    for a, b in ((z[..., :-1], z[..., 1:]), (z[:, :-1], z[:, 1:]), (z[:-1], z[1:])):
+        r = np.corrcoef(a.reshape(-1).numpy(), b.reshape(-1).numpy())[0, 1]
+        assert abs(r) < 0.01, r
+
+
+def test_the_counter_noise_reads_nothing_back_from_a_device(monkeypatch):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Reads(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Reads.count += func is torch.ops.aten._local_scalar_dense.default
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(rng, "NUMPY_ON_CPU", False)  # the tensor path a GPU takes
+    noise = CounterNoise(5, range(6))
+    with Reads():
+        for _ in range(3):
+            noise.randn((6, 2, 3))
+    assert Reads.count == 0
+
+
+def test_unknown_schemes_and_seeds_are_refused():
+    from ddpm.errors import ConfigError
+    from ddpm.samplers import SamplerSpec
+
+    with pytest.raises(ValueError, match="philox"):
+        sample_noise(0, 0, 1, "mt")
+    with pytest.raises(ConfigError, match="unknown noise"):
+        SamplerSpec(noise="mt")
+    with pytest.raises(ValueError, match="seed"):
+        CounterNoise(-1, [0])
