@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Sequence
 
 from .cli_common import (BATCH, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one, _class_labels,
-                         _device, _HelpFormatter, _Parser, _sampler_spec)
+                         _device, _HelpFormatter, _main_process_first, _Parser, _sampler_spec)
 from .cli_edit import EDIT_COMMANDS, _add_editing_parsers
 from .cli_eval import EVAL_COMMANDS, _add_evaluation_parsers
 from .cli_train import _add_train_options, _cmd_train
-from .errors import DDPMError
+from .errors import ConfigError, DDPMError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,12 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="sample from a checkpoint", formatter_class=fmt)
     sample.add_argument("--checkpoint", required=True, help="a run directory (newest checkpoint) or a checkpoint")
-    sample.add_argument("--n", type=INT, default=None, help="number of samples (default: 4000 points, 64 images)")
+    sample.add_argument("--n", "--num-samples", type=INT, default=None, help="number of samples (default: 4000 "
+                        "points, 64 images); under torchrun write --num-samples (torchrun takes --n for its own)")
     sample.add_argument("--seed", type=SEED, default=0)
     sample.add_argument("--out", default=None, help="2-D: a .npy (plots beside it); images: a .png grid, an .npz "
                         "(arr_0 uint8 NHWC) or a folder for one PNG each (default: samples.npy / samples.png)")
-    sample.add_argument("--batch-size", type=BATCH, default=None, help="samples per batch (default: all points, 64 "
-                        "images); the samples do not depend on it")
+    sample.add_argument("--batch-size", type=BATCH, default=None, help="samples per batch (default: all points; "
+                        "images: 64 on a CPU, ~2^20 values on a GPU); the samples do not depend on it")
     sample.add_argument("--gif", action="store_true", help="images: also write an animation of the reverse process")
     sample.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
@@ -67,24 +68,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    """Under torchrun each process draws its contiguous share of the samples (their noise is
+    keyed by index) and rank 0 writes them all: the same file one process writes."""
     from .api import load
     from .config import to_dict
     from .files import prepare_output
-    from .generation import generate
+    from .generation import Samples, generate
     from .outputs import DEFAULT_OUT, sample_format, states_to_keep, write_samples
+    from .training import distributed as dist
 
     _at_least_one(args, "n", "batch_size")
     spec = _sampler_spec(args)
+    device = _device(args.device, join=True)
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
     spec.timesteps_for(loaded.schedule.T)  # a bad --steps/--timesteps fails before any work
     out = Path(args.out or DEFAULT_OUT[loaded.kind])
     fmt = sample_format(loaded.kind, out)
-    prepare_output(out, folder=fmt == "folder")  # before the sampling work, not after it
     n = args.n or (4000 if loaded.kind == "points" else 64)
     labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
-    samples = generate(loaded, n, args.seed, spec, args.batch_size, _device(args.device),
-                       keep_states=states_to_keep(loaded, spec, args.gif), progress=not args.quiet, labels=labels,
-                       guidance=args.guidance)
+    if n < dist.world_size():
+        raise ConfigError(f"--n {n} is fewer than the {dist.world_size()} processes")
+    _main_process_first(lambda: prepare_output(out, folder=fmt == "folder"), device)  # before the work
+    mine = dist.shard(n)
+    part = generate(loaded, len(mine), args.seed, spec, args.batch_size, device,
+                    keep_states=states_to_keep(loaded, spec, args.gif), progress=not args.quiet and dist.is_main(),
+                    labels=labels[mine.start:mine.stop] if labels is not None else None, guidance=args.guidance,
+                    first=mine.start)
+    samples = Samples(dist.gather_rows(part.data), labels, {t: dist.gather_rows(x) for t, x in part.states.items()})
+    writer = dist.is_main()
+    dist.teardown()
+    if not writer:
+        return 0
     meta = {"checkpoint": str(loaded.path), "n": n, "seed": args.seed, "ema": not args.no_ema,
             "sampler": spec.describe(loaded.schedule.T), "per_sample_seeds": True, "config": to_dict(loaded.config),
             "class": args.classes, "guidance": args.guidance}

@@ -128,7 +128,10 @@ def _sampler_spec(args: argparse.Namespace):
                        tuple(timesteps) if timesteps is not None else None, args.noise)
 
 
-def _device(name: str | None):
+def _device(name: str | None, join: bool = False):
+    """The device --device names (default: cuda when there is one), checked. With ``join``, a
+    process that torchrun started joins its process group (nccl on GPUs, gloo on CPUs) and
+    takes its local rank's GPU."""
     import torch
 
     if name is None:
@@ -143,7 +146,27 @@ def _device(name: str | None):
         raise ConfigError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s)")
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device {name}: use cpu or cuda[:N]")
+    from .training import distributed as dist
+
+    if join and dist.launched_by_torchrun():
+        return dist.setup(device.type)
     return device
+
+
+def _main_process_first(action, device) -> None:
+    """Run ``action`` (e.g. checking the output path) on rank 0 alone; if it fails there, every
+    process stops (rank 0 with its error). Alone, just run it."""
+    from .errors import DDPMError
+    from .training import distributed as dist
+
+    error = None
+    if dist.is_main():
+        try:
+            action()
+        except DDPMError as exc:
+            error = exc
+    if dist.any_flag(error is not None, device):
+        raise error if error is not None else ConfigError("stopped: rank 0 refused the command")
 
 
 def _at_least_one(args: argparse.Namespace, *names: str) -> None:

