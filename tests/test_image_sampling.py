@@ -65,3 +65,22 @@ def test_fast_samplers_write_images_and_an_animation(run_dir, tmp_path, sampler)
     assert gif.n_frames == int(sampler[-1]) + 1  # x at every kept timestep, then x_0
     meta = json.loads((tmp_path / "g.json").read_text())
     assert meta["sampler"]["name"] == sampler[1] and len(meta["sampler"]["timesteps"]) == int(sampler[-1])
+
+
+def test_bf16_sampling_runs_the_network_in_bf16_and_draws_nearly_the_same_images(run_dir):
+    from ddpm.generation import network
+    from ddpm.samplers import SamplerSpec
+
+    loaded = load(run_dir)
+    x, t = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([1, 15, 30])
+    seen = []
+    hook = loaded.model.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with torch.no_grad():
+        half, full = network(loaded, precision="bf16")(x, t), network(loaded)(x, t)
+    hook.remove()
+    assert seen[0] == torch.bfloat16 and half.dtype == torch.float32  # the sampler gets float32 back
+    scale = full.abs().max()
+    assert 0 < (half - full).abs().max() < 0.02 * scale
+    a = generate(loaded, 4, seed=1, sampler=SamplerSpec(steps=5, precision="bf16")).data
+    b = generate(loaded, 4, seed=1, sampler=SamplerSpec(steps=5)).data
+    assert a.dtype == torch.uint8 and (a.float() - b.float()).abs().mean() < 2.0

@@ -77,6 +77,8 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--noise", default="philox", choices=NOISE_SCHEMES, help="how sample i's noise follows from "
                    "(--seed, i): philox (counter-based, drawn on the device) or generators (one CPU generator per "
                    "sample: the samples ddpm 0.1 drew)")
+    g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="the network's precision: bf16 "
+                   "runs it under bfloat16 autocast (fast on GPUs that have it; emulated, slow, on most CPUs)")
 
 
 def _add_class_options(p: argparse.ArgumentParser) -> None:
@@ -125,7 +127,8 @@ def _sampler_spec(args: argparse.Namespace):
     if timesteps is not None and args.steps is not None:
         raise ConfigError("give --steps or --timesteps, not both")
     return SamplerSpec(args.sampler, args.steps, args.spacing, args.eta,
-                       tuple(timesteps) if timesteps is not None else None, args.noise)
+                       tuple(timesteps) if timesteps is not None else None, args.noise,
+                       args.precision)
 
 
 def _device(name: str | None, join: bool = False):

@@ -52,16 +52,31 @@ def evenly_visited(sampler: SamplerSpec, T: int, count: int) -> list[int]:
     return sorted({states[i] for i in np.linspace(0, len(states) - 1, count).round().astype(int)}, reverse=True)
 
 
-def network(loaded: Loaded, labels: torch.Tensor | None = None, guidance: float = 0.0):
-    """``model(x_t, t)`` for the samplers: the network itself, or guided towards ``labels`` (B,)."""
+class Autocast:
+    """The network under bfloat16 autocast, its output back in x's dtype (the samplers' and the
+    guidance's arithmetic stay float32)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            out = self.model(x, t, *args, **kwargs)
+        return out.to(x.dtype)
+
+
+def network(loaded: Loaded, labels: torch.Tensor | None = None, guidance: float = 0.0, precision: str = "fp32"):
+    """``model(x_t, t)`` for the samplers: the network itself, or guided towards ``labels`` (B,);
+    under bfloat16 autocast with ``precision`` "bf16"."""
+    model = Autocast(loaded.model) if precision == "bf16" else loaded.model
     if labels is None:
         if guidance != 0:
             raise ConfigError("guidance needs classes to guide towards")
-        return loaded.model
+        return model
     if loaded.num_classes == 0:
         raise ConfigError(f"{loaded.path}: the network was trained without classes; leave out --class")
     mean = loaded.sample_shape[0] if loaded.prediction.learned_variance else None
-    return ClassifierFreeGuidance(loaded.model, labels, guidance, loaded.num_classes, mean)
+    return ClassifierFreeGuidance(model, labels, guidance, loaded.num_classes, mean)
 
 
 def default_batch_size(loaded: Loaded, device: torch.device) -> int:
@@ -82,7 +97,7 @@ def denoise(loaded: Loaded, x: torch.Tensor, sampler: SamplerSpec, generators: G
     (B,) class ids of a conditional network, guided by ``guidance`` (classifier-free, w)."""
     keep_x, keep_x0 = set(keep_states), set(keep_predictions)
     decode = loaded.codec.decode
-    model = network(loaded, labels, guidance)
+    model = network(loaded, labels, guidance, sampler.precision)
     out = Samples(x, labels)
     first = visited(sampler, loaded.schedule.T, start)[0]
     if first in keep_x:

@@ -57,11 +57,11 @@ def _eta(sampler: SamplerSpec) -> float:
 @torch.no_grad()
 def repaint(loaded: Loaded, x0: torch.Tensor, keep: torch.Tensor, x_start: torch.Tensor, timesteps: list[int],
             generators: Generators, eta: float, resample: int = 1, jump: int = 1, labels=None,
-            guidance: float = 0.0) -> torch.Tensor:
+            guidance: float = 0.0, precision: str = "fp32") -> torch.Tensor:
     """The reverse process from ``x_start`` at ``timesteps[0]`` with the ``keep`` part (1: keep,
     0: generate; broadcast against x0) held to x0 in the model's space. Returns x_0."""
     labels = labels.to(x0.device) if labels is not None else None  # not copied to the device every step
-    schedule, model = loaded.schedule, network(loaded, labels, guidance)
+    schedule, model = loaded.schedule, network(loaded, labels, guidance, precision)
     abar = schedule.alpha_bar.detach().cpu().tolist()
     levels = timesteps + [0]  # levels[K - r] is the timestep of level r
     K = len(timesteps)
@@ -103,7 +103,7 @@ def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sam
     x_T = randn(x0.shape, gens, x0.dtype, x0.device)
     keep = (~generate_mask.bool()).to(x0.dtype)
     x = repaint(loaded, x0, keep, x_T, sampler.timesteps_for(loaded.schedule.T), gens, _eta(sampler), resample,
-                jump, labels, guidance)
+                jump, labels, guidance, sampler.precision)
     return loaded.codec.decode(x).cpu()
 
 
@@ -122,5 +122,5 @@ def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: Sampler
         return denoise(loaded, x_t0, sampler, gens, start=t0, labels=labels, guidance=guidance).data
     keep = (~generate_mask.bool()).to(x0.dtype)
     x = repaint(loaded, x0, keep, x_t0, sampler.timesteps_for(loaded.schedule.T, start=t0), gens, _eta(sampler),
-                labels=labels, guidance=guidance)
+                labels=labels, guidance=guidance, precision=sampler.precision)
     return loaded.codec.decode(x).cpu()

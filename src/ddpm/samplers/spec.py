@@ -34,6 +34,8 @@ class SamplerSpec:
     ``steps`` and ``spacing``. ``eta`` is DDIM's η (0: deterministic, 1: ancestral variance).
     ``noise`` is how sample i's noise is drawn from (seed, i): "philox" (counter-based, on the
     device) or "generators" (one CPU generator per sample, as 0.1 drew it); see ``ddpm.rng``.
+    ``precision`` "bf16" runs the network under bfloat16 autocast (the sampler's own arithmetic
+    stays float32).
     """
 
     name: str = "ancestral"
@@ -42,8 +44,11 @@ class SamplerSpec:
     eta: float = 0.0
     timesteps: tuple[int, ...] | None = None
     noise: str = "philox"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"unknown precision {self.precision!r}; choose fp32 or bf16")
         if self.noise not in NOISE_SCHEMES:
             raise ConfigError(f"unknown noise {self.noise!r}; choose one of {', '.join(NOISE_SCHEMES)}")
         if self.name not in SAMPLERS:
