@@ -94,7 +94,8 @@ def test_non_finite_loss_halts_and_keeps_the_last_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     assert main([*common, "--steps", "6"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == "ddpm train: error: step 4: the loss is not finite (nan); halted before the optimizer step"
+    assert err[-1] == "ddpm train: error: step 4: the loss is not finite (nan); training halted, nothing after step 3 " \
+                      "is saved"
     assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000000003"]
 

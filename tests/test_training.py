@@ -1,6 +1,7 @@
 """The training loop's guards, EMA, warm-up and checkpoints."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,14 +23,49 @@ class Scaled(nn.Module):
         return self.w * x
 
 
-def test_non_finite_loss_halts_before_the_optimizer_step():
+def test_a_non_finite_step_is_recorded_on_the_device_and_halts_at_the_next_sync():
     diffusion, optim = DiffusionConfig(T=10), OptimConfig(warmup=0)
-    model = Scaled(float("nan"))
+    model = Scaled(0.5)
     state = make_train_state(model, diffusion, optim)
-    with pytest.raises(TrainingHalted, match="step 1: the loss is not finite"):
-        batch = draw_batch(state, torch.ones(4, 2), torch.Generator())
-        train_step(state, diffusion.make_schedule(), batch, diffusion, optim)
-    assert state.step == 0 and state.ema.num_updates == 0 and not state.optimizer.state
+    schedule = diffusion.make_schedule()
+    for w in (0.5, float("nan"), 0.5):  # step 2 is bad; the steps go on until the sync reads it
+        model.w.data.fill_(w)
+        train_step(state, schedule, draw_batch(state, torch.ones(4, 2), torch.Generator()), diffusion, optim)
+    assert state.step == 3 and len(state.pending) == 3
+    with pytest.raises(TrainingHalted, match="step 2: the loss is not finite .nan.; training halted, nothing after "
+                                             "step 1 is saved"):
+        state.sync()
+
+
+def test_a_training_step_never_waits_for_the_device(monkeypatch):
+    """No aten::_local_scalar_dense (.item(), float(), bool() of a tensor) in a step or in the log's
+    record between rows; the sync reads the losses and the health once. check_t's readable range
+    error on the CPU is replaced by what it does on a GPU (an asynchronous assert)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ddpm.schedules import NoiseSchedule
+    from ddpm.training.log import TrainLog
+
+    monkeypatch.setattr(NoiseSchedule, "check_t", lambda self, t, allow_zero=False: t.long())
+    class Reads(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Reads.count += func is torch.ops.aten._local_scalar_dense.default
+            return func(*args, **(kwargs or {}))
+
+    diffusion, optim = DiffusionConfig(T=10), OptimConfig(warmup=2, lr=0.1)
+    state = make_train_state(Scaled(0.5), diffusion, optim)
+    schedule, log = diffusion.make_schedule(), TrainLog(Path("."), 10, every=1000, active=False)
+    log.active = True  # records without a file: no row is due before step 1000
+    with Reads():
+        for step in range(1, 6):
+            g = torch.Generator().manual_seed(step)
+            train_step(state, schedule, draw_batch(state, torch.randn(8, 2, generator=g), g), diffusion, optim)
+            log.record(state.step, state.pending[-1], 0.1, state.last_t, state.last_example_losses)
+    assert Reads.count == 0
+    state.sync()
+    assert len(state.losses) == 5 and all(v > 0 for v in state.losses) and not state.pending
 
 
 def test_a_step_updates_weights_ema_and_counters():
@@ -38,7 +74,8 @@ def test_a_step_updates_weights_ema_and_counters():
     state = make_train_state(model, diffusion, optim)
     batch = draw_batch(state, torch.randn(16, 2), torch.Generator().manual_seed(0))
     loss = train_step(state, diffusion.make_schedule(), batch, diffusion, optim)
-    assert loss > 0 and state.step == 1 and state.losses == [loss]
+    state.sync()
+    assert loss > 0 and state.step == 1 and state.losses == [loss.item()]
     assert model.w.item() != 0.5
     # first EMA decay with warm-up is min(0.9999, 1/10) = 0.1
     assert state.ema.shadow["w"].item() == pytest.approx(0.1 * 0.5 + 0.9 * model.w.item())

@@ -75,12 +75,12 @@ def gather_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([part[:size] for part, size in zip(parts, sizes)]).to(x.device)
 
 
-def all_finite(x: torch.Tensor) -> bool:
-    """True on every process iff x is finite on every process."""
-    ok = torch.isfinite(x).all().to(torch.float32).reshape(1)
+def all_reduce_max(x: torch.Tensor) -> torch.Tensor:
+    """The elementwise maximum of x over the processes (x itself when alone); no host wait."""
     if td.is_initialized():
-        td.all_reduce(ok, op=td.ReduceOp.MIN)
-    return bool(ok.item() == 1.0)
+        x = x.clone()
+        td.all_reduce(x, op=td.ReduceOp.MAX)
+    return x
 
 
 def all_gather_cat(x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 COLUMNS = ["step", "loss", "lr", "steps_per_s", "loss_t_q1", "loss_t_q2", "loss_t_q3", "loss_t_q4"]
@@ -57,19 +56,24 @@ class TrainLog:
         except ImportError:
             say("TensorBoard logs need `pip install tensorboard`; writing log.csv only")
 
-    def record(self, step: int, loss: float, lr: float, t: torch.Tensor, example_losses: torch.Tensor) -> None:
-        """One step's mean ``loss`` and the (B,) timesteps and per-example losses of its batch."""
+    def record(self, step: int, loss: float | torch.Tensor, lr: float, t: torch.Tensor,
+               example_losses: torch.Tensor) -> None:
+        """One step's mean ``loss`` and the (B,) timesteps and per-example losses of its batch.
+        They are summed where they are (a GPU's tensors on the GPU) and read once a row."""
         if not self.active:
             return
-        q = ((t - 1) * 4 // self.T).clamp(0, 3).cpu()
-        self.sums.index_add_(0, q, example_losses.float().cpu())
+        if self.sums.device != t.device:
+            self.sums, self.counts = self.sums.to(t.device), self.counts.to(t.device)
+        q = ((t - 1) * 4 // self.T).clamp(0, 3)
+        self.sums.index_add_(0, q, example_losses.detach().float())
         self.counts.index_add_(0, q, torch.ones_like(q, dtype=torch.float32))
-        self.losses.append(loss)
+        self.losses.append(torch.as_tensor(loss, dtype=torch.float64, device=t.device).reshape(()))
         self.timed += 1
         if step % self.every == 0:
+            losses = torch.stack([v.to(t.device) for v in self.losses]).mean().item()  # the row's one wait
             rate = self.timed / (time.perf_counter() - self.start)
             quarters = (self.sums / self.counts.clamp_min(1)).tolist()
-            row = [step, float(np.mean(self.losses)), lr, rate, *quarters]
+            row = [step, losses, lr, rate, *quarters]
             self.writer.writerow([row[0], *(f"{v:.6g}" for v in row[1:])])
             self.file.flush()
             if self.tb is not None:
@@ -82,10 +86,11 @@ class TrainLog:
 
     def state_dict(self) -> dict:
         """The steps since the last row: their losses and the per-quarter sums and counts."""
-        return {"losses": list(self.losses), "sums": self.sums.tolist(), "counts": self.counts.tolist()}
+        losses = torch.stack([v.to(self.sums.device) for v in self.losses]).tolist() if self.losses else []
+        return {"losses": losses, "sums": self.sums.tolist(), "counts": self.counts.tolist()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.losses = [float(v) for v in state.get("losses", [])]
+        self.losses = [torch.tensor(float(v), dtype=torch.float64) for v in state.get("losses", [])]
         self.sums = torch.tensor(state.get("sums", [0.0] * 4), dtype=torch.float32)
         self.counts = torch.tensor(state.get("counts", [0.0] * 4), dtype=torch.float32)
 

@@ -227,17 +227,19 @@ def _train(config: RunConfig, out_dir: Path, device: torch.device, resume_from: 
         limit = TimeLimit(time_limit)
 
         def after_step(st: TrainState) -> bool:
-            log.record(st.step, st.losses[-1], learning_rate(config.optim, st.step - 1), st.last_t,
-                       st.last_example_losses)
+            log.record(st.step, st.pending[-1] if st.pending else st.losses[-1],
+                       learning_rate(config.optim, st.step - 1), st.last_t, st.last_example_losses)
             why = stop_reason(stop, limit)
             stopping = dist.any_flag(why is not None, device) if dist.world_size() > 1 else why is not None
             if checkpoint_due(st.step, config.checkpoint_every, end, stopping):
+                st.sync()  # halts here, before writing, if a step since the last sync was not finite
                 dist.check_same_weights(st.model)
                 if main:
                     last.append(snapshot(config, st, data, log).write(out_dir))
                     prune(out_dir, config.keep_checkpoints)
                 dist.barrier()
             if main and sample_due(st.step, config.sample_every):
+                st.sync()
                 _sample_picture(config, st, data, out_dir, device)
             if stopping:
                 say(f"stopped by {why or 'another process'} after step {st.step}; checkpoint written")

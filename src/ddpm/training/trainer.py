@@ -5,9 +5,15 @@
         gradient step on ∇_θ ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖²
     until converged
 
-Randomness: every process draws the whole global batch's t and ε from the same generator and
-keeps its own slice, so N processes and one process at the same global batch see the same
-examples with the same noise.
+Randomness: every process draws the whole global batch's t from the step's generator and keeps
+its own slice; ε of example j is counter-based noise keyed by (the step's seed, j), drawn on the
+device for this process's examples only. So N processes and one process at the same global
+batch see the same examples with the same noise.
+
+Nothing in a step waits for the device: the loss stays a device tensor, and a non-finite loss or
+gradient is recorded on the device (:class:`Health`) and read at the next :meth:`TrainState.sync`
+— every ``log_every`` steps, and before anything is saved — which halts the run naming the
+first bad step; nothing after the step before it is ever saved.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from torch import nn
 
 from ..config import DiffusionConfig, OptimConfig
 from ..errors import DDPMError
-from ..rng import randn
+from ..rng import CounterNoise, seed_for
 from ..losses import training_loss
 from ..schedules import NoiseSchedule
 from . import distributed as dist
@@ -31,12 +37,41 @@ from .timestep_sampler import TimestepSampler
 
 
 class TrainingHalted(DDPMError):
-    """A non-finite loss or gradient stopped training before the optimizer step."""
+    """A non-finite loss or gradient stopped training; nothing after the step before it is saved."""
+
+
+class Health:
+    """The first step whose loss or gradient norm was not finite, kept on the device so that no
+    step waits for it; :meth:`check` reads it (one wait) and raises."""
+
+    def __init__(self) -> None:
+        self.first: torch.Tensor | None = None  # (3,) float64: step (0: none yet), loss, gradient norm
+
+    def record(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
+        if dist.world_size() > 1:  # the same verdict on every process (asynchronous on the device)
+            bad = dist.all_reduce_max(bad.to(torch.float32)) > 0
+        now = torch.stack([torch.full_like(loss, step, dtype=torch.float64), loss.detach().double(),
+                           grad_norm.detach().double()])
+        if self.first is None:
+            self.first = torch.zeros(3, dtype=torch.float64, device=loss.device)
+        self.first = torch.where((self.first[0] == 0) & bad, now, self.first)
+
+    def check(self) -> None:
+        if self.first is None:
+            return
+        step, loss, grad_norm = self.first.tolist()
+        if step:
+            what = f"the loss is not finite ({loss})" if not math.isfinite(loss) else \
+                f"the gradient norm is {grad_norm}"
+            raise TrainingHalted(f"step {int(step)}: {what}; training halted, nothing after step "
+                                 f"{int(step) - 1} is saved")
 
 
 @dataclass
 class TrainState:
-    """Everything the loop updates; ``losses`` holds the mean loss of each step."""
+    """Everything the loop updates; ``losses`` holds the mean loss of each step up to the last
+    :meth:`sync`, ``pending`` the later ones (device tensors)."""
 
     model: nn.Module  # the bare network (EMA and checkpoints use it)
     ema: EMA
@@ -49,10 +84,19 @@ class TrainState:
     last_t: torch.Tensor | None = None  # the global batch's t at the last step
     last_example_losses: torch.Tensor | None = None  # and its per-example losses
     autocast: torch.dtype | None = None  # e.g. torch.bfloat16: the forward pass runs under autocast
+    pending: list[torch.Tensor] = field(default_factory=list)
+    health: Health = field(default_factory=Health)
 
     def __post_init__(self) -> None:
         if self.forward is None:
             self.forward = self.model
+
+    def sync(self) -> None:
+        """Wait for the device once: halt on a non-finite step, move the pending losses to ``losses``."""
+        self.health.check()
+        if self.pending:
+            self.losses.extend(torch.stack(self.pending).tolist())
+            self.pending = []
 
 
 def make_optimizer(params, lr: float) -> torch.optim.Adam:
@@ -115,20 +159,30 @@ def draw_batch(state: TrainState, x0: torch.Tensor, generator: torch.Generator,
     """
     n = x0.shape[0] if global_size is None else global_size
     draw = state.timesteps.sample(n, generator)
-    noise = randn((n, *x0.shape[1:]), generator, dtype=x0.dtype)  # (B, ...) for the global batch
     part = dist.local_slice(n)
     if global_size is None:
         x0 = x0[part]
     elif x0.shape[0] != part.stop - part.start:
         raise ValueError(f"got {x0.shape[0]} images for this process's share of {n}, expected {part.stop - part.start}")
     device = next(state.model.parameters()).device
-    return Batch(x0.to(device), draw.t[part].to(device), noise[part].to(device), draw.weights[part].to(device),
-                 y.to(device) if y is not None else None)
+    noise = CounterNoise(seed_for(generator.initial_seed(), 1), range(part.start, part.stop))
+    eps = noise.randn(x0.shape, x0.dtype, device)  # example j's ε, made on the device
+    return Batch(to_device(x0, device), to_device(draw.t[part], device), eps, to_device(draw.weights[part], device),
+                 to_device(y, device) if y is not None else None)
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """x on ``device``; a CPU tensor goes to a GPU through page-locked memory, so the copy does
+    not wait for the GPU's queue."""
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusion: DiffusionConfig,
-               optim: OptimConfig) -> float:
-    """One gradient step; raises :class:`TrainingHalted` on every process before stepping on NaN/inf."""
+               optim: OptimConfig) -> torch.Tensor:
+    """One gradient step; returns the mean loss (a device tensor; the step does not wait for it).
+    A non-finite loss or gradient is recorded in ``state.health`` for the next sync."""
     state.forward.train()
     device_type = batch.x0.device.type
     forward = state.forward if batch.y is None else (lambda x, t: state.forward(x, t, batch.y))
@@ -137,15 +191,12 @@ def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusi
                             diffusion.loss_config(), noise=batch.noise)
     loss = (out.loss * batch.weights).mean()
     step = state.step + 1
-    if not dist.all_finite(loss):  # the same decision on every process, so none waits in backward
-        raise TrainingHalted(f"step {step}: the loss is not finite ({loss.item()}); halted before the optimizer step")
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for p in state.model.parameters() if p.grad is not None]
     max_norm = optim.grad_clip if optim.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    if not dist.all_finite(grad_norm):
-        raise TrainingHalted(f"step {step}: the gradient norm is {grad_norm.item()}; halted before the optimizer step")
+    state.health.record(step, loss, grad_norm)
     for group in state.optimizer.param_groups:
         group["lr"] = learning_rate(optim, state.step)
     state.optimizer.step()
@@ -154,8 +205,8 @@ def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusi
     state.timesteps.update(t_all, loss_all)
     state.last_t, state.last_example_losses = t_all, loss_all
     state.step = step
-    value = float(loss_all.mean()) if dist.world_size() > 1 else loss.item()
-    state.losses.append(value)
+    value = (loss_all.mean() if dist.world_size() > 1 else loss).detach()
+    state.pending.append(value)
     return value
 
 
@@ -180,19 +231,23 @@ def run_training(
 
     bar = tqdm(total=steps, initial=state.step, disable=not progress or not dist.is_main(), desc="train",
                unit="step", dynamic_ncols=True, mininterval=1.0)
-    start, window = time.perf_counter(), []
+    start, window = time.perf_counter(), 0
     try:
         while state.step < steps:
             got = batches(generator)  # the global batch, or (this process's slice, the global size[, labels])
             x0, size, *labels = got if isinstance(got, tuple) else (got, None)
             batch = draw_batch(state, x0, generator, size, labels[0] if labels else None)
-            window.append(train_step(state, schedule, batch, diffusion, optim))
+            train_step(state, schedule, batch, diffusion, optim)
+            window += 1
             bar.update(1)
-            if len(window) == log_every or state.step == steps:
-                bar.set_postfix(loss=f"{sum(window) / len(window):.4f}", lr=f"{learning_rate(optim, state.step - 1):.2e}")
-                window = []
+            if state.step % log_every == 0 or state.step == steps:
+                state.sync()  # the one wait for the device in log_every steps
+                recent = state.losses[-window:]
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{learning_rate(optim, state.step - 1):.2e}")
+                window = 0
             if after_step is not None and after_step(state):
                 break
+        state.sync()
     finally:
         bar.close()
         state.seconds += time.perf_counter() - start
