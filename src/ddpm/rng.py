@@ -27,33 +27,43 @@ NOISE_SCHEMES = ("philox", "generators")
 NUMPY_ON_CPU = True  # CounterNoise on the CPU: NumPy's uint64 words (the same bits, ~4× faster than int64 tensors)
 
 
-def _mulhilo(a, m: int):
-    """High and low 32 bits of a·m for 32-bit words a and a 32-bit constant m. In an int64
-    tensor m is split into 16-bit halves so that every product stays below 2^48; a NumPy
-    uint64 array multiplies at once."""
-    if isinstance(a, np.ndarray):
-        p = a * np.uint64(m)
-        return p >> np.uint64(32), p & np.uint64(_M32)
-    p_lo, p_hi = a * (m & 0xFFFF), a * (m >> 16)
-    t = p_lo + ((p_hi & 0xFFFF) << 16)
-    return (p_hi >> 16) + (t >> 32), t & _M32
-
-
 def philox4x32(counter: Sequence, key: tuple[int, int], rounds: int = 10) -> list:
     """Philox4x32-``rounds`` (Salmon et al. 2011) of a counter of four 32-bit words under a key of
-    two: four words of 32 random bits. The words are int64 tensors or NumPy uint64 arrays (which
-    broadcast; plain ints too), the same kind in as out."""
-    c0, c1, c2, c3 = counter
-    numpy_words = any(isinstance(c, np.ndarray) for c in counter)
-    word = np.uint64 if numpy_words else int
+    two: four words of 32 random bits. The words are int64 tensors or NumPy uint64 arrays (plain
+    ints too), which broadcast; the same kind in as out.
+
+    The two multiplications of a round run as one on the stacked words (c0, c2), and the round's
+    swap is a reversal of that stack: half the array operations of the textbook form, which is
+    what a small batch pays for on a CPU. In int64 tensors the 32-bit multipliers are split into
+    16-bit halves so that no product overflows (every one stays below 2^48)."""
+    if any(isinstance(c, np.ndarray) for c in counter):
+        words = np.broadcast_arrays(*(np.asarray(c, dtype=np.uint64) for c in counter))
+        even, odd = np.stack([words[0], words[2]]), np.stack([words[1], words[3]])  # (2, ...)
+        m = np.array(_PHILOX_M, dtype=np.uint64).reshape(2, *[1] * (even.ndim - 1))
+    else:
+        device = next(c.device for c in counter if isinstance(c, torch.Tensor))
+        words = torch.broadcast_tensors(*(torch.as_tensor(c, dtype=torch.int64, device=device) for c in counter))
+        even, odd = torch.stack([words[0], words[2]]), torch.stack([words[1], words[3]])
+        shape = (2, *[1] * (even.dim() - 1))
+        m_lo = torch.tensor([m & 0xFFFF for m in _PHILOX_M], device=device).reshape(shape)
+        m_hi = torch.tensor([m >> 16 for m in _PHILOX_M], device=device).reshape(shape)
     k0, k1 = key
     for r in range(rounds):
         if r:
             k0, k1 = (k0 + _PHILOX_W[0]) & _M32, (k1 + _PHILOX_W[1]) & _M32
-        hi0, lo0 = _mulhilo(c0, _PHILOX_M[0])
-        hi1, lo1 = _mulhilo(c2, _PHILOX_M[1])
-        c0, c1, c2, c3 = hi1 ^ c1 ^ word(k0), lo1, hi0 ^ c3 ^ word(k1), lo0
-    return [c0, c1, c2, c3]
+        if isinstance(even, np.ndarray):
+            prod = even * m
+            hi, lo = (prod >> np.uint64(32))[::-1], (prod & np.uint64(_M32))[::-1]
+            even = hi ^ odd ^ np.array([k0, k1], dtype=np.uint64).reshape(m.shape)
+        else:
+            p_lo, p_hi = even * m_lo, even * m_hi
+            t = p_lo + ((p_hi & 0xFFFF) << 16)
+            hi, lo = ((p_hi >> 16) + (t >> 32)).flip(0), (t & _M32).flip(0)
+            even = hi ^ odd
+            even[0] ^= k0
+            even[1] ^= k1
+        odd = lo
+    return [even[0], odd[0], even[1], odd[1]]
 
 
 def _box_muller(words: list, xp) -> "torch.Tensor | np.ndarray":
