@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Issue 13 on one CUDA machine, about 8 minutes on an H200 (one device call; the last lines are a
+# table). Expects MNIST idx files in .mnist/ (`ddpm data export-mnist .mnist`) and, for the
+# diffusers columns, its wheel installed first (see docs/benchmarks.md). Writes under ${OUT:-runs/gpu13}.
+#  1. benchmarks/gpu_speed.py: U-Net training step / forward, ours vs diffusers (fp32, bf16,
+#     bf16 + channels-last, ours compiled), the samplers on the device, the MNIST 50k projection;
+#  2. the whole trainer (`ddpm train --preset mnist`, fp32 and bf16) against the bare step of its
+#     network at its batch (log.csv's steps/s against gpu_speed.py --preset mnist);
+#  3. `ddpm sample` under torchrun with nccl (1 process) writes the array one process writes.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/gpu13}; W=/tmp/gpu13
+mkdir -p "$OUT" "$W"
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+log() { echo "=== $(date +%T) $*"; }
+{
+log "gpu_speed.py (cifar10 network)"
+timeout 330 python3 benchmarks/gpu_speed.py --preset cifar10 --batch 128 | tee $W/speed.txt
+log "bare mnist training step at the preset's batch (32) and at 128"
+timeout 60 python3 benchmarks/gpu_speed.py --preset mnist --batch 32 --skip sample --no-compile | tail -14 > $W/bare32.txt
+cat $W/bare32.txt
+for prec in fp32 bf16; do
+  log "the whole trainer: ddpm train --preset mnist --precision $prec, 1000 steps"
+  timeout 90 python3 -m ddpm train --preset mnist --data-dir .mnist --steps 1000 --precision $prec --quiet \
+    --out $W/train_$prec
+  tail -n 2 $W/train_$prec/log.csv
+done
+log "torchrun (nccl, 1 process) against one process: ddpm sample, 256 images, DDIM 50 steps"
+timeout 60 torchrun --nproc_per_node=1 -m ddpm sample --checkpoint $W/train_fp32 --num-samples 256 --sampler ddim \
+  --steps 50 --quiet --out $W/tr.npz
+timeout 60 python3 -m ddpm sample --checkpoint $W/train_fp32 --num-samples 256 --sampler ddim --steps 50 --quiet \
+  --out $W/one.npz
+python3 -c "import numpy as np; a, b = (np.load('$W/' + f)['arr_0'] for f in ('tr.npz', 'one.npz')); \
+print('torchrun == one process:', a.shape, bool((a == b).all()))"
+log "sampling the trained mnist model on the GPU: 1000 ancestral steps, 1024 images, fp32 then bf16"
+for prec in fp32 bf16; do
+  /usr/bin/time -f "ddpm sample 1024 x 1000 steps $prec: %e s" timeout 120 python3 -m ddpm sample \
+    --checkpoint $W/train_fp32 --num-samples 1024 --precision $prec --quiet --out $W/s_$prec.npz
+done
+log done
+echo; echo "trainer steps/s (last log row) vs the bare step:"
+for prec in fp32 bf16; do echo "  $prec trainer: $(tail -n 1 $W/train_$prec/log.csv | cut -d, -f4) steps/s"; done
+grep "train " $W/bare32.txt | sed 's/^/  bare /'
+echo; sed -n '/^| section/,$p' $W/speed.txt
+} 2>&1 | tee "$OUT/log.txt"
+cp $W/train_fp32/samples/*.png "$OUT/" 2>/dev/null || true
