@@ -161,9 +161,10 @@ def _write_atomically(run_dir: Path, step: int, files: dict[str, Tensors], meta:
         raise CheckpointError(f"{root}: cannot write the checkpoint of step {step}: {exc.strerror or exc}") from None
 
 
-def _write_into(root: Path, step: int, files: dict[str, Tensors], meta: dict[str, Any]) -> Path:
+def _write_into(root: Path, step: int, files: dict[str, Tensors], meta: dict[str, Any],
+                final: Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{step:09d}"
+    final = final or root / f"{PREFIX}{step:09d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         digests = {}
@@ -203,8 +204,22 @@ def checkpoints_of(run_dir: str | Path) -> list[Path]:
     return sorted(root.glob(f"{PREFIX}*"), reverse=True) if root.is_dir() else []
 
 
+PRETRAINED = Path(__file__).parent / "pretrained"  # the weights that ship: pretrained/NAME/
+
+
+def pretrained_names() -> list[str]:
+    return sorted(p.name for p in PRETRAINED.iterdir() if (p / "state.json").is_file()) if PRETRAINED.is_dir() else []
+
+
 def resolve(path: str | Path) -> Path:
-    """A checkpoint directory itself, or the newest complete one inside a run directory."""
+    """A checkpoint directory itself, the newest complete one inside a run directory, or for
+    ``pretrained:NAME`` the weights of that name shipped with the package."""
+    if isinstance(path, str) and path.startswith("pretrained:"):
+        name, names = path.split(":", 1)[1], pretrained_names()
+        if name not in names:
+            raise CheckpointError(f"{path}: no such shipped weights; there are: "
+                                  f"{', '.join('pretrained:' + n for n in names) or 'none'}")
+        return PRETRAINED / name
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint or run directory")
@@ -214,6 +229,25 @@ def resolve(path: str | Path) -> Path:
     if not found:
         raise CheckpointError(f"{path}: holds no checkpoint (expected state.json or checkpoints/{PREFIX}*)")
     return found[0]
+
+
+def pack(checkpoint: str | Path, out: str | Path, use_ema: bool = True, note: str = "") -> Path:
+    """Write a checkpoint's EMA (or raw) weights in float16 with its config and data statistics as
+    a small checkpoint folder ``out`` that sampling, editing and evaluation read like any other
+    (the form of the weights that ship as ``pretrained:NAME``); it cannot be resumed."""
+    name = "ema" if use_ema else "model"
+    ckpt = Checkpoint.read(checkpoint, parts=(name, "data"))
+    half = {k: v.half() if v.is_floating_point() else v for k, v in getattr(ckpt, name).items()}
+    files = {"ema": half, **({"data": ckpt.data} if ckpt.data else {})}
+    meta = {**ckpt.info, "kind": ckpt.kind, "config": to_dict(ckpt.config), "train_seconds": ckpt.train_seconds,
+            "packed": {"from": str(ckpt.path), "weights": f"{name} in float16", "note": note}}
+    out = Path(out)
+    if out.exists():
+        raise CheckpointError(f"{out}: already exists; give a new folder")
+    try:
+        return _write_into(out.parent, ckpt.step, files, meta, final=out)
+    except OSError as exc:
+        raise CheckpointError(f"{out}: cannot write: {exc.strerror or exc}") from None
 
 
 def prune(run_dir: str | Path, keep: int) -> None:

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .cli_common import (BATCH, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one, _class_labels,
-                         _device, _HelpFormatter, _main_process_first, _Parser, _sampler_spec)
+from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one,
+                         _class_labels, _device, _HelpFormatter, _main_process_first, _Parser, _sampler_spec)
 from .cli_edit import EDIT_COMMANDS, _add_editing_parsers
 from .cli_eval import EVAL_COMMANDS, _add_evaluation_parsers
 from .cli_train import _add_train_options, _cmd_train
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       formatter_class=fmt))
 
     sample = sub.add_parser("sample", help="sample from a checkpoint", formatter_class=fmt)
-    sample.add_argument("--checkpoint", required=True, help="a run directory (newest checkpoint) or a checkpoint")
+    sample.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     sample.add_argument("--n", "--num-samples", type=INT, default=None, help="number of samples (default: 4000 "
                         "points, 64 images); under torchrun write --num-samples (torchrun takes --n for its own)")
     sample.add_argument("--seed", type=SEED, default=0)
@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("checkpoint", help="a run directory (newest checkpoint) or a checkpoint")
     exp.add_argument("out", help="folder to write (config.json, weights, scheduler_config.json)")
     exp.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
+    pk = sub.add_parser("pack", help="write a checkpoint's EMA weights in float16 with its config: a small "
+                        "folder that sample, inpaint, edit and eval read (how the pretrained: weights are made)",
+                        formatter_class=fmt)
+    pk.add_argument("checkpoint", help="a run directory (newest checkpoint) or a checkpoint")
+    pk.add_argument("out", help="the folder to write (must not exist)")
+    pk.add_argument("--no-ema", action="store_true", help="pack the raw weights instead of the EMA")
+    pk.add_argument("--note", default="", help="how the weights were trained, kept in state.json")
     _add_evaluation_parsers(sub, fmt)
     _add_editing_parsers(sub, fmt)
     return parser
@@ -135,8 +142,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from .checkpoint import pack
+
+    out = pack(args.checkpoint, args.out, use_ema=not args.no_ema, note=args.note)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(f"packed:   {out} ({size / 2**20:.1f} MiB)")
+    return 0
+
+
 COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "data": _cmd_data, "import-diffusers": _cmd_import,
-            "export-diffusers": _cmd_export, **EVAL_COMMANDS,
+            "export-diffusers": _cmd_export, "pack": _cmd_pack, **EVAL_COMMANDS,
             **EDIT_COMMANDS}
 
 

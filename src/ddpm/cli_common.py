@@ -29,6 +29,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 # ---------------------------------------------------------------- option types: refused at parse time
 
 MAX_BATCH = 2**20  # samples or images in one batch
+CHECKPOINT_HELP = ("a run directory (its newest checkpoint), a checkpoint, or pretrained:NAME (weights that ship "
+                   "with the package: pretrained:mnist, pretrained:mnist-cond)")
 
 
 def _integer(low: int = -(2**63) + 1, high: int = 2**63 - 1, what: str = "an integer"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_common import (INT, SEED, _add_class_options, _add_sampler_options, _class_labels, _device, _finite,
-                         _sampler_spec)
+from .cli_common import (CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _class_labels,
+                         _device, _finite, _sampler_spec)
 from .errors import ConfigError, DataError
 
 
@@ -25,7 +25,7 @@ def _add_editing_parsers(sub, fmt) -> None:
 
 
 def _common(p: argparse.ArgumentParser, mask_required: bool) -> None:
-    p.add_argument("--checkpoint", required=True, help="an image run directory or checkpoint")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--images", required=True, help="an .npz (arr_0 uint8 NHWC, as `sample` writes), an image file "
                    "or a folder of images, of the model's size and channels")
     p.add_argument("--mask", required=mask_required, help="a PNG of the images' size (white: generate, black: "

@@ -8,8 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .cli_common import (BATCH, INT, SEED, _add_sampler_options, _at_least_one, _class_labels, _device, _finite,
-                         _main_process_first, _Parser, _sampler_spec)
+from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_sampler_options, _at_least_one, _class_labels,
+                         _device, _finite, _main_process_first, _Parser, _sampler_spec)
 from .errors import ConfigError
 
 
@@ -20,7 +20,7 @@ def _add_evaluation_parsers(sub, fmt) -> None:
 
     nll = ev_sub.add_parser("nll", help="bits/dim with the variational bound, its breakdown and rate-distortion; "
                             "on a 2-D checkpoint: nats per point and distances to fresh data", formatter_class=fmt)
-    nll.add_argument("--checkpoint", required=True, help="a run directory (newest checkpoint) or a checkpoint")
+    nll.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     nll.add_argument("--split", default="test", choices=("train", "test"), help="which split of the data set")
     nll.add_argument("--data-dir", default=None, help="the data set's folder (CIFAR-10 batches, MNIST idx, images)")
     nll.add_argument("--n", type=INT, default=None, help="first N test images (default: all; 2-D: 4000 points)")
@@ -63,7 +63,7 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     prog = sub.add_parser("progressive", help="the predicted x0 at chosen t along reverse runs (paper Fig. 6); "
                           "images as a table, 2-D points as scatter panels",
                           formatter_class=fmt)
-    prog.add_argument("--checkpoint", required=True)
+    prog.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     prog.add_argument("--out", required=True, help=".png to write")
     prog.add_argument("--n", type=INT, default=None, help="samples: rows of images (default 8), or points per panel "
                       "(default 2000)")
@@ -76,7 +76,7 @@ def _add_evaluation_parsers(sub, fmt) -> None:
 
     inter = sub.add_parser("interpolate", help="interpolate test images through x_t (paper §4.4, Fig. 8)",
                            formatter_class=fmt)
-    inter.add_argument("--checkpoint", required=True)
+    inter.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     inter.add_argument("--out", required=True, help="folder: one interp_tXXXX.png per t")
     inter.add_argument("--t", default="250,500,750,1000", help="comma-separated t (each clipped to T)")
     inter.add_argument("--pairs", type=INT, default=4, help="rows: pairs of test images")
@@ -102,6 +102,13 @@ def _image_checkpoint(args: argparse.Namespace, what: str):
     return loaded
 
 
+def _beside_run(loaded) -> Path:
+    """Where a run's evaluations go by default: its run directory; for shipped weights, here."""
+    from .checkpoint import PRETRAINED
+
+    return Path(".") if loaded.path.parent == PRETRAINED else loaded.path.parent.parent
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     return {"nll": _eval_nll, "fid": _eval_fid}[args.eval_command](args)
 
@@ -125,13 +132,13 @@ def _eval_nll(args: argparse.Namespace) -> int:
         return 0
     from .evaluation.bits_per_dim import bits_per_dim, eval_images, nll_lines, write_nll_outputs
 
-    prepare_output(Path(args.out) if args.out else loaded.path.parent.parent / "eval" / "nll", folder=True)
+    out = Path(args.out) if args.out else _beside_run(loaded) / "eval" / "nll"
+    prepare_output(out, folder=True)
     images = eval_images(loaded, args.split, args.data_dir, args.n)
     result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed,
                           _device(args.device), progress=not args.quiet, respace_steps=args.respace)
     result.update({"checkpoint": str(loaded.path), "step": loaded.step, "split": args.split, "seed": args.seed,
                    "data": loaded.config.data.dataset})
-    out = Path(args.out) if args.out else loaded.path.parent.parent / "eval" / "nll"
     written = write_nll_outputs(result, out, f"{loaded.config.data.dataset} · step {loaded.step}")
     print("\n".join(nll_lines(result)))
     print("wrote: " + ", ".join(str(p) for p in written))

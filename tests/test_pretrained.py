@@ -1,0 +1,61 @@
+"""Packed float16 weights and the pretrained:NAME checkpoints that ship with the package."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ddpm import checkpoint as ckmod
+from ddpm.api import load
+from ddpm.checkpoint import pack, pretrained_names, resolve
+from ddpm.cli import main
+from ddpm.errors import CheckpointError
+from ddpm.generation import generate
+from ddpm.samplers import SamplerSpec
+
+
+@pytest.fixture()
+def shelf(run_dir, tmp_path, monkeypatch):
+    """A pretrained/ folder holding the tiny run packed as "tiny"."""
+    monkeypatch.setattr(ckmod, "PRETRAINED", tmp_path / "pretrained")
+    pack(run_dir, tmp_path / "pretrained" / "tiny", note="4 steps of the digits preset")
+    return tmp_path / "pretrained"
+
+
+def test_a_pack_holds_float16_ema_weights_and_draws_nearly_the_same_images(run_dir, tmp_path):
+    out = pack(run_dir, tmp_path / "p", note="how it was trained")
+    assert sorted(f.name for f in out.iterdir()) == ["ema.safetensors", "state.json"]
+    assert all(v.dtype == torch.float16 for v in load_file(str(out / "ema.safetensors")).values())
+    state = json.loads((out / "state.json").read_text())
+    assert state["packed"]["note"] == "how it was trained" and state["step"] == 4
+    spec = SamplerSpec("ddim", steps=5)
+    a = generate(load(out), 6, seed=2, sampler=spec).data
+    b = generate(load(run_dir), 6, seed=2, sampler=spec).data
+    assert (a.float() - b.float()).abs().mean() < 1.0  # float16 rounding of the weights moves few pixels by a level
+    with pytest.raises(CheckpointError, match="already exists"):
+        pack(run_dir, out)
+
+
+def test_pretrained_names_resolve_and_an_unknown_one_is_one_line(shelf, tmp_path, capsys, monkeypatch):
+    assert pretrained_names() == ["tiny"] and resolve("pretrained:tiny") == shelf / "tiny"
+    with pytest.raises(CheckpointError, match="there are: pretrained:tiny"):
+        resolve("pretrained:mnist-huge")
+    out = tmp_path / "s.png"
+    assert main(["sample", "--checkpoint", "pretrained:mnist-huge", "--n", "2", "--out", str(out)]) == 2
+    assert "no such shipped weights" in capsys.readouterr().err and not out.exists()
+    assert main(["sample", "--checkpoint", "pretrained:tiny", "--n", "4", "--steps", "3", "--quiet",
+                 "--out", str(out)]) == 0 and out.exists()
+    monkeypatch.chdir(tmp_path)  # eval's default output goes here, not into the package
+    assert main(["eval", "nll", "--checkpoint", "pretrained:tiny", "--n", "2", "--terms", "3", "--quiet"]) == 0
+    assert (tmp_path / "eval" / "nll").is_dir() and not (shelf / "eval").exists()
+
+
+@pytest.mark.skipif(not pretrained_names(), reason="no weights ship in this checkout")
+@pytest.mark.parametrize("name", pretrained_names())
+def test_every_shipped_weight_loads_and_samples(name):
+    loaded = load(f"pretrained:{name}")
+    labels = torch.arange(4) % loaded.num_classes if loaded.num_classes else None
+    images = generate(loaded, 4, seed=0, sampler=SamplerSpec("ddim", steps=4), labels=labels).data
+    assert images.dtype == torch.uint8 and images.shape[0] == 4 and np.isfinite(images.float().numpy()).all()
