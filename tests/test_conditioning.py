@@ -179,3 +179,38 @@ def test_a_2d_file_with_a_class_column(tmp_path, capsys):
     capsys.readouterr()
     assert main([*argv[:2], str(tmp_path / "bad.csv"), *argv[3:-1], str(tmp_path / "b"), "--class-conditional"]) == 2
     assert "the third column must hold class ids" in capsys.readouterr().err
+
+
+def test_nll_progressive_and_interpolate_take_classes(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from ddpm.api import load
+    from ddpm.data.images import load_digits_labels
+    from ddpm.evaluation.bits_per_dim import bits_per_dim, eval_images
+
+    run = tmp_path / "r"
+    assert main(["train", "--preset", "digits", "--class-conditional", "--T", "10", "--steps", "2", "--batch-size",
+                 "16", "--quiet", "--out", str(run)]) == 0
+    loaded = load(run)
+    images, seen = eval_images(loaded, "test", None, 6), []
+    truth = load_digits_labels()  # the digits "test" split is the whole set, in order
+    hook = loaded.model.register_forward_pre_hook(lambda m, args: seen.append(args[2].clone()))
+    bits_per_dim(loaded, images, batch_size=3, max_batch=6, labels=truth[:6])
+    hook.remove()
+    # each call holds 2 timesteps × 3 images, t-major: the labels of the batch, repeated
+    assert seen and all(torch.equal(y, truth[:3].repeat(2)) or torch.equal(y, truth[3:6].repeat(2)) for y in seen)
+    nll = ["eval", "nll", "--checkpoint", str(run), "--n", "6", "--quiet"]
+    assert main([*nll, "--class", "true", "--out", str(tmp_path / "a")]) == 0
+    assert main([*nll, "--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / k / "nll.json").read_text()) for k in "ab")
+    assert a["class"] == "true" and a["bits_per_dim"]["mean"] != b["bits_per_dim"]["mean"]
+    assert main(["progressive", "--checkpoint", str(run), "--n", "2", "--class", "3", "--guidance", "1", "--steps",
+                 "5", "--out", str(tmp_path / "p.png")]) == 0
+    assert main(["interpolate", "--checkpoint", str(run), "--pairs", "2", "--points", "3", "--t", "5", "--class",
+                 "1,2", "--out", str(tmp_path / "i")]) == 0
+    capsys.readouterr()
+    plain = tmp_path / "u"
+    assert main(["train", "--preset", "digits", "--T", "10", "--steps", "1", "--batch-size", "16", "--quiet",
+                 "--out", str(plain)]) == 0
+    assert main(["eval", "nll", "--checkpoint", str(plain), "--n", "2", "--class", "true", "--quiet"]) == 2
+    assert main(["progressive", "--checkpoint", str(plain), "--class", "3", "--out", str(tmp_path / "q.png")]) == 2
+    assert "trained without classes" in capsys.readouterr().err

