@@ -89,6 +89,22 @@ def test_features_do_not_depend_on_the_batch(extractor):
 
 
 @needs_weights
+def test_a_float16_copy_of_the_weights_computes_in_float32_and_nearly_the_same_features(extractor, tmp_path,
+                                                                                      monkeypatch):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.load(str(extractor.path)).half(), str(tmp_path / "half.pt"))
+    monkeypatch.setenv("DDPM_INCEPTION_WEIGHTS", str(tmp_path / "half.pt"))
+    half = fidmod.InceptionFeatures("cpu", batch_size=4)
+    assert all(p.dtype == torch.float32 for p in half.net.parameters())
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    a, b = extractor(images), half(images)
+    assert 0 < np.abs(a - b).max() < 0.05 * np.abs(a).max()
+
+
+@needs_weights
 def test_fid_cli_names_the_network_the_counts_and_caches_the_reference(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DDPM_CACHE", str(tmp_path / "cache"))
     digits = pytest.importorskip("sklearn.datasets").load_digits().images

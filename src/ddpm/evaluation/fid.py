@@ -55,7 +55,8 @@ class InceptionFeatures:
         self.path = find_inception_weights()
         with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export; the file is TorchScript
             warnings.simplefilter("ignore", DeprecationWarning)
-            self.net = torch.jit.load(str(self.path), map_location=device).eval()
+            # float(): a float16 copy of the weights (benchmarks/inception_fp16.py) computes in float32 too
+            self.net = torch.jit.load(str(self.path), map_location=device).float().eval()
         self.device = torch.device(device)
         self.batch_size = batch_size
 
