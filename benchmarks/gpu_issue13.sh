@@ -20,8 +20,9 @@ log "bare mnist training step at the preset's batch (32) and at 128"
 timeout 60 python3 benchmarks/gpu_speed.py --preset mnist --batch 32 --skip sample --no-compile | tail -14 > $W/bare32.txt
 cat $W/bare32.txt
 for prec in fp32 bf16; do
-  log "the whole trainer: ddpm train --preset mnist --precision $prec, 1000 steps"
-  timeout 90 python3 -m ddpm train --preset mnist --data-dir .mnist --steps 1000 --precision $prec --quiet \
+  log "the whole trainer: ddpm train --preset mnist --precision $prec (bf16 with --channels-last), 1000 steps"
+  cl=(); [ $prec = bf16 ] && cl=(--channels-last)
+  timeout 90 python3 -m ddpm train --preset mnist --data-dir .mnist --steps 1000 --precision $prec "${cl[@]}" --quiet \
     --out $W/train_$prec
   tail -n 2 $W/train_$prec/log.csv
 done

@@ -225,3 +225,15 @@ def test_compiled_training_matches_eager_on_a_tiny_network(tmp_path):
     a, b = eager.state.model.state_dict(), compiled.state.model.state_dict()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
     assert eager.state.losses == pytest.approx(compiled.state.losses, rel=1e-4)
+
+
+def test_channels_last_training_is_the_same_arithmetic(tmp_path):
+    run = tiny(2, checkpoint_every=2, dropout=0.0)
+    plain = train_images(run, tmp_path / "plain", progress=False)
+    nhwc = train_images(replace(run, channels_last=True), tmp_path / "nhwc", progress=False)
+    conv = next(p for p in nhwc.state.model.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    a, b = plain.state.model.state_dict(), nhwc.state.model.state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert Checkpoint.read(tmp_path / "nhwc").config.channels_last  # and resuming may switch it off
+    assert main(["train", "--data", "gmm", "--channels-last", "--out", str(tmp_path / "p")]) == 2

@@ -96,6 +96,7 @@ class RunConfig:
     log_every: int = 100
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast; emulated (slow) on most CPUs
     compile: bool = False  # torch.compile the network (minutes of compilation per graph)
+    channels_last: bool = False  # images: weights and batches in channels-last (NHWC) memory, for GPU convolutions
     label_dropout: float = 0.1  # class-conditional runs: P(label -> "no class"), Ho & Salimans 2022
 
     def __post_init__(self) -> None:

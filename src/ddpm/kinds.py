@@ -20,6 +20,7 @@ from .data.points import Standardizer, load_points
 from .data.folder import ImageFolder
 from .data.sources import EpochOrder, build_image_data, build_image_labels, gather, image_classes
 from .errors import CheckpointError, ConfigError, DataError
+from .rng import to_device
 
 REFERENCE_POINTS = 4000  # data points a 2-D checkpoint keeps for plots and metrics
 
@@ -63,6 +64,7 @@ class TrainingData(Protocol):
         ...
 
     def state_dict(self) -> dict[str, int]: ...
+    def to(self, device: torch.device) -> "TrainingData": ...
     def load_state_dict(self, state: dict[str, int]) -> None: ...
     def tensors(self) -> dict[str, torch.Tensor]: ...
     def info(self) -> dict: ...
@@ -89,6 +91,9 @@ class PointSource:
 
     def state_dict(self) -> dict[str, int]:
         return {}  # every draw comes from the step's generator
+
+    def to(self, device: torch.device) -> "PointSource":
+        return self  # drawn afresh each step on the CPU (a few thousand numbers)
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         pass
@@ -134,9 +139,17 @@ class ImageSource:
             if self.labels.shape[0] != len(self.data):
                 raise DataError(f"{name}: {self.labels.shape[0]} labels for {len(self.data)} images")
 
+    def to(self, device: torch.device) -> "ImageSource":
+        """A data set held in memory (MNIST, CIFAR-10, digits) moves to ``device`` whole, so that a
+        GPU gathers and flips its batches itself; an image folder stays where it is read."""
+        if isinstance(self.data, torch.Tensor):
+            self.data = self.data.to(device)
+        return self
+
     def batch(self, generator: torch.Generator, part: slice, total: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = self.order.next()  # the global batch; this process reads only its own share of it
-        x = to_model_range(gather(self.data, idx[part]))  # (B / world size, C, H, W) in [-1, 1]
+        where = self.data.device if isinstance(self.data, torch.Tensor) else torch.device("cpu")
+        x = to_model_range(gather(self.data, to_device(idx[part], where)))  # (B / world size, C, H, W) in [-1, 1]
         x = random_flip(x, generator, part, len(idx)) if self.flip else x
         return x, (self.labels[idx[part]] if self.labels is not None else None)
 

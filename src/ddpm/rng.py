@@ -150,10 +150,15 @@ def randn(shape: Sequence[int], generator: Generators = None, dtype: torch.dtype
         raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
     noise = torch.stack([torch.randn(tuple(shape[1:]), generator=g, dtype=dtype, device=g.device)
                          for g in generator])
-    if device is not None and torch.device(device).type == "cuda" and noise.device.type == "cpu":
-        # from page-locked memory the copy does not wait for the GPU's queue (a sampler step each)
-        return noise.pin_memory().to(device, non_blocking=True)
-    return noise.to(device)
+    return noise if device is None else to_device(noise, torch.device(device))
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """x on ``device``; a CPU tensor goes to a GPU through page-locked memory, so the copy does
+    not wait for the GPU's queue (host-drawn numbers copied every step)."""
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def per_sample_generators(seed: int, start: int, count: int) -> list[torch.Generator]:

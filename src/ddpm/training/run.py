@@ -60,8 +60,9 @@ def restore(ckpt: Checkpoint, state: TrainState, data: TrainingData) -> None:
 
 
 #: Settings a resumed run may change: its length and the cadence of what it writes (and how it
-#: runs: the device, the time limit and --compile leave the arithmetic as it was).
-MAY_CHANGE = {"steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every", "compile"}
+#: runs: the device, the time limit, --compile and --channels-last leave the arithmetic as it was).
+MAY_CHANGE = {"steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every", "compile",
+              "channels_last"}
 
 
 def changed_settings(old: RunConfig, new: RunConfig) -> list[str]:
@@ -187,9 +188,10 @@ def _train(config: RunConfig, out_dir: Path, device: torch.device, resume_from: 
     kind = kind_of(config)
     main = dist.is_main()
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main else (lambda msg: None)
-    data = kind.source(config)
+    data = kind.source(config).to(device)
     torch.manual_seed(seed_for(config.seed))  # the initial weights (DDP then copies rank 0's to all)
-    state = make_train_state(kind.model(config).to(device), config.diffusion, config.optim)
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    state = make_train_state(kind.model(config).to(device, memory_format=layout), config.diffusion, config.optim)
     if dist.world_size() > 1:
         state.forward = torch.nn.parallel.DistributedDataParallel(
             state.model, device_ids=[device] if device.type == "cuda" else None)
@@ -219,6 +221,7 @@ def _train(config: RunConfig, out_dir: Path, device: torch.device, resume_from: 
         torch.manual_seed(seed_for(config.seed, state.step, dist.rank()))  # this step's dropout
         part = dist.local_slice(batch)
         x, y = data.batch(g, part, batch)
+        x = x.contiguous(memory_format=layout) if x.dim() == 4 else x
         if y is not None and config.label_dropout > 0:
             y = drop_labels(y, g, part, batch, config.label_dropout, config.model.num_classes)
         return x, batch, y

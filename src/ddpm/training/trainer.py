@@ -28,7 +28,7 @@ from torch import nn
 
 from ..config import DiffusionConfig, OptimConfig
 from ..errors import DDPMError
-from ..rng import CounterNoise, seed_for
+from ..rng import CounterNoise, seed_for, to_device
 from ..losses import training_loss
 from ..schedules import NoiseSchedule
 from . import distributed as dist
@@ -169,14 +169,6 @@ def draw_batch(state: TrainState, x0: torch.Tensor, generator: torch.Generator,
     eps = noise.randn(x0.shape, x0.dtype, device)  # example j's ε, made on the device
     return Batch(to_device(x0, device), to_device(draw.t[part], device), eps, to_device(draw.weights[part], device),
                  to_device(y, device) if y is not None else None)
-
-
-def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """x on ``device``; a CPU tensor goes to a GPU through page-locked memory, so the copy does
-    not wait for the GPU's queue."""
-    if device.type == "cuda" and x.device.type == "cpu":
-        return x.pin_memory().to(device, non_blocking=True)
-    return x.to(device)
 
 
 def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusion: DiffusionConfig,
