@@ -26,6 +26,11 @@ for prec in fp32 bf16; do
     --out $W/train_$prec
   tail -n 2 $W/train_$prec/log.csv
 done
+python3 -c "
+import numpy as np
+a, b = (np.loadtxt('$W/train_' + p + '/log.csv', delimiter=',', skiprows=1)[:, 1] for p in ('fp32', 'bf16'))
+print('loss rows fp32:', np.round(a, 4)); print('loss rows bf16:', np.round(b, 4))
+print('bf16 against fp32, mean over the rows: %+.2f %%' % (100 * (b.mean() / a.mean() - 1)))"
 log "torchrun (nccl, 1 process) against one process: ddpm sample, 256 images, DDIM 50 steps"
 timeout 60 torchrun --nproc_per_node=1 -m ddpm sample --checkpoint $W/train_fp32 --num-samples 256 --sampler ddim \
   --steps 50 --quiet --out $W/tr.npz

@@ -9,7 +9,8 @@
 #      at guidance 0 and 2 (1000-step ancestral, NC samples, benchmarks/conditional_mnist.py's
 #      classifier) and 64-sample pictures of both.
 # Needs MNIST idx files in .mnist/ (`ddpm data export-mnist .mnist`). SMOKE=1 runs it tiny on a CPU.
-# Copy $OUT/pretrained/* into src/ddpm/pretrained/ to ship them; the log says how they were made.
+# Copy $OUT/pretrained/* into src/ddpm/pretrained/ to ship them; $OUT/results.tgz holds the log, the
+# figures (JSON) and the pictures (a GPU call brings back at most 8 files).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/pretrained}; W=${WORK:-/tmp/gpu_pre}
@@ -44,12 +45,13 @@ log "pretrained mnist-cond: recognised share at guidance 0 and 2 ($NC samples)"
 timeout 240 python3 benchmarks/conditional_mnist.py --out $W/cond --run "$OUT/pretrained/mnist-cond" \
   --phase classifier sample --data-dir .mnist --device $DEVICE --n $NC --guidance 0 2 --sampler ancestral \
   --steps $CSTEPS --eta 0 --batch-size 1000 --ref-n $REFN
-cp $W/cond/classes_by_guidance.png $W/cond/conditional_mnist.json "$OUT/" 2>/dev/null
+mkdir -p $W/res && cp $W/cond/classes_by_guidance.png $W/cond/conditional_mnist.json $W/res/ 2>/dev/null
 log "pictures: 64 samples each (1000-step ancestral)"
 python3 -m ddpm sample --checkpoint "$OUT/pretrained/mnist" --num-samples 64 --device $DEVICE --quiet \
-  "${SAMPLER[@]}" --out "$OUT/mnist_64.png"
+  "${SAMPLER[@]}" --out $W/res/mnist_64.png
 python3 -m ddpm sample --checkpoint "$OUT/pretrained/mnist-cond" --num-samples 64 --class all --guidance 2 \
-  --device $DEVICE --quiet "${SAMPLER[@]}" --out "$OUT/mnist_cond_64.png"
-cp $W/fid_mnist.json "$OUT/" 2>/dev/null
+  --device $DEVICE --quiet "${SAMPLER[@]}" --out $W/res/mnist_cond_64.png
+cp $W/fid_mnist.json $W/res/ 2>/dev/null
 log done
-} 2>&1 | tee "$OUT/log.txt"
+} 2>&1 | tee $W/log.txt
+cp $W/log.txt $W/res/ && tar czf "$OUT/results.tgz" -C $W/res .

@@ -20,7 +20,7 @@ import torch
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
-    p.add_argument("--n", type=int, default=400)
+    p.add_argument("--n", type=int, default=400, help="images a side for the comparison (0: only write the copy)")
     args = p.parse_args()
     from ddpm.data.images import load_mnist
     from ddpm.evaluation.fid import FeatureStats, InceptionFeatures, find_inception_weights, frechet_distance
@@ -32,6 +32,8 @@ def main() -> None:
     net.half()
     torch.jit.save(net, args.out)
     print(f"wrote {args.out} ({__import__('os').path.getsize(args.out) / 2**20:.1f} MiB) from {src}")
+    if args.n == 0:
+        return
     test, train = load_mnist(None, "test")[:args.n], load_mnist(None, "train")[:args.n]
     full = InceptionFeatures("cpu")
     import os

@@ -94,3 +94,24 @@ def test_unknown_schemes_and_seeds_are_refused():
         SamplerSpec(noise="mt")
     with pytest.raises(ValueError, match="seed"):
         CounterNoise(-1, [0])
+
+
+def test_a_draw_on_a_device_copies_nothing_from_the_host(monkeypatch):
+    """On a GPU a copy of host data (torch.tensor/as_tensor with a device) waits for the device's
+    queue; after the first draw (which moves the indices and the multipliers once) none is made.
+    The "meta" device stands in for a GPU: the tensor path runs there, shapes only."""
+    noise = CounterNoise(3, range(5))
+    assert noise.randn((5, 7), device="meta").shape == (5, 7)
+    made = []
+    for name in ("tensor", "as_tensor"):
+        real = getattr(torch, name)
+
+        def guard(*args, _real=real, _name=name, **kwargs):
+            if kwargs.get("device") is not None and torch.device(kwargs["device"]).type != "cpu":
+                made.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(torch, name, guard)
+    for _ in range(2):
+        assert noise.randn((5, 2, 3), device="meta").device.type == "meta"
+    assert made == []

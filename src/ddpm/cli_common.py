@@ -31,7 +31,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 MAX_BATCH = 2**20  # samples or images in one batch
 CHECKPOINT_HELP = ("a run directory (its newest checkpoint), a checkpoint, or pretrained:NAME (weights that ship "
-                   "with the package: pretrained:mnist, pretrained:mnist-cond)")
+                   "with the package; an unknown NAME lists them)")
 
 
 def _integer(low: int = -(2**63) + 1, high: int = 2**63 - 1, what: str = "an integer"):

@@ -1,8 +1,8 @@
 """The one generation path: from a loaded checkpoint, points or images, to samples.
 
-``denoise`` runs any sampler from a given x (x_T, or an x_t made from data) with one
-generator per sample, so sample i is the same at any batch size; ``generate`` starts it from
-N(0, I) in batches. Both keep what a caller asks for on the way: states x_t and predictions
+``denoise`` runs any sampler from a given x (x_T, or an x_t made from data) with noise keyed by
+sample (``ddpm.rng``), so sample i is the same at any batch size; ``generate`` starts it from
+N(0, I) in batches, and draws any contiguous share of a run's samples (a torchrun process's). Both keep what a caller asks for on the way: states x_t and predictions
 x̂_0(x_t, t) at chosen t, mapped to the data's own values by the kind's codec. ``ddpm sample``,
 FID, progressive generation, interpolation and the pictures drawn while training all use them.
 """

@@ -27,6 +27,17 @@ NOISE_SCHEMES = ("philox", "generators")
 NUMPY_ON_CPU = True  # CounterNoise on the CPU: NumPy's uint64 words (the same bits, ~4× faster than int64 tensors)
 
 
+_MULTIPLIERS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _multipliers(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The round multipliers' 16-bit halves as int64 tensors on ``device``, made once per device."""
+    if device not in _MULTIPLIERS:
+        _MULTIPLIERS[device] = (torch.tensor([m & 0xFFFF for m in _PHILOX_M], dtype=torch.int64, device=device),
+                                torch.tensor([m >> 16 for m in _PHILOX_M], dtype=torch.int64, device=device))
+    return _MULTIPLIERS[device]
+
+
 def philox4x32(counter: Sequence, key: tuple[int, int], rounds: int = 10) -> list:
     """Philox4x32-``rounds`` (Salmon et al. 2011) of a counter of four 32-bit words under a key of
     two: four words of 32 random bits. The words are int64 tensors or NumPy uint64 arrays (plain
@@ -40,13 +51,12 @@ def philox4x32(counter: Sequence, key: tuple[int, int], rounds: int = 10) -> lis
         words = np.broadcast_arrays(*(np.asarray(c, dtype=np.uint64) for c in counter))
         even, odd = np.stack([words[0], words[2]]), np.stack([words[1], words[3]])  # (2, ...)
         m = np.array(_PHILOX_M, dtype=np.uint64).reshape(2, *[1] * (even.ndim - 1))
-    else:
+    else:  # nothing here copies host data to the device (a copy from pageable memory would wait for it)
         device = next(c.device for c in counter if isinstance(c, torch.Tensor))
-        words = torch.broadcast_tensors(*(torch.as_tensor(c, dtype=torch.int64, device=device) for c in counter))
+        words = torch.broadcast_tensors(*(c if isinstance(c, torch.Tensor) else
+                                          torch.full((), c, dtype=torch.int64, device=device) for c in counter))
         even, odd = torch.stack([words[0], words[2]]), torch.stack([words[1], words[3]])
-        shape = (2, *[1] * (even.dim() - 1))
-        m_lo = torch.tensor([m & 0xFFFF for m in _PHILOX_M], device=device).reshape(shape)
-        m_hi = torch.tensor([m >> 16 for m in _PHILOX_M], device=device).reshape(shape)
+        m_lo, m_hi = (m.reshape(2, *[1] * (even.dim() - 1)) for m in _multipliers(device))
     k0, k1 = key
     for r in range(rounds):
         if r:

@@ -81,7 +81,7 @@ def repaint(loaded: Loaded, x0: torch.Tensor, keep: torch.Tensor, x_start: torch
 
 
 def _q_sample(loaded: Loaded, x0: torch.Tensor, t: int, generators: Generators) -> torch.Tensor:
-    """x_t ~ q(x_t | x_0) with the samples' own generators (Ho et al. 2020 eq. 4)."""
+    """x_t ~ q(x_t | x_0) with the samples' own noise (Ho et al. 2020 eq. 4)."""
     noise = randn(x0.shape, generators, x0.dtype, x0.device)
     return q_sample(loaded.schedule, x0, torch.full((x0.shape[0],), t, device=x0.device), noise)
 
@@ -96,7 +96,7 @@ def start_level(strength: float, T: int) -> int:
 def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sampler: SamplerSpec = SamplerSpec(),
             seed: int = 0, resample: int = 1, jump: int = 1, labels=None, guidance: float = 0.0) -> torch.Tensor:
     """Fill the ``generate_mask`` part (True: generate) of ``data`` (in the data's own values, e.g.
-    uint8 images) from N(0, I) with RePaint; sample i uses its own generator. Returns decoded data
+    uint8 images) from N(0, I) with RePaint; sample i's noise is keyed by (seed, i). Returns decoded data
     whose kept part equals the input."""
     x0 = loaded.codec.encode(data.to(loaded.device))
     gens = sample_noise(seed, 0, x0.shape[0], sampler.noise)
@@ -111,7 +111,7 @@ def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: Sampler
            generate_mask: torch.Tensor | None = None, labels=None, guidance: float = 0.0) -> torch.Tensor:
     """SDEdit (Meng et al. 2022): noise ``data`` to t0 = round(strength·T) with q(x_t0 | x_0), then
     run the sampler from t0; with ``generate_mask`` only that part changes. Strength 0 returns the
-    input unchanged; sample i uses its own generator."""
+    input unchanged; sample i's noise is keyed by (seed, i)."""
     t0 = start_level(strength, loaded.schedule.T)
     if t0 == 0:
         return data.clone().cpu()

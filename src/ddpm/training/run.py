@@ -241,9 +241,10 @@ def _train(config: RunConfig, out_dir: Path, device: torch.device, resume_from: 
                     last.append(snapshot(config, st, data, log).write(out_dir))
                     prune(out_dir, config.keep_checkpoints)
                 dist.barrier()
-            if main and sample_due(st.step, config.sample_every):
-                st.sync()
-                _sample_picture(config, st, data, out_dir, device)
+            if sample_due(st.step, config.sample_every):
+                st.sync()  # on every process, so that all halt at the same step
+                if main:
+                    _sample_picture(config, st, data, out_dir, device)
             if stopping:
                 say(f"stopped by {why or 'another process'} after step {st.step}; checkpoint written")
             return stopping
