@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from .cli_common import (CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _class_labels,
-                         _device, _finite, _sampler_spec)
-from .errors import ConfigError, DataError
+                         _device, _finite, _image_checkpoint, _sampler_spec)
+from .errors import DataError
 
 
 def _add_editing_parsers(sub, fmt) -> None:
@@ -67,7 +67,6 @@ def read_mask(path: str | Path, n: int, size: int):
 
 
 def _cmd_edit(args: argparse.Namespace) -> int:
-    from .api import load
     from .applications.editing import inpaint, sdedit, start_level
     from .config import to_dict
     from .evaluation.fid import images_from_path
@@ -75,9 +74,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     from .generation import Samples
     from .outputs import sample_format, write_samples
 
-    loaded = load(args.checkpoint, use_ema=not args.no_ema)
-    if loaded.kind != "image":
-        raise ConfigError(f"{args.command} works on image checkpoints; {loaded.path} is a 2-D one")
+    loaded = _image_checkpoint(args, args.command)
     out = Path(args.out)
     fmt = sample_format("image", out)
     spec = _sampler_spec(args)
