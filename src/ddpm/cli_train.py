@@ -41,8 +41,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    "checkpoint directory")
     p.add_argument("--allow-changes", action="store_true", help="resume a run although this command's settings "
                    "differ from its own (seed, learning rate, batch size, schedule, model, data, …); without it "
-                   "such a resume stops and lists them. The steps, the cadences, --time-limit and the device may "
-                   "always change")
+                   "such a resume stops and lists them. The steps, the cadences, --time-limit, --compile, "
+                   "--channels-last and the device may always change")
     p.add_argument("--checkpoint-every", type=INT, default=S, help="steps between checkpoints (default: 1000 for "
                    "2-D, the preset's)")
     p.add_argument("--time-limit", type=_finite, default=None, metavar="MINUTES", help="stop with a checkpoint after "
