@@ -48,7 +48,7 @@ def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambda
     if method not in ("ancestral", "ddim"):
         raise ConfigError(f"interpolation method must be 'ancestral' or 'ddim', got {method!r}")
     x0a, x0b = loaded.codec.encode(a), loaded.codec.encode(b)
-    P = a.shape[0]
+    P, y = a.shape[0], labels.to(x0a.device) if labels is not None else None
     if method == "ancestral":
         sampler = SamplerSpec("ancestral", noise=noise)
         gens = sample_noise(seed, 0, P, noise)
@@ -58,13 +58,12 @@ def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambda
     else:
         sampler = SamplerSpec("ddim", steps=ddim_steps or t, spacing="linspace", noise=noise)
         timesteps = sampler.timesteps_for(schedule.T, start=t)
-        net = network(loaded, labels.to(x0a.device) if labels is not None else None, guidance)
+        net = network(loaded, y, guidance)
         xa = ddim_invert(net, schedule, x0a, loaded.prediction, timesteps=timesteps)
         xb = ddim_invert(net, schedule, x0b, loaded.prediction, timesteps=timesteps)
     rows = []
     for lam in lambdas:
         gens = sample_noise(seed + 1, 0, P, noise)  # the same reverse noise for every λ
-        y = labels.to(xa.device) if labels is not None else None
         rows.append(denoise(loaded, (1.0 - lam) * xa + lam * xb, sampler, gens, start=t, labels=y,
                             guidance=guidance).data)
     return torch.stack(rows, dim=1)
