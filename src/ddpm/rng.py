@@ -14,7 +14,9 @@ batch (or process) it sits in and image i is the same at any batch size. Two way
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from typing import Sequence, Union
 
 import numpy as np
@@ -40,8 +42,8 @@ def _multipliers(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 def philox4x32(counter: Sequence, key: tuple[int, int], rounds: int = 10) -> list:
     """Philox4x32-``rounds`` (Salmon et al. 2011) of a counter of four 32-bit words under a key of
-    two: four words of 32 random bits. The words are int64 tensors or NumPy uint64 arrays (plain
-    ints too), which broadcast; the same kind in as out.
+    two: four words of 32 random bits. The words are int64 tensors (int64 tensors come back) or
+    NumPy integer arrays (uint32 arrays come back), which broadcast; plain ints go with either.
 
     The two multiplications of a round run as one on the stacked words (c0, c2), and the round's
     swap is a reversal of that stack: half the array operations of the textbook form, which is
@@ -49,38 +51,60 @@ def philox4x32(counter: Sequence, key: tuple[int, int], rounds: int = 10) -> lis
     16-bit halves so that no product overflows (every one stays below 2^48)."""
     if any(isinstance(c, np.ndarray) for c in counter):
         words = np.broadcast_arrays(*(np.asarray(c, dtype=np.uint64) for c in counter))
-        even, odd = np.stack([words[0], words[2]]), np.stack([words[1], words[3]])  # (2, ...)
-        m = np.array(_PHILOX_M, dtype=np.uint64).reshape(2, *[1] * (even.ndim - 1))
-    else:  # nothing here copies host data to the device (a copy from pageable memory would wait for it)
-        device = next(c.device for c in counter if isinstance(c, torch.Tensor))
-        words = torch.broadcast_tensors(*(c if isinstance(c, torch.Tensor) else
-                                          torch.full((), c, dtype=torch.int64, device=device) for c in counter))
-        even, odd = torch.stack([words[0], words[2]]), torch.stack([words[1], words[3]])
-        m_lo, m_hi = (m.reshape(2, *[1] * (even.dim() - 1)) for m in _multipliers(device))
-    k0, k1 = key
-    for r in range(rounds):
-        if r:
-            k0, k1 = (k0 + _PHILOX_W[0]) & _M32, (k1 + _PHILOX_W[1]) & _M32
-        if isinstance(even, np.ndarray):
-            prod = even * m
-            hi, lo = (prod >> np.uint64(32))[::-1], (prod & np.uint64(_M32))[::-1]
-            even = hi ^ odd ^ np.array([k0, k1], dtype=np.uint64).reshape(m.shape)
-        else:
-            p_lo, p_hi = even * m_lo, even * m_hi
-            t = p_lo + ((p_hi & 0xFFFF) << 16)
-            hi, lo = ((p_hi >> 16) + (t >> 32)).flip(0), (t & _M32).flip(0)
-            even = hi ^ odd
-            even[0] ^= k0
-            even[1] ^= k1
+        even, odd = _philox_numpy(np.stack([words[0], words[2]]).astype(np.uint32),
+                                  np.stack([words[1], words[3]]).astype(np.uint32), key, rounds)
+        return [even[0], odd[0], even[1], odd[1]]
+    # nothing here copies host data to the device (a copy from pageable memory would wait for it)
+    device = next(c.device for c in counter if isinstance(c, torch.Tensor))
+    words = torch.broadcast_tensors(*(c if isinstance(c, torch.Tensor) else
+                                      torch.full((), c, dtype=torch.int64, device=device) for c in counter))
+    even, odd = torch.stack([words[0], words[2]]), torch.stack([words[1], words[3]])
+    m_lo, m_hi = (m.reshape(2, *[1] * (even.dim() - 1)) for m in _multipliers(device))
+    for k0, k1 in _round_keys(key, rounds):
+        p_lo, p_hi = even * m_lo, even * m_hi
+        t = p_lo + ((p_hi & 0xFFFF) << 16)
+        hi, lo = ((p_hi >> 16) + (t >> 32)).flip(0), (t & _M32).flip(0)
+        even = hi ^ odd
+        even[0] ^= k0
+        even[1] ^= k1
         odd = lo
     return [even[0], odd[0], even[1], odd[1]]
+
+
+@functools.lru_cache(maxsize=64)
+def _round_keys(key: tuple[int, int], rounds: int) -> tuple[tuple[int, int], ...]:
+    """The key of each round: the seed's two words, bumped by the Weyl increments."""
+    (k0, k1), out = key, []
+    for _ in range(rounds):
+        out.append((k0, k1))
+        k0, k1 = (k0 + _PHILOX_W[0]) & _M32, (k1 + _PHILOX_W[1]) & _M32
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _round_keys_numpy(key: tuple[int, int], rounds: int, ndim: int) -> tuple[np.ndarray, ...]:
+    return tuple(np.array(k, dtype=np.uint32).reshape(2, *[1] * ndim) for k in _round_keys(key, rounds))
+
+
+def _philox_numpy(even: np.ndarray, odd: np.ndarray, key: tuple[int, int], rounds: int) -> tuple:
+    """The rounds on uint32 words stacked as (c0, c2) and (c1, c3): each 32x32-bit product is
+    one uint64 whose two uint32 halves are read in place (a little-endian view), so a round is
+    three array operations (about 3x fewer element passes than shifting and masking uint64 words)."""
+    m = np.array(_PHILOX_M, dtype=np.uint64).reshape(2, *[1] * (even.ndim - 1))
+    lo_at, hi_at = (0, 1) if sys.byteorder == "little" else (1, 0)
+    for k in _round_keys_numpy(key, rounds, even.ndim - 1):
+        halves = np.multiply(even, m).view(np.uint32)  # (2, ..., 2n): lo, hi, lo, hi, …
+        even = np.bitwise_xor(halves[..., hi_at::2][::-1], odd)
+        even ^= k
+        odd = halves[..., lo_at::2][::-1]
+    return even, odd
 
 
 def _box_muller(words: list, xp) -> "torch.Tensor | np.ndarray":
     """Four words of 32 random bits -> (..., 4) standard normals (float32), by ``xp`` (torch or
     numpy). 24 bits each make u in (0, 1), exact in float32, so log(u) is finite (|z| < 5.8)."""
     if xp is np:
-        u = [((w >> np.uint64(8)).astype(np.float32) + 0.5) * 2.0**-24 for w in words]
+        u = [((w >> w.dtype.type(8)).astype(np.float32) + 0.5) * 2.0**-24 for w in words]
     else:
         u = [((w >> 8).to(torch.float32) + 0.5) * 2.0**-24 for w in words]
     r01, r23 = xp.sqrt(-2.0 * xp.log(u[0])), xp.sqrt(-2.0 * xp.log(u[2]))
@@ -123,9 +147,12 @@ class CounterNoise:
 
     def _normals_numpy(self, blocks: int, draw: int) -> np.ndarray:
         idx = self.indices.numpy().astype(np.uint64)[:, None]
-        words = philox4x32((np.arange(blocks, dtype=np.uint64)[None, :], np.uint64(draw),
-                            idx & np.uint64(_M32), idx >> np.uint64(32)), self.key)
-        return _box_muller(words, np)  # (B, blocks, 4)
+        even = np.empty((2, len(idx), blocks), dtype=np.uint32)  # counter words (c0, c2) and (c1, c3)
+        odd = np.empty_like(even)
+        even[0], even[1] = np.arange(blocks, dtype=np.uint32), idx & np.uint64(_M32)
+        odd[0], odd[1] = draw, idx >> np.uint64(32)
+        even, odd = _philox_numpy(even, odd, self.key, 10)
+        return _box_muller([even[0], odd[0], even[1], odd[1]], np)  # (B, blocks, 4)
 
     def _normals_torch(self, blocks: int, draw: int, device: torch.device) -> torch.Tensor:
         if device not in self._on:
