@@ -21,6 +21,7 @@ __all__ = [
     "Parameterization", "VarianceType", "Gaussian", "Prediction", "PredictionConfig", "q_step_mean_var",
     "q_step_sample", "q_mean_var", "q_sample", "q_posterior", "x0_from_eps", "eps_from_x0", "v_from_x0_eps",
     "x0_from_v", "eps_from_v", "x0_from_mean", "model_output_from_x0", "noise_like", "p_mean_variance",
+    "predict_x0_eps",
 ]
 
 #: What the network predicts: ε (default, Ho et al. eq. 11), x_0, v (Salimans & Ho 2022), or
@@ -51,14 +52,10 @@ class PredictionConfig:
 
     def __post_init__(self) -> None:
         if self.parameterization not in get_args(Parameterization):
-            raise ConfigError(
-                f"parameterization must be one of {', '.join(get_args(Parameterization))}, "
-                f"got {self.parameterization!r}"
-            )
+            raise ConfigError(f"parameterization must be one of {', '.join(get_args(Parameterization))}, "
+                              f"got {self.parameterization!r}")
         if self.variance not in get_args(VarianceType):
-            raise ConfigError(
-                f"variance must be one of {', '.join(get_args(VarianceType))}, got {self.variance!r}"
-            )
+            raise ConfigError(f"variance must be one of {', '.join(get_args(VarianceType))}, got {self.variance!r}")
 
     @property
     def learned_variance(self) -> bool:
@@ -211,13 +208,12 @@ def _x0_from_output(
 
 
 class Prediction(NamedTuple):
-    """p_θ(x_{t−1} | x_t) and what the network implies about x_0 and ε."""
+    """p_θ(x_{t−1} | x_t) and the x̂_0 the network implies (ε̂: :func:`predict_x0_eps`)."""
 
     mean: torch.Tensor
     variance: torch.Tensor
     log_variance: torch.Tensor
     pred_x0: torch.Tensor
-    pred_eps: torch.Tensor
     model_output: torch.Tensor  # the raw output, variance channels included
 
 
@@ -242,23 +238,9 @@ def _variance(
     return torch.exp(log_var), log_var
 
 
-def p_mean_variance(
-    model: Model,
-    schedule: NoiseSchedule,
-    xt: torch.Tensor,
-    t: torch.Tensor | int,
-    config: PredictionConfig = PredictionConfig(),
-    model_output: torch.Tensor | None = None,
-) -> Prediction:
-    """p_θ(x_{t−1} | x_t) = N(μ_θ(x_t, t), σ_t² I), Ho et al. (2020) eq. 1 and §3.2.
-
-    ``model(x_t, t)`` is called with the paper's t (unless ``model_output`` is given). For
-    ε-prediction μ_θ = (x_t − β_t/√(1−ᾱ_t) ε_θ)/√α_t (eq. 11), computed through x̂_0 and the
-    posterior mean, which is algebraically identical and lets x̂_0 be clipped.
-
-    ``t`` is a (B,) tensor, or one int for the whole batch (as the samplers pass it): that one
-    is checked in Python, so a step on a GPU waits for nothing (checking a tensor reads it back).
-    """
+def _read_output(model: Model, schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor | int,
+                 config: PredictionConfig, model_output: torch.Tensor | None):
+    """(t as a (B,) tensor, the raw output, its mean part, its variance part or None, x̂_0)."""
     if not isinstance(t, torch.Tensor):
         t = operator.index(t)  # an int (numpy's too); a float is a TypeError
         if not 1 <= t <= schedule.T:
@@ -270,24 +252,42 @@ def p_mean_variance(
     var_out = None
     if config.learned_variance:
         if out.shape[1] != 2 * xt.shape[1]:
-            raise ValueError(
-                f"variance {config.variance!r} needs {2 * xt.shape[1]} output channels, the model gave {out.shape[1]}"
-            )
+            raise ValueError(f"variance {config.variance!r} needs {2 * xt.shape[1]} output channels, "
+                             f"the model gave {out.shape[1]}")
         out_mean, var_out = out.chunk(2, dim=1)
     else:
         if out.shape != xt.shape:
             raise ValueError(f"the model output has shape {tuple(out.shape)}, expected {tuple(xt.shape)}")
         out_mean = out
-    variance, log_variance = _variance(schedule, config.variance, var_out, t, xt)
     pred_x0 = _x0_from_output(schedule, config.parameterization, xt, t, out_mean)
-    if config.clip_x0:
-        pred_x0 = pred_x0.clamp(-1.0, 1.0)
-    if config.parameterization == "mean":  # the network's μ is used as is (x̂_0 only reports it)
-        mean = out_mean
-    else:
-        mean = q_posterior(schedule, pred_x0, xt, t).mean
-    pred_eps = eps_from_x0(schedule, xt, t, pred_x0)
-    return Prediction(mean, variance, log_variance, pred_x0, pred_eps, out)
+    return t, out, out_mean, var_out, pred_x0.clamp(-1.0, 1.0) if config.clip_x0 else pred_x0
+
+
+def p_mean_variance(model: Model, schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor | int,
+                    config: PredictionConfig = PredictionConfig(),
+                    model_output: torch.Tensor | None = None) -> Prediction:
+    """p_θ(x_{t−1} | x_t) = N(μ_θ(x_t, t), σ_t² I), Ho et al. (2020) eq. 1 and §3.2.
+
+    ``model(x_t, t)`` is called with the paper's t (unless ``model_output`` is given). For
+    ε-prediction μ_θ = (x_t − β_t/√(1−ᾱ_t) ε_θ)/√α_t (eq. 11), computed through x̂_0 and the
+    posterior mean, which is algebraically identical and lets x̂_0 be clipped.
+
+    ``t`` is a (B,) tensor, or one int for the whole batch (as the samplers pass it): that one
+    is checked in Python, so a step on a GPU waits for nothing (checking a tensor reads it back).
+    """
+    t, out, out_mean, var_out, pred_x0 = _read_output(model, schedule, xt, t, config, model_output)
+    variance, log_variance = _variance(schedule, config.variance, var_out, t, xt)
+    # with μ-prediction the network's μ is used as is (x̂_0 only reports it)
+    mean = out_mean if config.parameterization == "mean" else q_posterior(schedule, pred_x0, xt, t).mean
+    return Prediction(mean, variance, log_variance, pred_x0, out)
+
+
+def predict_x0_eps(model: Model, schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor | int,
+                   config: PredictionConfig = PredictionConfig()) -> tuple[torch.Tensor, torch.Tensor]:
+    """x̂_0 and ε̂ at (x_t, t) for any parameterization (ε̂ recomputed from a clipped x̂_0): what
+    DDIM and DPM-Solver need of p_θ, without its variance and posterior mean."""
+    t, _, _, _, pred_x0 = _read_output(model, schedule, xt, t, config, None)
+    return pred_x0, eps_from_x0(schedule, xt, t, pred_x0)
 
 
 def noise_like(x: torch.Tensor, noise: torch.Tensor | None = None, generator: Generators = None) -> torch.Tensor:

@@ -10,8 +10,9 @@ means all of T … 1. :data:`SAMPLERS` maps the CLI's names to the step iterator
 :class:`SamplerSpec` picks one with its timesteps.
 """
 
+from ..diffusion import predict_x0_eps
 from .ancestral import ancestral_sample, ancestral_steps
-from .base import SamplerStep, predict_x0_eps, run_to_end
+from .base import SamplerStep, run_to_end
 from .ddim import ddim_invert, ddim_sample, ddim_sigma, ddim_step, ddim_steps
 from .dpm_solver import dpm_solver_sample, dpm_solver_steps
 from .guidance import ClassifierFreeGuidance

@@ -1,13 +1,11 @@
-"""What every sampler shares: the step it yields, how a run is drained, and x̂_0/ε̂ at a step."""
+"""What every sampler shares: the step it yields and how a run is drained (x̂_0/ε̂ at a step is
+``ddpm.diffusion.predict_x0_eps``, beside p_θ)."""
 
 from __future__ import annotations
 
 from typing import Callable, Iterator, NamedTuple
 
 import torch
-
-from ..diffusion import Model, PredictionConfig, p_mean_variance
-from ..schedules import NoiseSchedule
 
 
 class SamplerStep(NamedTuple):
@@ -29,10 +27,3 @@ def run_to_end(steps: Iterator[SamplerStep], x_T: torch.Tensor,
         if callback is not None:
             callback(step)
     return x
-
-
-def predict_x0_eps(model: Model, schedule: NoiseSchedule, x: torch.Tensor, t: int,
-                   prediction: PredictionConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """x̂_0 and ε̂ at (x_t, t) for any parameterization (ε̂ recomputed from a clipped x̂_0)."""
-    pred = p_mean_variance(model, schedule, x, t, prediction)
-    return pred.pred_x0, pred.pred_eps

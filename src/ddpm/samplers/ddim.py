@@ -16,10 +16,10 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from ..diffusion import Model, PredictionConfig
+from ..diffusion import Model, PredictionConfig, predict_x0_eps
 from ..rng import Generators, randn
 from ..schedules import NoiseSchedule
-from .base import SamplerStep, predict_x0_eps, run_to_end
+from .base import SamplerStep, run_to_end
 from .timesteps import check_timesteps, make_timesteps
 
 
