@@ -10,6 +10,7 @@ from ddpm.diffusion import (
     eps_from_x0,
     model_output_from_x0,
     p_mean_variance,
+    predict_x0_eps,
     q_mean_var,
     q_posterior,
     q_sample,
@@ -129,6 +130,30 @@ def test_true_output_gives_the_posterior_mean(paper_schedule, parameterization):
     post = q_posterior(s, x0, xt, t)
     assert torch.allclose(pred.mean, post.mean, atol=1e-8)
     assert torch.allclose(pred.pred_x0, x0, atol=1e-5)
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "v", "mean"])
+@pytest.mark.parametrize("variance", ["fixed_small", "learned_range"])
+def test_predict_x0_eps_is_p_thetas_x0_and_the_eps_it_implies(paper_schedule, parameterization, variance):
+    """What DDIM and DPM-Solver read: x̂_0 as p_mean_variance has it, ε̂ from that x̂_0 (after the
+    clip), the true noise when the network outputs the truth."""
+    s = paper_schedule
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(32, 3, generator=g, dtype=torch.float64)
+    eps = torch.randn(32, 3, generator=g, dtype=torch.float64)
+    t = rand_t(s, 32, g)
+    xt = q_sample(s, x0, t, noise=eps)
+    out = model_output_from_x0(s, parameterization, xt, t, x0)
+    if variance != "fixed_small":
+        out = torch.cat([out, torch.zeros_like(out)], dim=1)
+    config = PredictionConfig(parameterization, variance)
+    x0_hat, eps_hat = predict_x0_eps(lambda x, tt: out, s, xt, t, config)
+    assert torch.equal(x0_hat, p_mean_variance(lambda x, tt: out, s, xt, t, config).pred_x0)
+    assert torch.allclose(x0_hat, x0, atol=1e-5) and torch.allclose(eps_hat, eps, atol=1e-5)
+    clipped = PredictionConfig(parameterization, variance, clip_x0=True)
+    x0_c, eps_c = predict_x0_eps(lambda x, tt: 3 * out, s, xt, t, clipped)
+    assert x0_c.abs().max() <= 1.0
+    assert torch.allclose(eps_c, eps_from_x0(s, xt, t, x0_c))
 
 
 def test_eps_mean_is_equation_11(paper_schedule):
