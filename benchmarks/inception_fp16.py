@@ -11,6 +11,7 @@ change of a feature.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -30,14 +31,13 @@ def main() -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         net = torch.jit.load(str(src), map_location="cpu")
     net.half()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     torch.jit.save(net, args.out)
-    print(f"wrote {args.out} ({__import__('os').path.getsize(args.out) / 2**20:.1f} MiB) from {src}")
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.1f} MiB) from {src}")
     if args.n == 0:
         return
     test, train = load_mnist(None, "test")[:args.n], load_mnist(None, "train")[:args.n]
     full = InceptionFeatures("cpu")
-    import os
-
     os.environ["DDPM_INCEPTION_WEIGHTS"] = args.out
     half = InceptionFeatures("cpu")
     rows = []
