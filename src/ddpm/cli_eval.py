@@ -143,8 +143,10 @@ def _eval_nll(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reference(args: argparse.Namespace, loaded):
-    """(name, function returning all uint8 reference images)."""
+def _reference(args: argparse.Namespace, loaded, size: int | None = None):
+    """(name, function returning all uint8 reference images). A named data set comes at the
+    samples' ``size`` (given, or the checkpoint's) where it has that size (MNIST: 28 or 32, padded),
+    else at its usual one: 28-pixel digits against 32-pixel padded ones would count the padding."""
     from .evaluation.fid import images_from_path
 
     ref = args.ref
@@ -160,9 +162,10 @@ def _reference(args: argparse.Namespace, loaded):
         split = split or "test"
         if split not in ("train", "test"):
             raise ConfigError(f"--ref {ref}: the split must be train or test")
-        size = loaded.config.data.image_size if loaded is not None and loaded.config.data.dataset == name else None
+        size = size or (loaded.config.data.image_size if loaded is not None else None)
+        sizes = {"mnist": (32, 28), "cifar10": (32,), "digits": (8,)}[name]  # the first: the usual one
         channels = 3 if name == "cifar10" else 1
-        cfg = ImageDataConfig(dataset=name, path=args.data_dir, image_size=size or (32 if name != "digits" else 8),
+        cfg = ImageDataConfig(dataset=name, path=args.data_dir, image_size=size if size in sizes else sizes[0],
                               channels=channels, random_flip=False)
         return f"{name}:{split}@{cfg.image_size}px", lambda: build_image_data(cfg, split)
     path = Path(ref)
@@ -184,7 +187,8 @@ def _eval_fid(args: argparse.Namespace) -> int:
     if args.out:
         _main_process_first(lambda: prepare_output(Path(args.out).with_suffix(".json")), device)
     extractor = InceptionFeatures(device)  # fails first, with the install line, if absent
-    ref_name, ref_images = _reference(args, loaded)
+    samples = images_from_path(args.samples) if loaded is None else None
+    ref_name, ref_images = _reference(args, loaded, samples.shape[-1] if samples is not None else None)
     if args.ref_n is not None and args.ref_n < 2:
         raise ConfigError(f"--ref-n must be >= 2, got {args.ref_n}")
     content = content_id(args.ref) if ref_name.startswith("file:") else ""  # files are keyed by what they hold
@@ -207,9 +211,8 @@ def _eval_fid(args: argparse.Namespace) -> int:
         meta = {"checkpoint": str(loaded.path), "step": loaded.step, "seed": args.seed,
                 "sampler": spec.describe(loaded.schedule.T)}
     else:
-        images = images_from_path(args.samples)
-        mine = dist.shard(images.shape[0])
-        images = images[mine.start:mine.stop]
+        mine = dist.shard(samples.shape[0])
+        images = samples[mine.start:mine.stop]
         meta = {"samples": str(args.samples)}
     features = dist.gather_rows(torch.from_numpy(extractor(images, progress=show))).numpy()
     everything = dist.gather_rows(images) if loaded is not None and args.out else None
