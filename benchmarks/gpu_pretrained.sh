@@ -1,57 +1,85 @@
 #!/usr/bin/env bash
-# Issue 12's shipped weights, made on one CUDA machine in one call of at most ~9 minutes:
-#   1. `ddpm train --preset mnist` for MINUTES (default 2.5), unconditional, then class-conditional,
-#      at batch BATCH (default 128), with the project's own command;
-#   2. `ddpm pack` of each (float16 EMA, ~2 MB) into $OUT/pretrained/{mnist,mnist-cond};
-#   3. FID/KID of the unconditional weights: N (default 10000) samples of the 1000-step ancestral
-#      sampler against the MNIST test set (Inception from $DDPM_INCEPTION_WEIGHTS: carry the float16
-#      copy benchmarks/inception_fp16.py writes); the recognised share of the conditional weights
-#      at guidance 0 and 2 (1000-step ancestral, NC samples, benchmarks/conditional_mnist.py's
-#      classifier) and 64-sample pictures of both.
-# Needs MNIST idx files in .mnist/ (`ddpm data export-mnist .mnist`). SMOKE=1 runs it tiny on a CPU.
-# Copy $OUT/pretrained/* into src/ddpm/pretrained/ to ship them; $OUT/results.tgz holds the log, the
-# figures (JSON) and the pictures (a GPU call brings back at most 8 files).
+# Issue 12's shipped weights, made on one CUDA machine in one call that ends by DEADLINE seconds
+# (default 530; call it with timeout_s 570). A session has 15 minutes of device time in all, so
+# this is a session's whole GPU work (benchmarks/gpu_issue13.sh is the other one; one a session):
+#   1. `ddpm train --preset mnist` unconditional and class-conditional, the two at once, for MINUTES
+#      (default 2.5) at batch BATCH (default 128), with the project's own command;
+#   2. `ddpm pack` of each (float16 EMA, ~2 MB) into $OUT/pretrained/{mnist,mnist-cond}, and
+#      64-sample pictures of both (1000-step ancestral; the conditional one at guidance 2);
+#   3. FID/KID of the unconditional weights: the first samples of seed 0 (1000-step ancestral), as
+#      many of N (default 10000) as fit in the time left less a reserve, against the MNIST test set
+#      (benchmarks/samples_within.py; the count is in the log);
+#   4. the conditional weights' recognised share at guidance 0 and 2 (NC samples each, default 300,
+#      1000-step ancestral, benchmarks/conditional_mnist.py's classifier);
+#   5. bf16 sampling's effect on FID, if time is left: the same first samples drawn under bf16
+#      autocast against their fp32 selves, both against the test set.
+# Inception comes from $DDPM_INCEPTION_WEIGHTS: carry the float16 copy benchmarks/inception_fp16.py
+# writes. Needs MNIST idx files in .mnist/ (`ddpm data export-mnist .mnist`). SMOKE=1 runs it tiny on
+# a CPU. Copy $OUT/pretrained/* into src/ddpm/pretrained/ to ship them; $OUT/results.tgz holds the
+# log, the figures (JSON) and the pictures (a GPU call brings back at most 8 files).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/pretrained}; W=${WORK:-/tmp/gpu_pre}
-MINUTES=${MINUTES:-2.5}; BATCH=${BATCH:-128}; N=${N:-10000}; NC=${NC:-1000}; DEVICE=${DEVICE:-cuda}
-STEPS=1000000; SAMPLER=(); EXTRA=(); CSTEPS=1000; REFN=10000
+MINUTES=${MINUTES:-2.5}; BATCH=${BATCH:-128}; N=${N:-10000}; NC=${NC:-300}; DEVICE=${DEVICE:-cuda}
+DEADLINE=${DEADLINE:-530}; STEPS=1000000; SAMPLER=(); CSTEPS=1000; REFN=10000; FIDSTEPS=()
 if [ -n "${SMOKE:-}" ]; then
-  MINUTES=0.05; BATCH=16; N=16; NC=20; DEVICE=cpu; SAMPLER=(--sampler ddim --steps 5); EXTRA=(--ref-n 50)
-  CSTEPS=5; REFN=50
+  MINUTES=0.05; BATCH=16; N=40; NC=20; DEVICE=cpu; SAMPLER=(--sampler ddim --steps 5); CSTEPS=5; REFN=50
+  FIDSTEPS=(--steps 5); DEADLINE=${DEADLINE_SMOKE:-400}
 fi
-rm -rf "$W" && mkdir -p "$OUT/pretrained" "$W"
+rm -rf "$W" && mkdir -p "$OUT/pretrained" "$W/res"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-log() { echo "=== $(date +%T) $*"; }
+log() { echo "=== $(date +%T) (${SECONDS}s) $*"; }
+left() { local s=$((DEADLINE - SECONDS - $1)); echo $((s > 1 ? s : 1)); }  # seconds to the deadline less a reserve (>= 1)
+fid() {  # fid NAME NPZ: FID/KID of NPZ against the first REFN MNIST test images, into $W/res/NAME.json
+  timeout $(left 5) python3 -m ddpm eval fid --samples "$2" --ref mnist:test --ref-n $REFN --data-dir .mnist \
+    --device $DEVICE --quiet --out $W/res/$1.json && cat $W/res/$1.json && echo
+}
 {
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
+gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'a CPU')")
+log "train mnist and mnist-cond at once: ddpm train --preset mnist [--class-conditional] --batch-size $BATCH --time-limit $MINUTES"
 for kind in mnist mnist-cond; do
   flag=(); [ $kind = mnist-cond ] && flag=(--class-conditional)
-  log "train $kind: ddpm train --preset mnist ${flag[*]} --batch-size $BATCH --time-limit $MINUTES"
   timeout $(python3 -c "print(int($MINUTES * 60 + 90))") python3 -m ddpm train --preset mnist "${flag[@]}" \
     --data-dir .mnist --batch-size $BATCH --steps $STEPS --time-limit $MINUTES --seed 0 --quiet --device $DEVICE \
-    --out $W/$kind
-  tail -n 1 $W/$kind/log.csv
+    --out $W/$kind > $W/train_$kind.txt 2>&1 &
+done
+wait
+for kind in mnist mnist-cond; do
+  flag=(); [ $kind = mnist-cond ] && flag=(--class-conditional)
+  cat $W/train_$kind.txt; tail -n 1 $W/$kind/log.csv
   step=$(tail -n 1 $W/$kind/log.csv | cut -d, -f1)
   rm -rf "$OUT/pretrained/$kind"
   python3 -m ddpm pack $W/$kind "$OUT/pretrained/$kind" --note "ddpm train --preset mnist ${flag[*]} --batch-size \
-$BATCH --time-limit $MINUTES (step $step) on $(python3 -c "import torch; print(torch.cuda.get_device_name(0) if \
-torch.cuda.is_available() else 'a CPU')")"
+$BATCH --time-limit $MINUTES (step $step; the two runs at once) on $gpu"
 done
-log "FID of pretrained mnist: $N samples, 1000-step ancestral, vs the MNIST test set"
-timeout 420 python3 -m ddpm eval fid --checkpoint "$OUT/pretrained/mnist" --num-samples $N --ref mnist:test \
-  --data-dir .mnist --device $DEVICE --quiet "${SAMPLER[@]}" "${EXTRA[@]}" --out $W/fid_mnist.json
-log "pretrained mnist-cond: recognised share at guidance 0 and 2 ($NC samples)"
-timeout 240 python3 benchmarks/conditional_mnist.py --out $W/cond --run "$OUT/pretrained/mnist-cond" \
-  --phase classifier sample --data-dir .mnist --device $DEVICE --n $NC --guidance 0 2 --sampler ancestral \
-  --steps $CSTEPS --eta 0 --batch-size 1000 --ref-n $REFN
-mkdir -p $W/res && cp $W/cond/classes_by_guidance.png $W/cond/conditional_mnist.json $W/res/ 2>/dev/null
 log "pictures: 64 samples each (1000-step ancestral)"
 python3 -m ddpm sample --checkpoint "$OUT/pretrained/mnist" --num-samples 64 --device $DEVICE --quiet \
   "${SAMPLER[@]}" --out $W/res/mnist_64.png
 python3 -m ddpm sample --checkpoint "$OUT/pretrained/mnist-cond" --num-samples 64 --class all --guidance 2 \
   --device $DEVICE --quiet "${SAMPLER[@]}" --out $W/res/mnist_cond_64.png
-cp $W/fid_mnist.json $W/res/ 2>/dev/null
+log "FID of pretrained mnist: up to $N samples of the 1000-step sampler in $(left 170) s, vs the MNIST test set"
+python3 benchmarks/samples_within.py --checkpoint "$OUT/pretrained/mnist" --n $N --seconds $(left 170) \
+  --device $DEVICE "${FIDSTEPS[@]}" --out $W/fp32.npz | tee $W/res/samples_fp32.json
+fid fid_mnist $W/fp32.npz
+log "pretrained mnist-cond: recognised share at guidance 0 and 2 ($NC samples each)"
+timeout $(left 60) python3 benchmarks/conditional_mnist.py --out $W/cond --run "$OUT/pretrained/mnist-cond" \
+  --phase classifier sample --data-dir .mnist --device $DEVICE --n $NC --guidance 0 2 --sampler ancestral \
+  --steps $CSTEPS --eta 0 --batch-size 1000 --ref-n $REFN
+cp $W/cond/classes_by_guidance.png $W/cond/conditional_mnist.json $W/res/ 2>/dev/null
+if [ "$(left 40)" -gt 30 ]; then
+  log "bf16 sampling against fp32: the same first samples, in $(left 40) s"
+  python3 benchmarks/samples_within.py --checkpoint "$OUT/pretrained/mnist" --n $N --seconds $(left 40) \
+    --precision bf16 --device $DEVICE "${FIDSTEPS[@]}" --out $W/bf16.npz | tee $W/res/samples_bf16.json
+  python3 -c "
+import numpy as np
+b = np.load('$W/bf16.npz')['arr_0']; a = np.load('$W/fp32.npz')['arr_0'][:len(b)]
+np.savez('$W/fp32_head.npz', a)
+d = np.abs(a.astype(int) - b.astype(int))
+print(f'{len(b)} samples: pixels that differ {(d > 0).mean():.2%}, mean |diff| {d.mean():.3f} of 255')"
+  fid fid_fp32_head $W/fp32_head.npz
+  fid fid_bf16 $W/bf16.npz
+fi
 log done
 } 2>&1 | tee $W/log.txt
 cp $W/log.txt $W/res/ && tar czf "$OUT/results.tgz" -C $W/res .
