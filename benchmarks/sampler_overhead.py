@@ -79,7 +79,7 @@ def main() -> None:
         "noise draw alone, Philox": lambda: randn(shape, counter),
         "noise draw alone, torch.randn": lambda: torch.randn(shape),
     }
-    times: dict[str, list[float]] = {}
+    times: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.repeats):
         for name, (mine, theirs) in rows.items():
             for who, fn in (("ours", mine), ("diffusers", theirs)):
