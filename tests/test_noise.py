@@ -115,3 +115,15 @@ def test_a_draw_on_a_device_copies_nothing_from_the_host(monkeypatch):
     for _ in range(2):
         assert noise.randn((5, 2, 3), device="meta").device.type == "meta"
     assert made == []
+
+
+def test_a_draw_is_its_own_array_whatever_the_draws_around_it():
+    """The CPU path reuses its working arrays from draw to draw: draws of other sizes in between
+    change nothing, and a returned draw is not overwritten by the next."""
+    noise = CounterNoise(5, [0, 3, 2**33])
+    shapes = [(3, 40), (3, 7), (3, 40), (3, 2, 5)]
+    draws = [noise.randn(s) for s in shapes]
+    kept = [d.clone() for d in draws]
+    for k, (shape, d) in enumerate(zip(shapes, draws)):
+        assert torch.equal(d, kept[k])
+        assert torch.equal(d, CounterNoise(5, [0, 3, 2**33], draws=k).randn(shape))

@@ -86,15 +86,27 @@ def _round_keys_numpy(key: tuple[int, int], rounds: int, ndim: int) -> tuple[np.
     return tuple(np.array(k, dtype=np.uint32).reshape(2, *[1] * ndim) for k in _round_keys(key, rounds))
 
 
-def _philox_numpy(even: np.ndarray, odd: np.ndarray, key: tuple[int, int], rounds: int) -> tuple:
+def _workspace(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Arrays for one draw of (2, *shape) counter words, made once per shape and reused: a large
+    fresh NumPy array costs a page fault per 4 KiB on every draw."""
+    u32, u64, f32 = (lambda t=t: np.empty((2, *shape), t) for t in (np.uint32, np.uint64, np.float32))
+    return {"even_in": u32(), "odd_in": u32(), "prods": [u64(), u64()], "evens": [u32(), u32()],
+            "bits": u32(), "radius": f32(), "angle": f32(), "cos": f32()}
+
+
+def _philox_numpy(even: np.ndarray, odd: np.ndarray, key: tuple[int, int], rounds: int,
+                  work: dict | None = None) -> tuple:
     """The rounds on uint32 words stacked as (c0, c2) and (c1, c3): each 32x32-bit product is
     one uint64 whose two uint32 halves are read in place (a little-endian view), so a round is
-    three array operations (about 3x fewer element passes than shifting and masking uint64 words)."""
+    three array operations (about 3x fewer element passes than shifting and masking uint64 words)
+    into the arrays of ``work`` (:func:`_workspace`)."""
     m = np.array(_PHILOX_M, dtype=np.uint64).reshape(2, *[1] * (even.ndim - 1))
     lo_at, hi_at = (0, 1) if sys.byteorder == "little" else (1, 0)
-    for k in _round_keys_numpy(key, rounds, even.ndim - 1):
-        halves = np.multiply(even, m).view(np.uint32)  # (2, ..., 2n): lo, hi, lo, hi, …
-        even = np.bitwise_xor(halves[..., hi_at::2][::-1], odd)
+    work = work or _workspace(even.shape[1:])
+    prods, evens = work["prods"], work["evens"]  # two of each, used in turn: a round reads the last one's
+    for r, k in enumerate(_round_keys_numpy(key, rounds, even.ndim - 1)):
+        halves = np.multiply(even, m, out=prods[r % 2]).view(np.uint32)  # (2, ..., 2n): lo, hi, lo, hi, …
+        even = np.bitwise_xor(halves[..., hi_at::2][::-1], odd, out=evens[r % 2])
         even ^= k
         odd = halves[..., lo_at::2][::-1]
     return even, odd
@@ -112,6 +124,33 @@ def _box_muller(words: list, xp) -> "torch.Tensor | np.ndarray":
     return xp.stack([r01 * xp.cos(a01), r01 * xp.sin(a01), r23 * xp.cos(a23), r23 * xp.sin(a23)], -1)
 
 
+def _box_muller_numpy(even: np.ndarray, odd: np.ndarray, work: dict | None = None) -> np.ndarray:
+    """:func:`_box_muller` of the words (c0, c2) = ``even`` and (c1, c3) = ``odd``, each (2, ...)
+    uint32, in the arrays of ``work``: the same operations element for element, so the same bits,
+    without a fresh array per operation. Only the (..., 4) result is new."""
+    work = work or _workspace(even.shape[1:])
+    bits, radius, angle, cos = work["bits"], work["radius"], work["angle"], work["cos"]
+    np.right_shift(even, np.uint32(8), out=bits)
+    radius[...] = bits
+    radius += 0.5
+    radius *= 2.0**-24
+    np.log(radius, out=radius)
+    radius *= -2.0
+    np.sqrt(radius, out=radius)  # (2, ...): r01, r23
+    np.right_shift(odd, np.uint32(8), out=bits)
+    angle[...] = bits
+    angle += 0.5
+    angle *= 2.0**-24
+    angle *= 2.0 * math.pi  # (2, ...): a01, a23
+    np.cos(angle, out=cos)
+    np.sin(angle, out=angle)
+    cos *= radius
+    angle *= radius
+    out = np.empty((*even.shape[1:], 4), dtype=np.float32)
+    out[..., 0], out[..., 1], out[..., 2], out[..., 3] = cos[0], angle[0], cos[1], angle[1]
+    return out
+
+
 class CounterNoise:
     """N(0, I) noise for samples ``indices`` of a run seeded with ``seed``: the k-th call of
     :meth:`randn` (draw k: x_T, then one per sampler step that adds noise) gives element j of
@@ -125,6 +164,7 @@ class CounterNoise:
         self.indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
         self.draws = draws
         self._on: dict[torch.device, torch.Tensor] = {}
+        self._work: dict | None = None  # the NumPy arrays of a draw on the CPU, reused by the next
 
     def __len__(self) -> int:
         return self.indices.numel()
@@ -147,12 +187,12 @@ class CounterNoise:
 
     def _normals_numpy(self, blocks: int, draw: int) -> np.ndarray:
         idx = self.indices.numpy().astype(np.uint64)[:, None]
-        even = np.empty((2, len(idx), blocks), dtype=np.uint32)  # counter words (c0, c2) and (c1, c3)
-        odd = np.empty_like(even)
+        if self._work is None or self._work["even_in"].shape[2] != blocks:
+            self._work = _workspace((len(idx), blocks))
+        even, odd = self._work["even_in"], self._work["odd_in"]  # counter words (c0, c2) and (c1, c3)
         even[0], even[1] = np.arange(blocks, dtype=np.uint32), idx & np.uint64(_M32)
         odd[0], odd[1] = draw, idx >> np.uint64(32)
-        even, odd = _philox_numpy(even, odd, self.key, 10)
-        return _box_muller([even[0], odd[0], even[1], odd[1]], np)  # (B, blocks, 4)
+        return _box_muller_numpy(*_philox_numpy(even, odd, self.key, 10, self._work), self._work)  # (B, blocks, 4)
 
     def _normals_torch(self, blocks: int, draw: int, device: torch.device) -> torch.Tensor:
         if device not in self._on:
