@@ -112,22 +112,20 @@ def _philox_numpy(even: np.ndarray, odd: np.ndarray, key: tuple[int, int], round
     return even, odd
 
 
-def _box_muller(words: list, xp) -> "torch.Tensor | np.ndarray":
-    """Four words of 32 random bits -> (..., 4) standard normals (float32), by ``xp`` (torch or
-    numpy). 24 bits each make u in (0, 1), exact in float32, so log(u) is finite (|z| < 5.8)."""
-    if xp is np:
-        u = [((w >> w.dtype.type(8)).astype(np.float32) + 0.5) * 2.0**-24 for w in words]
-    else:
-        u = [((w >> 8).to(torch.float32) + 0.5) * 2.0**-24 for w in words]
-    r01, r23 = xp.sqrt(-2.0 * xp.log(u[0])), xp.sqrt(-2.0 * xp.log(u[2]))
+def _box_muller(words: list) -> torch.Tensor:
+    """Four int64 tensors of 32 random bits -> (..., 4) standard normals (float32). 24 bits each
+    make u in (0, 1), exact in float32, so log(u) is finite (|z| < 5.8). The CPU's NumPy path,
+    :func:`_box_muller_numpy`, does the same operations in place."""
+    u = [((w >> 8).to(torch.float32) + 0.5) * 2.0**-24 for w in words]
+    r01, r23 = torch.sqrt(-2.0 * torch.log(u[0])), torch.sqrt(-2.0 * torch.log(u[2]))
     a01, a23 = (2.0 * math.pi) * u[1], (2.0 * math.pi) * u[3]
-    return xp.stack([r01 * xp.cos(a01), r01 * xp.sin(a01), r23 * xp.cos(a23), r23 * xp.sin(a23)], -1)
+    return torch.stack([r01 * torch.cos(a01), r01 * torch.sin(a01), r23 * torch.cos(a23), r23 * torch.sin(a23)], -1)
 
 
 def _box_muller_numpy(even: np.ndarray, odd: np.ndarray, work: dict | None = None) -> np.ndarray:
-    """:func:`_box_muller` of the words (c0, c2) = ``even`` and (c1, c3) = ``odd``, each (2, ...)
-    uint32, in the arrays of ``work``: the same operations element for element, so the same bits,
-    without a fresh array per operation. Only the (..., 4) result is new."""
+    """Box–Muller as :func:`_box_muller` does it, of the words (c0, c2) = ``even`` and (c1, c3) =
+    ``odd``, each (2, ...) uint32, in the arrays of ``work``: the same operations element for
+    element, without a fresh array per operation. Only the (..., 4) result is new."""
     work = work or _workspace(even.shape[1:])
     bits, radius, angle, cos = work["bits"], work["radius"], work["angle"], work["cos"]
     np.right_shift(even, np.uint32(8), out=bits)
@@ -199,7 +197,7 @@ class CounterNoise:
             self._on[device] = self.indices.to(device)
         idx = self._on[device][:, None]
         counter = (torch.arange(blocks, dtype=torch.int64, device=device)[None, :], draw, idx & _M32, idx >> 32)
-        return _box_muller(philox4x32(counter, self.key), torch)  # (B, blocks, 4)
+        return _box_muller(philox4x32(counter, self.key))  # (B, blocks, 4)
 
 
 Generators = Union[torch.Generator, Sequence[torch.Generator], CounterNoise, None]
