@@ -274,7 +274,9 @@ def test_no_sampler_step_reads_a_value_back_from_the_device(monkeypatch):
             self.count += func is torch.ops.aten._local_scalar_dense.default
             return func(*args, **(kwargs or {}))
 
-    monkeypatch.setattr(NoiseSchedule, "check_t", lambda self, t, allow_zero=False: t.long())
+    original = NoiseSchedule.check_t  # one int t is checked in Python; a tensor as on a GPU
+    monkeypatch.setattr(NoiseSchedule, "check_t", lambda self, t, allow_zero=False:
+                        t.long() if isinstance(t, torch.Tensor) else original(self, t, allow_zero=allow_zero))
     monkeypatch.setattr(rng, "NUMPY_ON_CPU", False)  # the counter noise as a GPU computes it
     schedule = NoiseSchedule.from_name("linear", 50)
     model = lambda x, t, y=None: 0.1 * x + 1e-3 * t[:, None].to(x.dtype)  # noqa: E731 - reads nothing itself
@@ -286,3 +288,23 @@ def test_no_sampler_step_reads_a_value_back_from_the_device(monkeypatch):
                 with Reads() as reads:
                     spec.sample(m, schedule, torch.randn(4, 2, dtype=torch.float64), generator=noise)
                 assert reads.count == 0, (spec, noise, reads.count)
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "v", "mean"])
+def test_sampler_steps_never_write_into_the_networks_output(parameterization):
+    """The steps work in place on the arrays they make (x̂_0 when it is computed, ε̂, the next x);
+    a network that hands back the same tensor every call must find it unchanged."""
+    from ddpm.samplers import ClassifierFreeGuidance, SamplerSpec
+
+    schedule = NoiseSchedule.from_name("linear", 40)
+    g = torch.Generator().manual_seed(0)
+    outs = {n: torch.randn(n, 2, generator=g) * 3.0 for n in (4, 8)}  # |x̂_0| > 1: the clip acts
+    kept = {n: o.clone() for n, o in outs.items()}
+    model = lambda x, t, y=None: outs[len(x)]  # noqa: E731 - guidance calls it with 8 rows
+    guided = ClassifierFreeGuidance(model, torch.tensor([0, 1, 0, 1]), 2.0, 2)
+    pc = PredictionConfig(parameterization=parameterization, clip_x0=True)
+    for spec in (SamplerSpec(), SamplerSpec(steps=8), SamplerSpec("ddim", steps=8), SamplerSpec("ddim", steps=8, eta=1.0),
+                 SamplerSpec("dpm_solver++", steps=8)):
+        for m in (model, guided):
+            x = spec.sample(m, schedule, torch.randn(4, 2), pc, torch.Generator().manual_seed(1))
+            assert torch.isfinite(x).all() and all(torch.equal(outs[n], kept[n]) for n in outs), (spec, m)

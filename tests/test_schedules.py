@@ -119,3 +119,36 @@ def test_check_t_rejects_out_of_range_and_float():
     with pytest.raises(ValueError, match="integer"):
         s.check_t(torch.tensor([1.0]))
     assert s.check_t(torch.tensor([0]), allow_zero=True).tolist() == [0]
+
+
+def test_at_one_int_t_is_the_python_float_of_the_table():
+    """What a sampler step reads: the same number extract gives for a batch of that t, without a gather."""
+    s = NoiseSchedule.from_name("linear", 50)
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    names = [n for n, _ in s.named_buffers()]
+    assert {"fixed_large_variance", "fixed_large_log_variance", "log_beta"} <= set(names)
+    assert "fixed_large_variance" not in s.state_dict()  # made from the others, never saved
+    for name in names:
+        for t in (1, 2, 17, 50):
+            value = s.at(name, t, x)
+            assert isinstance(value, float)
+            assert value == extract(getattr(s, name), torch.full((3,), t), x)[0].item()
+            assert torch.equal(s.at(name, torch.full((3,), t), x), extract(getattr(s, name), torch.full((3,), t), x))
+    # σ² = β_t of "fixed_large", β̃_2 at t = 1 (the authors' code), and its log
+    assert s.at("fixed_large_variance", 1, x) == s.posterior_variance[2].item()
+    assert s.at("fixed_large_variance", 7, x) == s.beta[7].item()
+    assert s.at("fixed_large_log_variance", 7, x) == pytest.approx(math.log(s.beta[7].item()), rel=1e-15)
+    assert s.at("log_beta", 7, x) == pytest.approx(math.log(s.beta[7].item()), rel=1e-15)
+    one = NoiseSchedule.from_name("linear", 1)
+    assert one.at("fixed_large_variance", 1, x) == one.beta[1].item()
+
+
+def test_check_t_of_one_int():
+    s = NoiseSchedule.from_name("linear", 10)
+    assert s.check_t(3) == 3 and s.check_t(np.int64(10)) == 10 and s.check_t(0, allow_zero=True) == 0
+    for bad in (0, 11, -1):
+        with pytest.raises(ValueError, match=rf"timestep {bad} is outside \[1, 10\]"):
+            s.check_t(bad)
+    for bad in (3.0, True):
+        with pytest.raises(TypeError):
+            s.check_t(bad)

@@ -7,7 +7,6 @@ integer tensor of the paper's timesteps (1..T; 0 is the data where allowed).
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Callable, Literal, NamedTuple, get_args
 
@@ -21,7 +20,7 @@ __all__ = [
     "Parameterization", "VarianceType", "Gaussian", "Prediction", "PredictionConfig", "q_step_mean_var",
     "q_step_sample", "q_mean_var", "q_sample", "q_posterior", "x0_from_eps", "eps_from_x0", "v_from_x0_eps",
     "x0_from_v", "eps_from_v", "x0_from_mean", "model_output_from_x0", "noise_like", "p_mean_variance",
-    "predict_x0_eps",
+    "predict_x0_eps", "predict_x0",
 ]
 
 #: What the network predicts: ε (default, Ho et al. eq. 11), x_0, v (Salimans & Ho 2022), or
@@ -69,9 +68,15 @@ class PredictionConfig:
 # ---------------------------------------------------------------- forward process q
 
 
+def _batch_t(schedule: NoiseSchedule, t: torch.Tensor | int, x: torch.Tensor, allow_zero: bool = False):
+    """t checked, as a (B,) tensor (one int t stands for the whole batch)."""
+    t = schedule.check_t(t, allow_zero=allow_zero)
+    return t if isinstance(t, torch.Tensor) else torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+
+
 def q_step_mean_var(schedule: NoiseSchedule, x_prev: torch.Tensor, t: torch.Tensor) -> Gaussian:
     """q(x_t | x_{t−1}) = N(√(1−β_t) x_{t−1}, β_t I), Ho et al. (2020) eq. 2."""
-    t = schedule.check_t(t)
+    t = _batch_t(schedule, t, x_prev)
     beta = extract(schedule.beta, t, x_prev)
     return Gaussian(torch.sqrt(1.0 - beta) * x_prev, beta, torch.log(beta))
 
@@ -91,7 +96,7 @@ def q_step_sample(
 
 def q_mean_var(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor) -> Gaussian:
     """q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I), Ho et al. (2020) eq. 4 (t = 0 gives x_0)."""
-    t = schedule.check_t(t, allow_zero=True)
+    t = _batch_t(schedule, t, x0, allow_zero=True)
     var = extract(1.0 - schedule.alpha_bar, t, x0)
     return Gaussian(extract(schedule.sqrt_alpha_bar, t, x0) * x0, var, torch.log(var))
 
@@ -104,28 +109,19 @@ def q_sample(
     generator: Generators = None,
 ) -> torch.Tensor:
     """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, Ho et al. (2020) eq. 4 reparameterized (Algorithm 1)."""
-    t = schedule.check_t(t, allow_zero=True)
+    t = _batch_t(schedule, t, x0, allow_zero=True)
     noise = noise_like(x0, noise, generator)
-    return (
-        extract(schedule.sqrt_alpha_bar, t, x0) * x0  # (B, ...)
-        + extract(schedule.sqrt_one_minus_alpha_bar, t, x0) * noise
-    )
+    return extract(schedule.sqrt_alpha_bar, t, x0) * x0 + extract(schedule.sqrt_one_minus_alpha_bar, t, x0) * noise
 
 
 def q_posterior(schedule: NoiseSchedule, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> Gaussian:
-    """q(x_{t−1} | x_t, x_0) = N(μ̃_t(x_t, x_0), β̃_t I), Ho et al. (2020) eqs. 6–7.
-
-    The log-variance is the clipped one (log β̃_2 at t = 1, where β̃_1 = 0).
-    """
+    """q(x_{t−1} | x_t, x_0) = N(μ̃_t(x_t, x_0), β̃_t I), Ho et al. (2020) eqs. 6–7. The log-variance
+    is the clipped one (log β̃_2 at t = 1, where β̃_1 = 0). One int t gives python-float variances."""
     t = schedule.check_t(t)
-    mean = (
-        extract(schedule.posterior_mean_coef_x0, t, xt) * x0 + extract(schedule.posterior_mean_coef_xt, t, xt) * xt
-    )
-    return Gaussian(
-        mean,
-        extract(schedule.posterior_variance, t, xt),
-        extract(schedule.posterior_log_variance_clipped, t, xt),
-    )
+    a, b = schedule.at("posterior_mean_coef_x0", t, xt), schedule.at("posterior_mean_coef_xt", t, xt)
+    mean = torch.mul(x0, a).add_(xt, alpha=b) if isinstance(b, float) else a * x0 + b * xt
+    var, log_var = schedule.at("posterior_variance", t, xt), schedule.at("posterior_log_variance_clipped", t, xt)
+    return Gaussian(mean, var, log_var)
 
 
 # ---------------------------------------------------------------- parameterizations
@@ -133,34 +129,34 @@ def q_posterior(schedule: NoiseSchedule, x0: torch.Tensor, xt: torch.Tensor, t: 
 
 def x0_from_eps(schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """x_0 = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t, eq. 4 solved for x_0."""
-    return (xt - extract(schedule.sqrt_one_minus_alpha_bar, t, xt) * eps) / extract(schedule.sqrt_alpha_bar, t, xt)
+    a, b = schedule.at("sqrt_one_minus_alpha_bar", t, xt), schedule.at("sqrt_alpha_bar", t, xt)
+    return torch.sub(xt, eps, alpha=a).div_(b) if isinstance(a, float) else (xt - a * eps) / b  # float: 2 passes
 
 
 def eps_from_x0(schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     """ε = (x_t − √ᾱ_t x_0) / √(1−ᾱ_t), eq. 4 solved for ε."""
-    return (xt - extract(schedule.sqrt_alpha_bar, t, xt) * x0) / extract(schedule.sqrt_one_minus_alpha_bar, t, xt)
+    a, b = schedule.at("sqrt_alpha_bar", t, xt), schedule.at("sqrt_one_minus_alpha_bar", t, xt)
+    return torch.sub(xt, x0, alpha=a).div_(b) if isinstance(a, float) else (xt - a * x0) / b
 
 
 def v_from_x0_eps(schedule: NoiseSchedule, t: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """v = √ᾱ_t ε − √(1−ᾱ_t) x_0 (Salimans & Ho 2022, §4)."""
-    return extract(schedule.sqrt_alpha_bar, t, x0) * eps - extract(schedule.sqrt_one_minus_alpha_bar, t, x0) * x0
+    return schedule.at("sqrt_alpha_bar", t, x0) * eps - schedule.at("sqrt_one_minus_alpha_bar", t, x0) * x0
 
 
 def x0_from_v(schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """x_0 = √ᾱ_t x_t − √(1−ᾱ_t) v."""
-    return extract(schedule.sqrt_alpha_bar, t, xt) * xt - extract(schedule.sqrt_one_minus_alpha_bar, t, xt) * v
+    return schedule.at("sqrt_alpha_bar", t, xt) * xt - schedule.at("sqrt_one_minus_alpha_bar", t, xt) * v
 
 
 def eps_from_v(schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """ε = √(1−ᾱ_t) x_t + √ᾱ_t v."""
-    return extract(schedule.sqrt_one_minus_alpha_bar, t, xt) * xt + extract(schedule.sqrt_alpha_bar, t, xt) * v
+    return schedule.at("sqrt_one_minus_alpha_bar", t, xt) * xt + schedule.at("sqrt_alpha_bar", t, xt) * v
 
 
 def x0_from_mean(schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """x_0 from the posterior mean μ̃_t (eq. 7 solved for x_0)."""
-    return (mean - extract(schedule.posterior_mean_coef_xt, t, xt) * xt) / extract(
-        schedule.posterior_mean_coef_x0, t, xt
-    )
+    return (mean - schedule.at("posterior_mean_coef_xt", t, xt) * xt) / schedule.at("posterior_mean_coef_x0", t, xt)
 
 
 def model_output_from_x0(
@@ -221,18 +217,15 @@ def _variance(
     schedule: NoiseSchedule, variance: VarianceType, var_out: torch.Tensor | None, t: torch.Tensor, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if variance == "fixed_small":  # σ_t² = β̃_t (Ho et al. §3.2), log clipped at t = 1
-        return extract(schedule.posterior_variance, t, x), extract(schedule.posterior_log_variance_clipped, t, x)
+        return schedule.at("posterior_variance", t, x), schedule.at("posterior_log_variance_clipped", t, x)
     if variance == "fixed_large":  # σ_t² = β_t, with β̃_2 at t = 1 as in the authors' code
-        table = torch.cat([schedule.posterior_variance[2:3], schedule.posterior_variance[2:3], schedule.beta[2:]])
-        if schedule.T == 1:
-            table = schedule.beta
-        return extract(table, t, x), extract(torch.log(table), t, x)
+        return schedule.at("fixed_large_variance", t, x), schedule.at("fixed_large_log_variance", t, x)
     assert var_out is not None
     if variance == "learned":
         return torch.exp(var_out), var_out
     # learned_range, Nichol & Dhariwal (2021) eq. 15: Σ = exp(v log β_t + (1 − v) log β̃_t), v ∈ [0, 1]
-    min_log = extract(schedule.posterior_log_variance_clipped, t, x)
-    max_log = extract(torch.log(schedule.beta.clamp_min(1e-300)), t, x)
+    min_log = schedule.at("posterior_log_variance_clipped", t, x)
+    max_log = schedule.at("log_beta", t, x)
     frac = (var_out + 1.0) / 2.0  # the network outputs v in [-1, 1]
     log_var = frac * max_log + (1.0 - frac) * min_log
     return torch.exp(log_var), log_var
@@ -241,14 +234,11 @@ def _variance(
 def _read_output(model: Model, schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor | int,
                  config: PredictionConfig, model_output: torch.Tensor | None):
     """(t as a (B,) tensor, the raw output, its mean part, its variance part or None, x̂_0)."""
-    if not isinstance(t, torch.Tensor):
-        t = operator.index(t)  # an int (numpy's too); a float is a TypeError
-        if not 1 <= t <= schedule.T:
-            raise ValueError(f"timestep {t} is outside [1, {schedule.T}]")
-        t = torch.full((xt.shape[0],), t, dtype=torch.long, device=xt.device)
+    t = schedule.check_t(t)  # one int t stays an int: its coefficients are python floats
+    if model_output is None:
+        out = model(xt, t if isinstance(t, torch.Tensor) else torch.full((xt.shape[0],), t, device=xt.device))
     else:
-        t = schedule.check_t(t)
-    out = model(xt, t) if model_output is None else model_output
+        out = model_output
     var_out = None
     if config.learned_variance:
         if out.shape[1] != 2 * xt.shape[1]:
@@ -260,7 +250,9 @@ def _read_output(model: Model, schedule: NoiseSchedule, xt: torch.Tensor, t: tor
             raise ValueError(f"the model output has shape {tuple(out.shape)}, expected {tuple(xt.shape)}")
         out_mean = out
     pred_x0 = _x0_from_output(schedule, config.parameterization, xt, t, out_mean)
-    return t, out, out_mean, var_out, pred_x0.clamp(-1.0, 1.0) if config.clip_x0 else pred_x0
+    if config.clip_x0:  # in place where x̂_0 is a new array, not the network's output
+        pred_x0 = pred_x0.clamp(-1.0, 1.0) if pred_x0 is out_mean else pred_x0.clamp_(-1.0, 1.0)
+    return t, out, out_mean, var_out, pred_x0
 
 
 def p_mean_variance(model: Model, schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor | int,
@@ -288,6 +280,12 @@ def predict_x0_eps(model: Model, schedule: NoiseSchedule, xt: torch.Tensor, t: t
     DDIM and DPM-Solver need of p_θ, without its variance and posterior mean."""
     t, _, _, _, pred_x0 = _read_output(model, schedule, xt, t, config, None)
     return pred_x0, eps_from_x0(schedule, xt, t, pred_x0)
+
+
+def predict_x0(model: Model, schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor | int,
+               config: PredictionConfig = PredictionConfig()) -> torch.Tensor:
+    """x̂_0 at (x_t, t) alone (DPM-Solver++ needs no ε̂)."""
+    return _read_output(model, schedule, xt, t, config, None)[4]
 
 
 def noise_like(x: torch.Tensor, noise: torch.Tensor | None = None, generator: Generators = None) -> torch.Tensor:

@@ -9,6 +9,7 @@ All tables are built in float64 and cast to the data's dtype only when gathered.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Callable
 
 import numpy as np
@@ -151,6 +152,9 @@ class NoiseSchedule(nn.Module):
     posterior_log_variance_clipped: torch.Tensor
     posterior_mean_coef_x0: torch.Tensor
     posterior_mean_coef_xt: torch.Tensor
+    fixed_large_variance: torch.Tensor
+    fixed_large_log_variance: torch.Tensor
+    log_beta: torch.Tensor
 
     def __init__(self, betas: torch.Tensor | np.ndarray):
         super().__init__()
@@ -185,6 +189,16 @@ class NoiseSchedule(nn.Module):
         }
         for key, value in tables.items():
             self.register_buffer(key, torch.from_numpy(np.ascontiguousarray(value, dtype=np.float64)))
+        # σ_t² = β_t of the "fixed_large" reverse variance, with β̃_2 at t ≤ 1 as in the authors' code
+        large = np.concatenate([[post_var[2], post_var[2]], beta[2:]]) if T >= 2 else beta
+        derived = {"fixed_large_variance": large, "fixed_large_log_variance": np.log(np.maximum(large, 1e-300)),
+                   "log_beta": np.log(np.maximum(beta, 1e-300))}
+        for key, value in derived.items():  # not in state_dict: made from the others
+            self.register_buffer(key, torch.from_numpy(np.ascontiguousarray(value, dtype=np.float64)),
+                                 persistent=False)
+        tables.update(derived)
+        # python floats of every table, for a sampler's step at one int t: no gather, no device read
+        self._host = {key: np.asarray(value, dtype=np.float64).tolist() for key, value in tables.items()}
 
     @classmethod
     def from_name(cls, name: str = "linear", T: int = 1000, **params: float) -> "NoiseSchedule":
@@ -196,11 +210,27 @@ class NoiseSchedule(nn.Module):
         """β_1..β_T, shape (T,), float64 (what :func:`make_betas` returned)."""
         return self.beta[1:]
 
-    def check_t(self, t: torch.Tensor, *, allow_zero: bool = False) -> torch.Tensor:
-        """Validate a (B,) integer tensor of paper timesteps and return it as int64."""
+    def at(self, name: str, t: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor | float:
+        """Table ``name`` at the paper's t: :func:`extract` of it for a (B,) tensor t, a python float
+        for one int t (what a sampler step passes: scalar arithmetic, no gather, nothing read back from
+        a GPU). Besides the buffers: ``fixed_large_variance`` (β_t, β̃_2 at t ≤ 1), its log, ``log_beta``."""
+        if isinstance(t, torch.Tensor):
+            return extract(getattr(self, name), t, x)
+        return self._host[name][t]
+
+    def check_t(self, t: torch.Tensor | int, *, allow_zero: bool = False) -> torch.Tensor | int:
+        """Validate a (B,) integer tensor of paper timesteps and return it as int64, or one int t
+        (numpy's too; a float or bool is a TypeError) checked in Python and returned as an int."""
+        lo = 0 if allow_zero else 1
+        if not isinstance(t, torch.Tensor):
+            if isinstance(t, bool):
+                raise TypeError(f"a timestep must be an integer, got {t!r}")
+            t = operator.index(t)
+            if not lo <= t <= self.T:
+                raise ValueError(f"timestep {t} is outside [{lo}, {self.T}]")
+            return t
         if t.dtype.is_floating_point or t.dtype == torch.bool or t.dim() != 1:
             raise ValueError(f"t must be a 1-D integer tensor of paper timesteps, got {t.dtype} {tuple(t.shape)}")
-        lo = 0 if allow_zero else 1
         if t.numel() and t.device.type == "cpu":
             if int(t.min()) < lo or int(t.max()) > self.T:
                 raise ValueError(f"timesteps must lie in [{lo}, {self.T}], got [{int(t.min())}, {int(t.max())}]")

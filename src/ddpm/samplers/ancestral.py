@@ -13,6 +13,7 @@ original t.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -53,7 +54,9 @@ def ancestral_steps(
         pred = p_mean_variance(model, schedule, x, t, prediction)
         if t > 1:
             z = randn(x.shape, generator, dtype=x.dtype, device=x.device)
-            x = pred.mean + torch.exp(0.5 * pred.log_variance) * z  # (B, ...)
+            lv = pred.log_variance  # a python float at one int t, unless the network gives it
+            x = pred.mean + torch.exp(0.5 * lv) * z if isinstance(lv, torch.Tensor) else \
+                torch.add(pred.mean, z, alpha=math.exp(0.5 * lv))
         else:
             x = pred.mean
         if t_map is None:

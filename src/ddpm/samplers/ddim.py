@@ -67,9 +67,10 @@ def ddim_step(model: Model, schedule: NoiseSchedule, x: torch.Tensor, t: int, s:
     x0, eps = predict_x0_eps(model, schedule, x, t, prediction)
     abar_t, abar_s = abar[t], abar[s]
     sigma = ddim_sigma(abar_t, abar_s, eta)
-    x = math.sqrt(abar_s) * x0 + math.sqrt(max(1.0 - abar_s - sigma**2, 0.0)) * eps
+    # in place on ε̂, a new array: two passes and no new one
+    x = eps.mul_(math.sqrt(max(1.0 - abar_s - sigma**2, 0.0))).add_(x0, alpha=math.sqrt(abar_s))
     if sigma > 0:
-        x = x + sigma * randn(x.shape, generator, dtype=x.dtype, device=x.device)
+        x.add_(randn(x.shape, generator, dtype=x.dtype, device=x.device), alpha=sigma)
     return SamplerStep(t, x, x0, s)
 
 

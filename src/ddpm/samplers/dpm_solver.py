@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from ..diffusion import Model, PredictionConfig, predict_x0_eps
+from ..diffusion import Model, PredictionConfig, predict_x0
 from ..errors import ConfigError
 from ..rng import Generators
 from ..schedules import NoiseSchedule
@@ -51,7 +51,7 @@ def dpm_solver_steps(
     x = x_T
     prev_x0, prev_h = None, None
     for i, t in enumerate(ts):
-        x0, _ = predict_x0_eps(model, schedule, x, t, prediction)
+        x0 = predict_x0(model, schedule, x, t, prediction)
         s = ts[i + 1] if i + 1 < len(ts) else 0
         if s == 0:  # σ_0 = 0, so the first-order step is x̂_0 itself
             x = x0
@@ -62,8 +62,9 @@ def dpm_solver_steps(
                 d = x0
             else:
                 r = prev_h / h
-                d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * prev_x0
-            x = math.sqrt((1.0 - abar_s) / (1.0 - abar_t)) * x - math.sqrt(abar_s) * math.expm1(-h) * d
+                d = torch.mul(x0, 1.0 + 0.5 / r).sub_(prev_x0, alpha=0.5 / r)
+            ratio, coef = math.sqrt((1.0 - abar_s) / (1.0 - abar_t)), math.sqrt(abar_s) * math.expm1(-h)
+            x = torch.mul(x, ratio).sub_(d, alpha=coef)  # σ_s/σ_t x − α_s (e^{−h} − 1) D
             prev_x0, prev_h = x0, h
         yield SamplerStep(t, x, x0, s)
 
