@@ -59,3 +59,48 @@ def test_every_shipped_weight_loads_and_samples(name):
     labels = torch.arange(4) % loaded.num_classes if loaded.num_classes else None
     images = generate(loaded, 4, seed=0, sampler=SamplerSpec("ddim", steps=4), labels=labels).data
     assert images.dtype == torch.uint8 and images.shape[0] == 4 and np.isfinite(images.float().numpy()).all()
+
+
+def test_a_packed_sampler_is_the_default_that_options_override(run_dir, tmp_path, capsys):
+    """`ddpm pack --sampler` stores the sampler the weights are meant to be drawn with (the pretrained:
+    ones carry DDIM η = 1, 50 steps, so their first command takes seconds); no --sampler means it,
+    --steps/--eta alone change only those, and --sampler drops it."""
+    assert main(["pack", str(run_dir), str(tmp_path / "p"), "--sampler", "ddim", "--steps", "4", "--eta", "1"]) == 0
+    assert json.loads((tmp_path / "p" / "state.json").read_text())["default_sampler"] == \
+        {"sampler": "ddim", "steps": 4, "eta": 1.0}
+    capsys.readouterr()
+
+    def draw(name, *options):
+        out = tmp_path / f"{name}.npz"
+        assert main(["sample", "--checkpoint", str(tmp_path / "p"), "--n", "3", "--seed", "5", *options,
+                     "--out", str(out)]) == 0
+        return np.load(out)["arr_0"], capsys.readouterr().err
+
+    packed, said = draw("packed")
+    assert "sampler: ddim, 4 steps, eta 1: packed with" in said
+    explicit, said = draw("explicit", "--sampler", "ddim", "--steps", "4", "--eta", "1")
+    assert np.array_equal(packed, explicit) and "packed with" not in said
+    fewer, _ = draw("fewer", "--steps", "2")
+    assert np.array_equal(fewer, draw("fewer2", "--sampler", "ddim", "--steps", "2", "--eta", "1")[0])
+    ancestral, said = draw("ancestral", "--sampler", "ancestral", "--steps", "4")  # = DDIM η = 1 on its grid
+    assert np.array_equal(ancestral, packed) and "packed with" not in said
+    eta0, said = draw("eta0", "--sampler", "ddim", "--steps", "4")  # the packed η goes with the packed sampler
+    assert not np.array_equal(eta0, packed) and "packed with" not in said
+
+
+def test_a_bad_packed_sampler_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys):
+    for options, message in ((["--steps", "3"], "give --sampler too"), (["--sampler", "ddim", "--steps", "5000"],
+                             r"\[1, 50\]|\[1, 1000\]|steps must"), (["--sampler", "ddpm"], "unknown sampler")):
+        out = tmp_path / "p"
+        assert main(["pack", str(run_dir), str(out), *options]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and __import__("re").search(message, err), err
+        assert not out.exists()
+    pack(run_dir, tmp_path / "q")
+    state = json.loads((tmp_path / "q" / "state.json").read_text())
+    for bad in ({"sampler": "ddim", "steps": -2}, {"sampler": "fast"}, "ddim", {"sampler": "ddim", "eta": "one"}):
+        (tmp_path / "q" / "state.json").write_text(json.dumps({**state, "default_sampler": bad}))
+        out = tmp_path / "s.png"
+        assert main(["sample", "--checkpoint", str(tmp_path / "q"), "--n", "2", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "state.json: default_sampler" in err and len(err.strip().splitlines()) == 1 and not out.exists()

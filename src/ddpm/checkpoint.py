@@ -231,12 +231,20 @@ def resolve(path: str | Path) -> Path:
     return found[0]
 
 
-def pack(checkpoint: str | Path, out: str | Path, use_ema: bool = True, note: str = "") -> Path:
+def pack(checkpoint: str | Path, out: str | Path, use_ema: bool = True, note: str = "",
+         sampler: dict | None = None) -> Path:
     """Write a checkpoint's EMA (or raw) weights in float16 with its config and data statistics as
     a small checkpoint folder ``out`` that sampling, editing and evaluation read like any other
-    (the form of the weights that ship as ``pretrained:NAME``); it cannot be resumed."""
+    (the form of the weights that ship as ``pretrained:NAME``); it cannot be resumed. ``sampler``
+    ({"sampler", "steps", "eta"}) is the default those commands use when given no --sampler."""
     name = "ema" if use_ema else "model"
     ckpt = Checkpoint.read(checkpoint, parts=(name, "data"))
+    if sampler is not None:
+        from .samplers import SamplerSpec
+
+        SamplerSpec(sampler["sampler"], sampler.get("steps"), eta=sampler.get("eta", 0.0)).timesteps_for(
+            ckpt.config.diffusion.T)  # a sampler the weights cannot run is an error now, not at sampling
+        ckpt.info["default_sampler"] = dict(sampler)
     half = {k: v.half() if v.is_floating_point() else v for k, v in getattr(ckpt, name).items()}
     files = {"ema": half, **({"data": ckpt.data} if ckpt.data else {})}
     meta = {**ckpt.info, "kind": ckpt.kind, "config": to_dict(ckpt.config), "train_seconds": ckpt.train_seconds,

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("out", help="the folder to write (must not exist)")
     pk.add_argument("--no-ema", action="store_true", help="pack the raw weights instead of the EMA")
     pk.add_argument("--note", default="", help="how the weights were trained, kept in state.json")
+    pk.add_argument("--sampler", default=None, help="the sampler that sample, eval, inpaint and edit use with "
+                    "these weights when no --sampler is given (as pretrained: ones carry one); default: none")
+    pk.add_argument("--steps", type=INT, default=None, help="the packed sampler's steps (default: T)")
+    pk.add_argument("--eta", type=float, default=0.0, help="the packed sampler's eta (DDIM)")
     _add_evaluation_parsers(sub, fmt)
     _add_editing_parsers(sub, fmt)
     return parser
@@ -85,10 +89,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from .training import distributed as dist
 
     _at_least_one(args, "n", "batch_size")
-    spec = _sampler_spec(args)
+    _sampler_spec(args)  # bad sampler options fail before any file is read
     device = _device(args.device, join=True)
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
-    spec.timesteps_for(loaded.schedule.T)  # a bad --steps/--timesteps fails before any work
+    spec = _sampler_spec(args, loaded)  # a bad --steps/--timesteps for this T fails before any work
     out = Path(args.out or DEFAULT_OUT[loaded.kind])
     fmt = sample_format(loaded.kind, out)
     n = args.n or (4000 if loaded.kind == "points" else 64)
@@ -145,7 +149,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_pack(args: argparse.Namespace) -> int:
     from .checkpoint import pack
 
-    out = pack(args.checkpoint, args.out, use_ema=not args.no_ema, note=args.note)
+    if args.sampler is None and (args.steps is not None or args.eta):
+        raise ConfigError("--steps and --eta describe the packed sampler: give --sampler too")
+    sampler = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta} if args.sampler else None
+    out = pack(args.checkpoint, args.out, use_ema=not args.no_ema, note=args.note, sampler=sampler)
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"packed:   {out} ({size / 2**20:.1f} MiB)")
     return 0

@@ -4,6 +4,7 @@ sampler and class options, devices."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .config import MAX_SEED
@@ -70,13 +71,16 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     from .samplers import SAMPLERS, SPACINGS
 
     g = p.add_argument_group("sampler")
-    g.add_argument("--sampler", default="ancestral", choices=list(SAMPLERS),
+    g.add_argument("--sampler", default=None, choices=list(SAMPLERS),
                    help="ancestral: Algorithm 2 (respaced when --steps < T); ddim: Song et al. 2021; "
-                   "dpm_solver++: DPM-Solver++(2M)")
-    g.add_argument("--steps", type=INT, default=None, help="network evaluations per sample (default: T)")
+                   "dpm_solver++: DPM-Solver++(2M) (default: ancestral, or the sampler packed with the weights, "
+                   "as pretrained: ones are)")
+    g.add_argument("--steps", type=INT, default=None, help="network evaluations per sample (default: T, or the "
+                   "packed sampler's)")
     g.add_argument("--spacing", default="trailing", choices=SPACINGS, help="which timesteps --steps keeps")
     g.add_argument("--timesteps", default=None, help="explicit decreasing paper timesteps, e.g. 1000,750,500,250")
-    g.add_argument("--eta", type=_finite, default=0.0, help="DDIM's eta: 0 deterministic, 1 ancestral variance")
+    g.add_argument("--eta", type=_finite, default=None, help="DDIM's eta: 0 deterministic, 1 ancestral variance "
+                   "(default: 0, or the packed sampler's)")
     g.add_argument("--noise", default="philox", choices=NOISE_SCHEMES, help="how sample i's noise follows from "
                    "(--seed, i): philox (counter-based, drawn on the device) or generators (one CPU generator per "
                    "sample: the samples ddpm 0.1 drew)")
@@ -123,15 +127,54 @@ def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, n
     return torch.tensor(ids, dtype=torch.long).repeat(n // len(ids) + 1)[:n]
 
 
-def _sampler_spec(args: argparse.Namespace):
+def _sampler_spec(args: argparse.Namespace, loaded=None):
+    """The sampler the options ask for, checked against the model's T (without ``loaded``: the
+    options alone, before any file is read; None when --sampler is not given). Without --sampler, a
+    checkpoint packed with a default sampler (``ddpm pack --sampler``; the pretrained: weights)
+    supplies it, and its steps and η where --steps/--timesteps and --eta are not given."""
     from .samplers import SamplerSpec, parse_timesteps
 
     timesteps = parse_timesteps(args.timesteps) if args.timesteps else None
     if timesteps is not None and args.steps is not None:
         raise ConfigError("give --steps or --timesteps, not both")
-    return SamplerSpec(args.sampler, args.steps, args.spacing, args.eta,
-                       tuple(timesteps) if timesteps is not None else None, args.noise,
-                       args.precision)
+    sampler, steps, eta = args.sampler, args.steps, args.eta
+    if loaded is None and sampler is None:
+        return None  # the options alone are checked; the checkpoint may carry the sampler
+    packed = packed_sampler(loaded) if loaded is not None and sampler is None else None
+    if packed is not None:
+        sampler = packed["sampler"]
+        steps = steps if steps is not None or timesteps is not None else packed["steps"]
+        eta = eta if eta is not None else packed["eta"]
+        from .training import distributed as dist
+
+        if not getattr(args, "quiet", False) and dist.is_main():
+            print(f"sampler: {sampler}, {steps or len(timesteps or ())} steps, eta {eta:g}: packed with "
+                  f"{args.checkpoint} (--sampler ancestral for Algorithm 2 with all {loaded.schedule.T} steps)",
+                  file=sys.stderr)
+    spec = SamplerSpec(sampler or "ancestral", steps, args.spacing, eta if eta is not None else 0.0,
+                       tuple(timesteps) if timesteps is not None else None, args.noise, args.precision)
+    if loaded is not None:
+        spec.timesteps_for(loaded.schedule.T)  # a bad --steps/--timesteps fails before any work
+    return spec
+
+
+def packed_sampler(loaded) -> dict | None:
+    """The default sampler a packed checkpoint carries (state.json's ``default_sampler``), checked."""
+    from .samplers import SAMPLERS
+
+    packed = loaded.info.get("default_sampler")
+    if packed is None:
+        return None
+    where = f"{loaded.path / 'state.json' if loaded.path else 'the checkpoint'}: default_sampler"
+    if not isinstance(packed, dict) or packed.get("sampler") not in SAMPLERS:
+        raise ConfigError(f"{where}: expected {{'sampler': one of {', '.join(SAMPLERS)}, 'steps', 'eta'}}, "
+                          f"got {packed!r}")
+    steps, eta = packed.get("steps"), packed.get("eta", 0.0)
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ConfigError(f"{where}: steps must be a positive integer or null, got {steps!r}")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < float("inf"):
+        raise ConfigError(f"{where}: eta must be a number >= 0, got {eta!r}")
+    return {"sampler": packed["sampler"], "steps": steps, "eta": float(eta)}
 
 
 def _device(name: str | None, join: bool = False):

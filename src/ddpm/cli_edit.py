@@ -77,8 +77,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     loaded = _image_checkpoint(args, args.command)
     out = Path(args.out)
     fmt = sample_format("image", out)
-    spec = _sampler_spec(args)
-    spec.timesteps_for(loaded.schedule.T)
+    spec = _sampler_spec(args, loaded)
     images = images_from_path(args.images)
     c, h = loaded.sample_shape[0], loaded.sample_shape[1]
     if images.shape[1:] != (c, h, h):

@@ -202,7 +202,7 @@ def _eval_fid(args: argparse.Namespace) -> int:
 
         if args.n < max(2, dist.world_size()):
             raise ConfigError(f"--n must be >= {max(2, dist.world_size())}, got {args.n}")
-        spec = _sampler_spec(args)
+        spec = _sampler_spec(args, loaded)
         labels = _class_labels("all" if loaded.num_classes else None, args.n, loaded.num_classes, args.guidance)
         mine = dist.shard(args.n)
         images = generate(loaded, len(mine), args.seed, spec, args.batch_size, device, progress=show,
@@ -248,7 +248,8 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
     T, n = loaded.schedule.T, args.n or (2000 if loaded.kind == "points" else 8)
     show = parse_timesteps(args.t, "--t") if args.t else [int(v) for v in np.linspace(T, 0, 9).round()]
     labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
-    shown, table = progressive_generation(loaded, n, args.seed, show, _sampler_spec(args), _device(args.device),
+    spec = _sampler_spec(args, loaded)
+    shown, table = progressive_generation(loaded, n, args.seed, show, spec, _device(args.device),
                                           labels, args.guidance)
     if loaded.kind == "points":  # one scatter panel of x̂0 per t
         path = reverse_strip({t: table[:, i].numpy() for i, t in enumerate(shown)}, args.out, "x̂0 at t")
