@@ -4,7 +4,8 @@
 # this is a session's whole GPU work (benchmarks/gpu_issue13.sh is the other one; one a session):
 #   1. `ddpm train --preset mnist` unconditional and class-conditional, the two at once, for MINUTES
 #      (default 2.5) at batch BATCH (default 128), with the project's own command;
-#   2. `ddpm pack` of each (float16 EMA, ~2 MB) into $OUT/pretrained/{mnist,mnist-cond}, and
+#   2. `ddpm pack` of each (float16 EMA, ~2 MB, DDIM eta 1 50 steps as the packed default sampler) into
+#      $OUT/pretrained/{mnist,mnist-cond}, and
 #      64-sample pictures of both (1000-step ancestral; the conditional one at guidance 2);
 #   3. FID/KID of the unconditional weights: the first samples of seed 0 (1000-step ancestral), as
 #      many of N (default 10000) as fit in the time left less a reserve, against the MNIST test set
@@ -21,7 +22,7 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/pretrained}; W=${WORK:-/tmp/gpu_pre}
 MINUTES=${MINUTES:-2.5}; BATCH=${BATCH:-128}; N=${N:-10000}; NC=${NC:-300}; DEVICE=${DEVICE:-cuda}
-DEADLINE=${DEADLINE:-530}; STEPS=1000000; SAMPLER=(); CSTEPS=1000; REFN=10000; FIDSTEPS=()
+DEADLINE=${DEADLINE:-530}; STEPS=1000000; SAMPLER=(--sampler ancestral); CSTEPS=1000; REFN=10000; FIDSTEPS=()
 if [ -n "${SMOKE:-}" ]; then
   MINUTES=0.05; BATCH=16; N=40; NC=20; DEVICE=cpu; SAMPLER=(--sampler ddim --steps 5); CSTEPS=5; REFN=50
   FIDSTEPS=(--steps 5); DEADLINE=${DEADLINE_SMOKE:-400}
@@ -50,7 +51,7 @@ for kind in mnist mnist-cond; do
   cat $W/train_$kind.txt; tail -n 1 $W/$kind/log.csv
   step=$(tail -n 1 $W/$kind/log.csv | cut -d, -f1)
   rm -rf "$OUT/pretrained/$kind"
-  python3 -m ddpm pack $W/$kind "$OUT/pretrained/$kind" --note "ddpm train --preset mnist ${flag[*]} --batch-size \
+  python3 -m ddpm pack $W/$kind "$OUT/pretrained/$kind" --sampler ddim --steps 50 --eta 1 --note "ddpm train --preset mnist ${flag[*]} --batch-size \
 $BATCH --time-limit $MINUTES (step $step; the two runs at once) on $gpu"
 done
 log "pictures: 64 samples each (1000-step ancestral)"
