@@ -1,8 +1,9 @@
 """The paper's math: the forward process, its posterior, and the reverse process p_θ.
 
 Every function takes the :class:`~ddpm.schedules.NoiseSchedule` first and, for the reverse
-process, the network as an argument; nothing here owns a network. ``t`` is always a (B,)
-integer tensor of the paper's timesteps (1..T; 0 is the data where allowed).
+process, the network as an argument; nothing here owns a network. ``t`` is a (B,) integer
+tensor of the paper's timesteps (1..T; 0 is the data where allowed), or one int for the whole
+batch, as the samplers pass it: then every coefficient is a Python float (no gather, no device read).
 """
 
 from __future__ import annotations
@@ -204,18 +205,19 @@ def _x0_from_output(
 
 
 class Prediction(NamedTuple):
-    """p_θ(x_{t−1} | x_t) and the x̂_0 the network implies (ε̂: :func:`predict_x0_eps`)."""
+    """p_θ(x_{t−1} | x_t) and the x̂_0 the network implies (ε̂: :func:`predict_x0_eps`); at one
+    int t a fixed variance and its log are Python floats."""
 
     mean: torch.Tensor
-    variance: torch.Tensor
-    log_variance: torch.Tensor
+    variance: torch.Tensor | float
+    log_variance: torch.Tensor | float
     pred_x0: torch.Tensor
     model_output: torch.Tensor  # the raw output, variance channels included
 
 
 def _variance(
     schedule: NoiseSchedule, variance: VarianceType, var_out: torch.Tensor | None, t: torch.Tensor, x: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor | float, torch.Tensor | float]:
     if variance == "fixed_small":  # σ_t² = β̃_t (Ho et al. §3.2), log clipped at t = 1
         return schedule.at("posterior_variance", t, x), schedule.at("posterior_log_variance_clipped", t, x)
     if variance == "fixed_large":  # σ_t² = β_t, with β̃_2 at t = 1 as in the authors' code
@@ -233,7 +235,7 @@ def _variance(
 
 def _read_output(model: Model, schedule: NoiseSchedule, xt: torch.Tensor, t: torch.Tensor | int,
                  config: PredictionConfig, model_output: torch.Tensor | None):
-    """(t as a (B,) tensor, the raw output, its mean part, its variance part or None, x̂_0)."""
+    """(t checked: a (B,) tensor or one int, the raw output, its mean part, its variance part or None, x̂_0)."""
     t = schedule.check_t(t)  # one int t stays an int: its coefficients are python floats
     if model_output is None:
         out = model(xt, t if isinstance(t, torch.Tensor) else torch.full((xt.shape[0],), t, device=xt.device))
