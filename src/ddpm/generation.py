@@ -134,7 +134,7 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
     loaded.to(device)
     batch_size = batch_size or default_batch_size(loaded, device)
     steps = len(sampler.timesteps_for(loaded.schedule.T))
-    bar = tqdm(total=n * steps, disable=not progress, desc="sample", unit="step", unit_scale=True,
+    bar = tqdm(total=n * steps, disable=not progress, desc="sample", unit=" image-step", unit_scale=True,
                dynamic_ncols=True, mininterval=1.0)
     parts, start_time = [], time.perf_counter()
     for start in range(0, n, batch_size):
