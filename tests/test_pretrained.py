@@ -90,7 +90,7 @@ def test_a_packed_sampler_is_the_default_that_options_override(run_dir, tmp_path
 
 def test_a_bad_packed_sampler_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys):
     for options, message in ((["--steps", "3"], "give --sampler too"), (["--sampler", "ddim", "--steps", "5000"],
-                             r"\[1, 50\]|\[1, 1000\]|steps must"), (["--sampler", "ddpm"], "unknown sampler")):
+                             r"\[1, 50\]|\[1, 1000\]|steps must"), (["--sampler", "dpm_solver++", "--eta", "1"], "eta applies to the ddim sampler")):
         out = tmp_path / "p"
         assert main(["pack", str(run_dir), str(out), *options]) == 2
         err = capsys.readouterr().err

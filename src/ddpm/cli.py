@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("out", help="the folder to write (must not exist)")
     pk.add_argument("--no-ema", action="store_true", help="pack the raw weights instead of the EMA")
     pk.add_argument("--note", default="", help="how the weights were trained, kept in state.json")
-    pk.add_argument("--sampler", default=None, help="the sampler that sample, eval, inpaint and edit use with "
+    from .samplers import SAMPLERS
+
+    pk.add_argument("--sampler", default=None, choices=list(SAMPLERS), help="the sampler that sample, eval, inpaint and edit use with "
                     "these weights when no --sampler is given (as pretrained: ones carry one); default: none")
     pk.add_argument("--steps", type=INT, default=None, help="the packed sampler's steps (default: T)")
     pk.add_argument("--eta", type=float, default=0.0, help="the packed sampler's eta (DDIM)")
