@@ -102,6 +102,22 @@ def test_schedule_is_a_module_of_float64_buffers():
     assert s.to("cpu").alpha_bar.dtype == torch.float64
 
 
+def test_a_state_dict_of_other_tables_is_refused_and_changes_nothing():
+    """Its python floats (what a sampler step reads) and its tables must agree: a schedule
+    reloads its own tables, refuses another's by key and keeps what it had."""
+    s, other = NoiseSchedule.from_name("linear", 10), NoiseSchedule.from_name("cosine", 10)
+    s.load_state_dict(NoiseSchedule.from_name("linear", 10).state_dict())
+    before = {k: v.clone() for k, v in s.state_dict().items()}
+    with pytest.raises(RuntimeError, match="beta: not this schedule's table"):
+        s.load_state_dict(other.state_dict())
+    tampered = s.state_dict()
+    tampered["posterior_variance"] = tampered["posterior_variance"] * 2
+    with pytest.raises(RuntimeError, match="posterior_variance: not this schedule's table"):
+        s.load_state_dict(tampered)
+    assert all(torch.equal(v, before[k]) for k, v in s.state_dict().items())
+    assert s.at("beta", 3, torch.zeros(1)) == before["beta"][3].item()
+
+
 def test_extract_broadcasts_and_casts():
     table = torch.arange(5, dtype=torch.float64)
     x = torch.zeros(3, 2, 4, 4, dtype=torch.float32)

@@ -200,6 +200,23 @@ class NoiseSchedule(nn.Module):
         # python floats of every table, for a sampler's step at one int t: no gather, no device read
         self._host = {key: np.asarray(value, dtype=np.float64).tolist() for key, value in tables.items()}
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """Loading a state_dict cannot change the schedule: every table (and the python floats a
+        sampler's step reads) follows from the betas it was built with. Other tables are an error
+        that names the key, and nothing of this schedule is overwritten."""
+        for key, host in self._host.items():
+            value = state_dict.get(prefix + key)
+            if value is None or key not in self._buffers or key in self._non_persistent_buffers_set:
+                continue
+            if value.shape != (self.T + 1,) or not torch.equal(value.detach().cpu().double(),
+                                                               torch.tensor(host, dtype=torch.float64)):
+                error_msgs.append(f"{prefix}{key}: not this schedule's table; a NoiseSchedule follows from its "
+                                  "betas: build NoiseSchedule(betas) rather than loading other tables into one")
+                return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     @classmethod
     def from_name(cls, name: str = "linear", T: int = 1000, **params: float) -> "NoiseSchedule":
         """Build the schedule ``make_betas(name, T, **params)``."""
