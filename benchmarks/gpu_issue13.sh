@@ -6,16 +6,19 @@
 #     bf16 + channels-last, ours compiled), the samplers on the device, the MNIST 50k projection;
 #  2. the whole trainer (`ddpm train --preset mnist`, fp32 and bf16) against the bare step of its
 #     network at its batch (log.csv's steps/s against gpu_speed.py --preset mnist);
-#  3. `ddpm sample` under torchrun with nccl (1 process) writes the array one process writes.
+#  3. `ddpm sample` under torchrun with nccl (1 process) writes the array one process writes;
+#  4. if time is left before DEADLINE seconds (default 540), the samplers with the network compiled
+#     (`ddpm sample --compile --precision bf16`'s path; one compilation per preset).
 set -u
 cd "$(dirname "$0")/.."
-OUT=${OUT:-runs/gpu13}; W=/tmp/gpu13
+OUT=${OUT:-runs/gpu13}; W=/tmp/gpu13; DEADLINE=${DEADLINE:-540}
 mkdir -p "$OUT" "$W"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-log() { echo "=== $(date +%T) $*"; }
+log() { echo "=== $(date +%T) (${SECONDS}s) $*"; }
+left() { local s=$((DEADLINE - SECONDS - $1)); echo $((s > 1 ? s : 1)); }  # seconds to the deadline less a reserve
 {
 log "gpu_speed.py (cifar10 network)"
-timeout 330 python3 benchmarks/gpu_speed.py --preset cifar10 --batch 128 | tee $W/speed.txt
+timeout 330 python3 benchmarks/gpu_speed.py --preset cifar10 --batch 128 --skip compiled-sample | tee $W/speed.txt
 log "bare mnist training step at the preset's batch (32) and at 128"
 timeout 60 python3 benchmarks/gpu_speed.py --preset mnist --batch 32 --skip sample --no-compile | tail -14 > $W/bare32.txt
 cat $W/bare32.txt
@@ -43,10 +46,15 @@ for prec in fp32 bf16; do
   /usr/bin/time -f "ddpm sample 1024 x 1000 steps $prec: %e s" timeout 120 python3 -m ddpm sample \
     --checkpoint $W/train_fp32 --num-samples 1024 --precision $prec --quiet --out $W/s_$prec.npz
 done
+if [ "$(left 15)" -gt 90 ]; then
+  log "compiled sampling (bf16), in the $(left 15) s left"
+  timeout $(left 15) python3 benchmarks/gpu_speed.py --preset cifar10 --skip train sample | tee $W/compiled.txt
+fi
 log done
 echo; echo "trainer steps/s (last log row) vs the bare step:"
 for prec in fp32 bf16; do echo "  $prec trainer: $(tail -n 1 $W/train_$prec/log.csv | cut -d, -f4) steps/s"; done
 grep "train " $W/bare32.txt | sed 's/^/  bare /'
 echo; sed -n '/^| section/,$p' $W/speed.txt
+[ -f $W/compiled.txt ] && sed -n '/^| section/,$p' $W/compiled.txt
 } 2>&1 | tee "$OUT/log.txt"
 cp $W/train_fp32/samples/*.png "$OUT/" 2>/dev/null || true

@@ -119,7 +119,10 @@ def training_table(args, device, measure) -> None:
             net.to(memory_format=torch.contiguous_format)
 
 
-def sampling_table(args, device, measure) -> None:
+def sampling_table(args, device, measure, compiled: bool = False) -> None:
+    """The samplers on the device, fp32 and bf16; ``compiled``: bf16 with the network under
+    torch.compile for the batch's shape (what `ddpm sample --compile --precision bf16` runs),
+    the compilation timed as the first call."""
     from ddpm.diffusion import PredictionConfig
     from ddpm.generation import Autocast
     from ddpm.rng import sample_noise
@@ -133,9 +136,17 @@ def sampling_table(args, device, measure) -> None:
             cfg = replace(cfg, ch=32, ch_mult=(1, 2), attn_resolutions=(cfg.image_size // 2,))
         net = UNet(cfg).to(device).eval()
         shape = (batch, cfg.in_channels, cfg.image_size, cfg.image_size)
-        for precision in ("fp32", "bf16"):
+        for precision in ("bf16 + compile",) if compiled else ("fp32", "bf16"):
             model = Autocast(net) if precision == "bf16" else net
             x = torch.randn(shape, device=device)
+            if compiled:
+                model = Autocast(torch.compile(net, dynamic=False))
+                start = time.perf_counter()
+                with torch.no_grad():
+                    model(x, torch.full((batch,), 500, device=device))
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                say("compile", f"{preset} network for sampling, batch {batch}", f"{time.perf_counter() - start:.0f} s")
             steps = args.probe_steps
 
             def run(spec, network, n_steps=None):
@@ -155,6 +166,8 @@ def sampling_table(args, device, measure) -> None:
             for name in ("ddim", "dpm_solver++"):
                 sec = measure(run(SamplerSpec(name, 20), model), args.reps_sampling)
                 say("sample", f"{preset} {name} 20 steps, {precision}, batch {batch}", f"{batch / sec:,.0f} img/s")
+            if compiled:
+                continue
             # the sampler's own time: the same loop with a network that costs nothing
             with torch.no_grad():
                 out = model(x, torch.full((batch,), 500, device=device))
@@ -177,7 +190,8 @@ def main() -> None:
     p.add_argument("--reps-sampling", type=int, default=3)
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--compile-diffusers", action="store_true", help="also compile diffusers' network")
-    p.add_argument("--skip", nargs="*", default=[], choices=["train", "sample"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["train", "sample", "compiled-sample"],
+                   help="compiled-sample: the samplers with the network compiled (a compilation per preset)")
     p.add_argument("--smoke", action="store_true", help="tiny networks and batches: check the code paths")
     args = p.parse_args()
     if args.smoke:
@@ -201,6 +215,8 @@ def main() -> None:
         training_table(args, device, measure)
     if "sample" not in args.skip:
         sampling_table(args, device, measure)
+    if "compiled-sample" not in args.skip and args.compile:
+        sampling_table(args, device, measure, compiled=True)
     print(f"\n| section | what | figure |  ({name}, torch {torch.__version__}, diffusers {dv})\n|---|---|---|")
     for row in ROWS:
         print("| " + " | ".join(row) + " |")

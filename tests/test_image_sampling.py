@@ -84,3 +84,69 @@ def test_bf16_sampling_runs_the_network_in_bf16_and_draws_nearly_the_same_images
     a = generate(loaded, 4, seed=1, sampler=SamplerSpec(steps=5, precision="bf16")).data
     b = generate(loaded, 4, seed=1, sampler=SamplerSpec(steps=5)).data
     assert a.dtype == torch.uint8 and (a.float() - b.float()).abs().mean() < 2.0
+
+
+def _recording_compile(monkeypatch):
+    """torch.compile replaced by a recorder (compiling takes minutes on this CPU; the slow test
+    below compiles for real): what it was asked, and the batch of every call of the result."""
+    asked, batches = [], []
+
+    def fake_compile(model, **options):
+        asked.append(options)
+
+        def run(x, t, *args, **kwargs):
+            batches.append(x.shape[0])
+            return model(x, t, *args, **kwargs)
+        return run
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    return asked, batches
+
+
+def test_a_compiled_run_is_one_batch_shape_and_draws_the_eager_samples(run_dir, monkeypatch):
+    """One graph serves a whole run: the last batch is padded to the others' size and the padding
+    dropped, so a compiled run writes what an eager run writes, kept states included."""
+    from ddpm.samplers import SamplerSpec
+
+    asked, batches = _recording_compile(monkeypatch)
+    loaded = load(run_dir)
+    keep = dict(keep_states=[30, 15], keep_predictions=[15])
+    eager = generate(loaded, 5, seed=3, sampler=SamplerSpec(steps=4), batch_size=2, **keep)
+    got = generate(loaded, 5, seed=3, sampler=SamplerSpec(steps=4, compile=True), batch_size=2, **keep)
+    assert asked == [{"dynamic": False}] and batches == [2] * 12  # 3 batches × 4 steps, all of 2
+    assert torch.equal(got.data, eager.data) and got.data.shape == (5, 1, 8, 8)
+    for t in (30, 15):
+        assert torch.equal(got.states[t], eager.states[t]) and got.states[t].shape[0] == 5
+    assert torch.equal(got.predictions[15], eager.predictions[15])
+    generate(loaded, 2, seed=0, sampler=SamplerSpec(steps=2, compile=True), batch_size=4)  # fits one batch: no padding
+    assert len(asked) == 1 and batches[12:] == [2, 2]  # the graph made once is reused
+
+
+def test_compiled_guided_sampling_pads_the_labels_and_the_cli_takes_compile(tmp_path, monkeypatch, capsys):
+    from ddpm.samplers import SamplerSpec
+
+    run = tmp_path / "cond"
+    assert main(["train", "--preset", "digits", "--class-conditional", "--T", "10", "--steps", "2", "--batch-size",
+                 "8", "--quiet", "--out", str(run)]) == 0
+    asked, batches = _recording_compile(monkeypatch)
+    loaded, labels = load(run), torch.tensor([3, 1, 4, 1, 5])
+    eager = generate(loaded, 5, seed=1, sampler=SamplerSpec(steps=3), batch_size=3, labels=labels, guidance=2.0)
+    got = generate(loaded, 5, seed=1, sampler=SamplerSpec(steps=3, compile=True), batch_size=3, labels=labels,
+                   guidance=2.0)
+    assert batches == [6] * 6 and torch.equal(got.data, eager.data) and torch.equal(got.labels, labels)
+    out = tmp_path / "s.npz"
+    assert main(["sample", "--checkpoint", str(run), "--n", "3", "--class", "2", "--guidance", "1", "--steps", "2",
+                 "--compile",
+                 "--batch-size", "2", "--quiet", "--out", str(out)]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["sampler"]["compile"] is True
+    assert len(asked) == 2 and batches[6:] == [4] * 4  # its own load, its own graph; guided: 2 × 2 rows
+    assert np.array_equal(np.load(out)["arr_1"], [2, 2, 2])
+
+
+@pytest.mark.slow  # torch.compile takes minutes per graph on a 2-core CPU
+def test_compiled_sampling_matches_eager(run_dir):
+    from ddpm.samplers import SamplerSpec
+
+    loaded = load(run_dir)
+    eager = generate(loaded, 5, seed=3, sampler=SamplerSpec("ddim", steps=4), batch_size=2)
+    got = generate(loaded, 5, seed=3, sampler=SamplerSpec("ddim", steps=4, compile=True), batch_size=2)
+    assert (got.data.int() - eager.data.int()).abs().max() <= 1  # fused kernels round differently

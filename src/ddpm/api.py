@@ -32,6 +32,14 @@ class Loaded:
     path: Path | None = None
     info: dict[str, Any] = field(default_factory=dict)  # what else the checkpoint recorded
     data: dict[str, torch.Tensor] = field(default_factory=dict)  # its data statistics (2-D: mean, std, reference)
+    _compiled: Any = field(default=None, repr=False, compare=False)
+
+    def compiled(self):
+        """The network under ``torch.compile`` for fixed shapes, made once and kept, so every
+        batch and step of a run reuses its graph (a new batch shape compiles again)."""
+        if self._compiled is None:
+            self._compiled = torch.compile(self.model, dynamic=False)
+        return self._compiled
 
     @property
     def num_classes(self) -> int:

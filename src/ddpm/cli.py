@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_sampler_options(sample)
+    _add_sampler_options(sample, compile=True)
     _add_class_options(sample)
 
     data = sub.add_parser("data", help="inspect data", formatter_class=fmt)

@@ -66,7 +66,7 @@ SEED = _integer(0, MAX_SEED, "a seed")
 BATCH = _integer(-(2**63) + 1, MAX_BATCH, "a batch size")
 
 
-def _add_sampler_options(p: argparse.ArgumentParser) -> None:
+def _add_sampler_options(p: argparse.ArgumentParser, compile: bool = False) -> None:
     from .rng import NOISE_SCHEMES
     from .samplers import SAMPLERS, SPACINGS
 
@@ -86,6 +86,10 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
                    "sample: the samples ddpm 0.1 drew)")
     g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="the network's precision: bf16 "
                    "runs it under bfloat16 autocast (fast on GPUs that have it; emulated, slow, on most CPUs)")
+    if compile:
+        g.add_argument("--compile", action="store_true", help="torch.compile the network: one graph for the "
+                       "run's batch shape (the last batch is padded to it), compiled first (about a minute on a "
+                       "GPU, several on a CPU): for many samples, e.g. FID's 50,000")
 
 
 def _add_class_options(p: argparse.ArgumentParser) -> None:
@@ -152,7 +156,8 @@ def _sampler_spec(args: argparse.Namespace, loaded=None):
                   f"{args.checkpoint} (--sampler ancestral for Algorithm 2 with all {loaded.schedule.T} steps)",
                   file=sys.stderr)
     spec = SamplerSpec(sampler or "ancestral", steps, args.spacing, eta if eta is not None else 0.0,
-                       tuple(timesteps) if timesteps is not None else None, args.noise, args.precision)
+                       tuple(timesteps) if timesteps is not None else None, args.noise, args.precision,
+                       getattr(args, "compile", False))
     if loaded is not None:
         spec.timesteps_for(loaded.schedule.T)  # a bad --steps/--timesteps fails before any work
     return spec

@@ -59,7 +59,7 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     fid.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     fid.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     fid.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_sampler_options(fid)
+    _add_sampler_options(fid, compile=True)
     fid.add_argument("--guidance", type=_finite, default=0.0, metavar="W", help="a class-conditional run: the "
                      "classifier-free guidance weight (its samples take each class in turn)")
 

@@ -65,10 +65,12 @@ class Autocast:
         return out.to(x.dtype)
 
 
-def network(loaded: Loaded, labels: torch.Tensor | None = None, guidance: float = 0.0, precision: str = "fp32"):
+def network(loaded: Loaded, labels: torch.Tensor | None = None, guidance: float = 0.0, precision: str = "fp32",
+            compile: bool = False):
     """``model(x_t, t)`` for the samplers: the network itself, or guided towards ``labels`` (B,);
-    under bfloat16 autocast with ``precision`` "bf16"."""
-    model = Autocast(loaded.model) if precision == "bf16" else loaded.model
+    under bfloat16 autocast with ``precision`` "bf16"; compiled (:meth:`Loaded.compiled`) with ``compile``."""
+    base = loaded.compiled() if compile else loaded.model
+    model = Autocast(base) if precision == "bf16" else base
     if labels is None:
         if guidance != 0:
             raise ConfigError("guidance needs classes to guide towards")
@@ -97,7 +99,7 @@ def denoise(loaded: Loaded, x: torch.Tensor, sampler: SamplerSpec, generators: G
     (B,) class ids of a conditional network, guided by ``guidance`` (classifier-free, w)."""
     keep_x, keep_x0 = set(keep_states), set(keep_predictions)
     decode = loaded.codec.decode
-    model = network(loaded, labels, guidance, sampler.precision)
+    model = network(loaded, labels, guidance, sampler.precision, sampler.compile)
     out = Samples(x, labels)
     first = visited(sampler, loaded.schedule.T, start)[0]
     if first in keep_x:
@@ -123,7 +125,8 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
     Sample i's noise is keyed by (seed, i), so it is the same at any ``batch_size`` (default: up
     to 65,536 points at once; images: 64 on a CPU, about a million values a batch on a GPU) and
     in any process's share. ``labels`` (n,) asks a conditional network for those classes,
-    guided by ``guidance``."""
+    guided by ``guidance``. A compiled sampler draws the last batch at the others' size (the
+    samples after the n-th are drawn and dropped) so that one graph serves the whole run."""
     from tqdm.auto import tqdm
 
     if n < 1:
@@ -134,15 +137,23 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
     loaded.to(device)
     batch_size = batch_size or default_batch_size(loaded, device)
     steps = len(sampler.timesteps_for(loaded.schedule.T))
-    bar = tqdm(total=n * steps, disable=not progress, desc="sample", unit=" image-step", unit_scale=True,
+    padded = sampler.compile and n > batch_size  # every batch the compiled graph's shape
+    bar = tqdm(total=(-(-n // batch_size) * batch_size if padded else n) * steps, disable=not progress, desc="sample", unit=" image-step", unit_scale=True,
                dynamic_ncols=True, mininterval=1.0)
     parts, start_time = [], time.perf_counter()
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
-        gens = sample_noise(seed, first + start, count, sampler.noise)
-        x = randn((count, *loaded.sample_shape), gens, device=device)  # x_T
+        rows = batch_size if padded else count
+        gens = sample_noise(seed, first + start, rows, sampler.noise)
+        x = randn((rows, *loaded.sample_shape), gens, device=device)  # x_T
         y = labels[start:start + count].to(device) if labels is not None else None
-        parts.append(denoise(loaded, x, sampler, gens, None, keep_states, keep_predictions, bar, y, guidance))
+        if y is not None and rows > count:  # the padding rows ask for any class: they are dropped
+            y = torch.cat([y, y[:1].expand(rows - count)])
+        part = denoise(loaded, x, sampler, gens, None, keep_states, keep_predictions, bar, y, guidance)
+        if rows > count:
+            part = Samples(part.data[:count], labels, {t: v[:count] for t, v in part.states.items()},
+                           {t: v[:count] for t, v in part.predictions.items()})
+        parts.append(part)
     bar.close()
     return Samples(torch.cat([p.data for p in parts]), labels,
                    {t: torch.cat([p.states[t] for p in parts]) for t in parts[0].states},

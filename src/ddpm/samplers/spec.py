@@ -35,7 +35,8 @@ class SamplerSpec:
     ``noise`` is how sample i's noise is drawn from (seed, i): "philox" (counter-based, on the
     device) or "generators" (one CPU generator per sample, as 0.1 drew it); see ``ddpm.rng``.
     ``precision`` "bf16" runs the network under bfloat16 autocast (the sampler's own arithmetic
-    stays float32).
+    stays float32). ``compile`` runs the network under ``torch.compile`` (one graph per batch
+    shape; ``ddpm.generation.generate`` pads a run's last batch to the others' shape).
     """
 
     name: str = "ancestral"
@@ -45,6 +46,7 @@ class SamplerSpec:
     timesteps: tuple[int, ...] | None = None
     noise: str = "philox"
     precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
