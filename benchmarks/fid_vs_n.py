@@ -1,0 +1,83 @@
+"""FID's dependence on the number of samples: FID / KID of the first n of one set of samples for
+several n, against one reference, from a single pass of Inception over the samples; and the same
+for n real images of the data set's other split (what a perfect model would score at that n).
+
+FID is biased upwards by roughly c/n (its covariance is estimated from n images), so a 1,000-sample
+FID is not the 10,000-sample one the issue targets; this prints how far apart they are.
+
+    python benchmarks/fid_vs_n.py --samples runs/fid10k/mnist.npz --ref mnist:test --data-dir .mnist \\
+        --n 1000,2000,5000,10000 --real mnist:train --real-n 2000
+
+Sample features are kept beside the samples (NAME.features.npz, keyed by the samples' digest and the
+Inception weights), the reference's and the real images' in ddpm's FID cache, so a second run
+takes seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def named_images(ref: str, data_dir: str | None, size: int):
+    """(label, loader) of 'mnist:test'-style names at the samples' size."""
+    from ddpm.config import ImageDataConfig
+    from ddpm.data.sources import build_image_data
+
+    name, _, split = ref.partition(":")
+    channels = 3 if name == "cifar10" else 1
+    cfg = ImageDataConfig(dataset=name, path=data_dir, image_size=size, channels=channels, random_flip=False)
+    return f"{name}:{split or 'test'}@{size}px", lambda: build_image_data(cfg, split or "test")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--samples", required=True, help=".npz (arr_0 uint8 NHWC) or image folder")
+    p.add_argument("--ref", default="mnist:test", help="the reference set (all of it)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--n", default="1000,2000,5000,10000", help="comma list of sample counts (the first n)")
+    p.add_argument("--real", default=None, help="real images standing in for samples, e.g. mnist:train")
+    p.add_argument("--real-n", type=int, default=2000, help="how many of them (the first)")
+    args = p.parse_args()
+
+    from ddpm.evaluation.fid import (FeatureStats, InceptionFeatures, compare, content_id, images_from_path,
+                                     reference_stats, weights_id)
+
+    extractor = InceptionFeatures("cpu")
+    samples = images_from_path(args.samples)
+    size = samples.shape[-1]
+    counts = sorted({int(v) for v in args.n.split(",")})
+    if counts[0] < 2 or counts[-1] > samples.shape[0]:
+        raise SystemExit(f"--n: counts must lie in [2, {samples.shape[0]}] (the samples), got {args.n}")
+    t0 = time.perf_counter()
+    ref_label, ref_fn = named_images(args.ref, args.data_dir, size)
+    reference, ref_label = reference_stats(ref_label, ref_fn, None, extractor, progress=True)
+    key = f"{content_id(args.samples)[:16]}-{weights_id(extractor.path)}"
+    cached = Path(args.samples).with_suffix(".features.npz")
+    feats = None
+    if cached.is_file():
+        with np.load(cached) as z:
+            if str(z["key"]) == key and z["features"].shape[0] >= counts[-1]:
+                feats = z["features"].astype(np.float64)
+    if feats is None:
+        feats = extractor(samples[:counts[-1]], progress=True)
+        np.savez(cached, features=feats.astype(np.float32), key=key)
+    rows = [(f"samples[:{n}]", compare(FeatureStats.of(feats[:n]), reference, ref_label)) for n in counts]
+    if args.real:
+        real_label, real_fn = named_images(args.real, args.data_dir, size)
+        real, _ = reference_stats(real_label, real_fn, args.real_n, extractor, progress=True)
+        for n in [c for c in counts if c <= real.n]:
+            rows.append((f"{real_label}[:{n}]", compare(FeatureStats.of(real.features[:n].astype(np.float64)),
+                                                        reference, ref_label)))
+    print(f"\nsamples: {args.samples} ({samples.shape[0]}); reference: {ref_label} ({reference.n} images); "
+          f"{time.perf_counter() - t0:.0f} s")
+    print("| images | FID | KID ×1e-3 |\n|---|---:|---:|")
+    for label, r in rows:
+        print(f"| {label} | {r.fid:.2f} | {r.kid * 1e3:.2f} ± {r.kid_std * 1e3:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
