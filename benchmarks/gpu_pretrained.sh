@@ -14,6 +14,8 @@
 #      1000-step ancestral, benchmarks/conditional_mnist.py's classifier);
 #   5. bf16 sampling's effect on FID, if time is left: the same first samples drawn under bf16
 #      autocast against their fp32 selves, both against the test set.
+# TRAIN=0 skips 1-2 and measures 3-5 on the weights that ship (pretrained:mnist, pretrained:mnist-cond),
+# all the time to the FID samples; COMPILE=1 draws the FID samples with the network compiled.
 # Inception comes from $DDPM_INCEPTION_WEIGHTS: carry the float16 copy benchmarks/inception_fp16.py
 # writes. Needs MNIST idx files in .mnist/ (`ddpm data export-mnist .mnist`). SMOKE=1 runs it tiny on
 # a CPU. Copy $OUT/pretrained/* into src/ddpm/pretrained/ to ship them; $OUT/results.tgz holds the
@@ -22,12 +24,14 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/pretrained}; W=${WORK:-/tmp/gpu_pre}
 MINUTES=${MINUTES:-2.5}; BATCH=${BATCH:-128}; N=${N:-10000}; NC=${NC:-300}; DEVICE=${DEVICE:-cuda}
-DEADLINE=${DEADLINE:-530}; STEPS=1000000; SAMPLER=(--sampler ancestral); CSTEPS=1000; REFN=10000; FIDSTEPS=()
+DEADLINE=${DEADLINE:-530}; TRAIN=${TRAIN:-1}; STEPS=1000000; SAMPLER=(--sampler ancestral); CSTEPS=1000; REFN=10000; FIDSTEPS=()
 if [ -n "${SMOKE:-}" ]; then
   MINUTES=0.05; BATCH=16; N=40; NC=20; DEVICE=cpu; SAMPLER=(--sampler ddim --steps 5); CSTEPS=5; REFN=50
   FIDSTEPS=(--steps 5); DEADLINE=${DEADLINE_SMOKE:-400}
 fi
 rm -rf "$W" && mkdir -p "$OUT/pretrained" "$W/res"
+CK=$OUT/pretrained/; [ "$TRAIN" = 0 ] && CK=pretrained:  # the checkpoints measured: made here, or shipped
+FIDOPTS=("${FIDSTEPS[@]}"); [ -n "${COMPILE:-}" ] && FIDOPTS+=(--compile)
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 log() { echo "=== $(date +%T) (${SECONDS}s) $*"; }
 left() { local s=$((DEADLINE - SECONDS - $1)); echo $((s > 1 ? s : 1)); }  # seconds to the deadline less a reserve (>= 1)
@@ -38,6 +42,7 @@ fid() {  # fid NAME NPZ: FID/KID of NPZ against the first REFN MNIST test images
 {
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
 gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'a CPU')")
+if [ "$TRAIN" = 1 ]; then
 log "train mnist and mnist-cond at once: ddpm train --preset mnist [--class-conditional] --batch-size $BATCH --time-limit $MINUTES"
 for kind in mnist mnist-cond; do
   flag=(); [ $kind = mnist-cond ] && flag=(--class-conditional)
@@ -59,19 +64,20 @@ python3 -m ddpm sample --checkpoint "$OUT/pretrained/mnist" --num-samples 64 --d
   "${SAMPLER[@]}" --out $W/res/mnist_64.png
 python3 -m ddpm sample --checkpoint "$OUT/pretrained/mnist-cond" --num-samples 64 --class all --guidance 2 \
   --device $DEVICE --quiet "${SAMPLER[@]}" --out $W/res/mnist_cond_64.png
+fi
 log "FID of pretrained mnist: up to $N samples of the 1000-step sampler in $(left 170) s, vs the MNIST test set"
-python3 benchmarks/samples_within.py --checkpoint "$OUT/pretrained/mnist" --n $N --seconds $(left 170) \
-  --device $DEVICE "${FIDSTEPS[@]}" --out $W/fp32.npz | tee $W/res/samples_fp32.json
+python3 benchmarks/samples_within.py --checkpoint "${CK}mnist" --n $N --seconds $(left 170) \
+  --device $DEVICE "${FIDOPTS[@]}" --out $W/fp32.npz | tee $W/res/samples_fp32.json
 fid fid_mnist $W/fp32.npz
 log "pretrained mnist-cond: recognised share at guidance 0 and 2 ($NC samples each)"
-timeout $(left 60) python3 benchmarks/conditional_mnist.py --out $W/cond --run "$OUT/pretrained/mnist-cond" \
+timeout $(left 60) python3 benchmarks/conditional_mnist.py --out $W/cond --run "${CK}mnist-cond" \
   --phase classifier sample --data-dir .mnist --device $DEVICE --n $NC --guidance 0 2 --sampler ancestral \
   --steps $CSTEPS --eta 0 --batch-size 1000 --ref-n $REFN
 cp $W/cond/classes_by_guidance.png $W/cond/conditional_mnist.json $W/res/ 2>/dev/null
 if [ "$(left 40)" -gt 30 ]; then
   log "bf16 sampling against fp32: the same first samples, in $(left 40) s"
-  python3 benchmarks/samples_within.py --checkpoint "$OUT/pretrained/mnist" --n $N --seconds $(left 40) \
-    --precision bf16 --device $DEVICE "${FIDSTEPS[@]}" --out $W/bf16.npz | tee $W/res/samples_bf16.json
+  python3 benchmarks/samples_within.py --checkpoint "${CK}mnist" --n $N --seconds $(left 40) \
+    --precision bf16 --device $DEVICE "${FIDOPTS[@]}" --out $W/bf16.npz | tee $W/res/samples_bf16.json
   python3 -c "
 import numpy as np
 b = np.load('$W/bf16.npz')['arr_0']; a = np.load('$W/fp32.npz')['arr_0'][:len(b)]
