@@ -138,7 +138,8 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
     batch_size = batch_size or default_batch_size(loaded, device)
     steps = len(sampler.timesteps_for(loaded.schedule.T))
     padded = sampler.compile and n > batch_size  # every batch the compiled graph's shape
-    bar = tqdm(total=(-(-n // batch_size) * batch_size if padded else n) * steps, disable=not progress, desc="sample", unit=" image-step", unit_scale=True,
+    rows_in_all = -(-n // batch_size) * batch_size if padded else n
+    bar = tqdm(total=rows_in_all * steps, disable=not progress, desc="sample", unit=" image-step", unit_scale=True,
                dynamic_ncols=True, mininterval=1.0)
     parts, start_time = [], time.perf_counter()
     for start in range(0, n, batch_size):
