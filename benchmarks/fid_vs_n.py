@@ -23,14 +23,10 @@ import numpy as np
 
 
 def named_images(ref: str, data_dir: str | None, size: int):
-    """(label, loader) of 'mnist:test'-style names at the samples' size."""
-    from ddpm.config import ImageDataConfig
-    from ddpm.data.sources import build_image_data
+    """(label, loader) of a --ref such as 'mnist:test' at the samples' size, as `ddpm eval fid` reads it."""
+    from ddpm.cli_eval import _reference
 
-    name, _, split = ref.partition(":")
-    channels = 3 if name == "cifar10" else 1
-    cfg = ImageDataConfig(dataset=name, path=data_dir, image_size=size, channels=channels, random_flip=False)
-    return f"{name}:{split or 'test'}@{size}px", lambda: build_image_data(cfg, split or "test")
+    return _reference(argparse.Namespace(ref=ref, data_dir=data_dir), None, size)
 
 
 def main() -> None:
