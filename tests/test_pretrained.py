@@ -96,6 +96,11 @@ def test_a_bad_packed_sampler_is_one_line_and_writes_nothing(run_dir, tmp_path, 
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and __import__("re").search(message, err), err
         assert not out.exists()
+    with pytest.raises(SystemExit) as exit_:  # argparse's choices: one line too
+        main(["pack", str(run_dir), str(tmp_path / "p"), "--sampler", "ddpm"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "invalid choice: 'ddpm'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p").exists()
     pack(run_dir, tmp_path / "q")
     state = json.loads((tmp_path / "q" / "state.json").read_text())
     for bad in ({"sampler": "ddim", "steps": -2}, {"sampler": "fast"}, "ddim", {"sampler": "ddim", "eta": "one"}):
