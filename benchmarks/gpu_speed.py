@@ -137,9 +137,9 @@ def sampling_table(args, device, measure, compiled: bool = False) -> None:
         net = UNet(cfg).to(device).eval()
         shape = (batch, cfg.in_channels, cfg.image_size, cfg.image_size)
         for precision in ("bf16 + compile",) if compiled else ("fp32", "bf16"):
-            model = Autocast(net) if precision == "bf16" else net
             x = torch.randn(shape, device=device)
-            if compiled:
+            model = Autocast(net) if precision == "bf16" else net
+            if compiled:  # what `ddpm sample --compile --precision bf16` runs: autocast around the compiled network
                 model = Autocast(torch.compile(net, dynamic=False))
                 start = time.perf_counter()
                 with torch.no_grad():
