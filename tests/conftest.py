@@ -56,3 +56,19 @@ def run_dir(tmp_path_factory):
     assert main(["train", "--preset", "digits", "--T", "30", "--steps", "4", "--batch-size", "16", "--quiet",
                  "--out", str(out)]) == 0
     return out
+
+
+def recording_compile(monkeypatch):
+    """torch.compile replaced by a recorder (compiling takes minutes on this CPU; a slow test in
+    test_image_sampling compiles for real): what it was asked, and the batch of every call of the result."""
+    asked, batches = [], []
+
+    def fake_compile(model, **options):
+        asked.append(options)
+
+        def run(x, t, *args, **kwargs):
+            batches.append(x.shape[0])
+            return model(x, t, *args, **kwargs)
+        return run
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    return asked, batches

@@ -1,6 +1,7 @@
 """Inpainting (RePaint) and SDEdit: the time-travel schedule, exact denoisers with a known
 conditional, kept values exact, strength 0 and 1, the first level of SDEdit, and the CLI."""
 
+import json
 import re
 
 import numpy as np
@@ -19,6 +20,8 @@ from ddpm.kinds import PointCodec
 from ddpm.models import GaussianMixtureDenoiser
 from ddpm.samplers import SamplerSpec
 from ddpm.schedules import NoiseSchedule
+
+from .conftest import recording_compile
 
 RHO = 0.8
 COV = torch.tensor([[1.0, RHO], [RHO, 1.0]], dtype=torch.float64)
@@ -105,6 +108,23 @@ def test_inpainting_keeps_the_known_part_of_each_point_and_is_batch_independent(
         inpaint(loaded, data, mask, SamplerSpec("dpm_solver++", steps=5))
 
 
+def test_editing_in_batches_gives_what_one_batch_gives():
+    """Item i's noise is keyed by (seed, i): inpainting and SDEdit (masked or not) at any batch size
+    give the same result, a mask broadcast to all items included."""
+    loaded = gaussian_model(30)
+    data = torch.randn(5, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    per_item = torch.tensor([[False, True], [True, False]] * 2 + [[True, True]])
+    for run in (lambda **kw: inpaint(loaded, data, per_item, SamplerSpec(steps=6), seed=4, resample=2, jump=2, **kw),
+                lambda **kw: inpaint(loaded, data, torch.tensor([False, True]), SamplerSpec("ddim", steps=5), **kw),
+                lambda **kw: sdedit(loaded, data, 0.6, SamplerSpec(steps=7), seed=1, **kw),
+                lambda **kw: sdedit(loaded, data, 0.4, SamplerSpec("ddim", steps=4, eta=0.5), seed=1,
+                                    generate_mask=per_item, **kw)):
+        whole = run()
+        assert whole.shape == (5, 2)
+        for batch_size in (1, 2, 4):
+            assert torch.equal(run(batch_size=batch_size), whole), batch_size
+
+
 @pytest.fixture(scope="module")
 def images(run_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("edit")
@@ -150,3 +170,25 @@ def test_inpaint_and_edit_from_the_cli(run_dir, images, tmp_path, capsys):
     assert main(["edit", "--checkpoint", str(run_dir), "--images", str(tmp_path / "rgb.npz"), "--strength", "0.3",
                  "--out", str(tmp_path / "x.npz")]) == 2
     assert "the model takes (1, 8, 8)" in capsys.readouterr().err
+
+
+def test_compiled_editing_is_one_batch_shape_and_edits_what_eager_edits(run_dir, images, tmp_path, monkeypatch,
+                                                                        capsys):
+    """`inpaint` and `edit` take --batch-size and --compile: under compile every network call sees
+    the run's batch size (the last batch padded, the padding dropped), and the output is the eager one."""
+    asked, batches = recording_compile(monkeypatch)
+    common = ["--checkpoint", str(run_dir), "--images", str(images / "in.npz")]  # 3 images
+    for name, extra in (("inpaint", ["--mask", str(images / "mask.png"), "--resample", "2"]),
+                        ("edit", ["--strength", "0.5"]), ("edit", ["--strength", "0.5", "--mask", str(images / "mask.npy")])):
+        argv = [name, *common, *extra, "--steps", "4", "--seed", "5"]
+        assert main([*argv, "--out", str(tmp_path / "eager.npz")]) == 0
+        del batches[:]
+        assert main([*argv, "--batch-size", "2", "--compile", "--out", str(tmp_path / "compiled.npz")]) == 0
+        assert batches and set(batches) == {2}, (name, batches)
+        assert np.array_equal(np.load(tmp_path / "compiled.npz")["arr_0"], np.load(tmp_path / "eager.npz")["arr_0"])
+        assert json.loads((tmp_path / "compiled.json").read_text())["sampler"]["compile"] is True
+    assert asked and all(options == {"dynamic": False} for options in asked)
+    capsys.readouterr()
+    assert main(["edit", *common, "--strength", "0.5", "--batch-size", "0", "--out", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--batch-size must be >= 1, got 0" in err[0] and not (tmp_path / "x.npz").exists()

@@ -11,6 +11,8 @@ from ddpm.cli import main
 from ddpm.generation import generate
 from ddpm.visualization import make_grid
 
+from .conftest import recording_compile
+
 pytest.importorskip("sklearn")
 PIL = pytest.importorskip("PIL.Image")
 
@@ -86,28 +88,12 @@ def test_bf16_sampling_runs_the_network_in_bf16_and_draws_nearly_the_same_images
     assert a.dtype == torch.uint8 and (a.float() - b.float()).abs().mean() < 2.0
 
 
-def _recording_compile(monkeypatch):
-    """torch.compile replaced by a recorder (compiling takes minutes on this CPU; the slow test
-    below compiles for real): what it was asked, and the batch of every call of the result."""
-    asked, batches = [], []
-
-    def fake_compile(model, **options):
-        asked.append(options)
-
-        def run(x, t, *args, **kwargs):
-            batches.append(x.shape[0])
-            return model(x, t, *args, **kwargs)
-        return run
-    monkeypatch.setattr(torch, "compile", fake_compile)
-    return asked, batches
-
-
 def test_a_compiled_run_is_one_batch_shape_and_draws_the_eager_samples(run_dir, monkeypatch):
     """One graph serves a whole run: the last batch is padded to the others' size and the padding
     dropped, so a compiled run writes what an eager run writes, kept states included."""
     from ddpm.samplers import SamplerSpec
 
-    asked, batches = _recording_compile(monkeypatch)
+    asked, batches = recording_compile(monkeypatch)
     loaded = load(run_dir)
     keep = dict(keep_states=[30, 15], keep_predictions=[15])
     eager = generate(loaded, 5, seed=3, sampler=SamplerSpec(steps=4), batch_size=2, **keep)
@@ -127,7 +113,7 @@ def test_compiled_guided_sampling_pads_the_labels_and_the_cli_takes_compile(tmp_
     run = tmp_path / "cond"
     assert main(["train", "--preset", "digits", "--class-conditional", "--T", "10", "--steps", "2", "--batch-size",
                  "8", "--quiet", "--out", str(run)]) == 0
-    asked, batches = _recording_compile(monkeypatch)
+    asked, batches = recording_compile(monkeypatch)
     loaded, labels = load(run), torch.tensor([3, 1, 4, 1, 5])
     eager = generate(loaded, 5, seed=1, sampler=SamplerSpec(steps=3), batch_size=3, labels=labels, guidance=2.0)
     got = generate(loaded, 5, seed=1, sampler=SamplerSpec(steps=3, compile=True), batch_size=3, labels=labels,

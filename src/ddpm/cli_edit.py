@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_common import (CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _class_labels,
-                         _device, _finite, _image_checkpoint, _sampler_spec)
+from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one,
+                         _class_labels, _device, _finite, _image_checkpoint, _sampler_spec)
 from .errors import DataError
 
 
@@ -35,7 +35,9 @@ def _common(p: argparse.ArgumentParser, mask_required: bool) -> None:
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    _add_sampler_options(p)
+    p.add_argument("--batch-size", type=BATCH, default=None, help="images per batch (default: 64 on a CPU, about a "
+                   "million values on a GPU); image i's noise is keyed by (--seed, i), so the output does not depend on it")
+    _add_sampler_options(p, compile=True)
     _add_class_options(p)
 
 
@@ -74,6 +76,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     from .generation import Samples
     from .outputs import sample_format, write_samples
 
+    _at_least_one(args, "batch_size")
     loaded = _image_checkpoint(args, args.command)
     out = Path(args.out)
     fmt = sample_format("image", out)
@@ -89,11 +92,12 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     loaded.to(_device(args.device))
     if args.command == "inpaint":
         edited = inpaint(loaded, images, mask.expand(images.shape[0], c, h, h), spec, args.seed, args.resample,
-                         args.jump, labels, args.guidance)
+                         args.jump, labels, args.guidance, args.batch_size)
         how = {"resample": args.resample, "jump": args.jump}
     else:
         edited = sdedit(loaded, images, args.strength, spec, args.seed,
-                        mask.expand(images.shape[0], c, h, h) if mask is not None else None, labels, args.guidance)
+                        mask.expand(images.shape[0], c, h, h) if mask is not None else None, labels, args.guidance,
+                        args.batch_size)
         how = {"strength": args.strength, "t0": t0}
     meta = {"checkpoint": str(loaded.path), "images": str(args.images), "mask": args.mask, "seed": args.seed,
             "sampler": spec.describe(loaded.schedule.T), **how, "class": args.classes, "guidance": args.guidance,

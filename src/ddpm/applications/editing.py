@@ -17,13 +17,14 @@ and cannot travel back in time, so it is refused where a mask is given.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
 from ..api import Loaded
 from ..diffusion import q_sample
 from ..errors import ConfigError
-from ..generation import denoise, network
+from ..generation import default_batch_size, denoise, network
 from ..rng import Generators, randn, sample_noise
 from ..samplers import SamplerSpec, ddim_step
 
@@ -57,11 +58,11 @@ def _eta(sampler: SamplerSpec) -> float:
 @torch.no_grad()
 def repaint(loaded: Loaded, x0: torch.Tensor, keep: torch.Tensor, x_start: torch.Tensor, timesteps: list[int],
             generators: Generators, eta: float, resample: int = 1, jump: int = 1, labels=None,
-            guidance: float = 0.0, precision: str = "fp32") -> torch.Tensor:
+            guidance: float = 0.0, precision: str = "fp32", compile: bool = False) -> torch.Tensor:
     """The reverse process from ``x_start`` at ``timesteps[0]`` with the ``keep`` part (1: keep,
     0: generate; broadcast against x0) held to x0 in the model's space. Returns x_0."""
     labels = labels.to(x0.device) if labels is not None else None  # not copied to the device every step
-    schedule, model = loaded.schedule, network(loaded, labels, guidance, precision)
+    schedule, model = loaded.schedule, network(loaded, labels, guidance, precision, compile)
     abar = schedule.alpha_bar.detach().cpu().tolist()
     levels = timesteps + [0]  # levels[K - r] is the timestep of level r
     K = len(timesteps)
@@ -80,6 +81,27 @@ def repaint(loaded: Loaded, x0: torch.Tensor, keep: torch.Tensor, x_start: torch
     return x
 
 
+def _by_batch(loaded: Loaded, n: int, batch_size: int | None, sampler: SamplerSpec,
+              edit: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``edit(start, rows)`` for each batch of the n items, rows the items' indices from ``start``,
+    concatenated. Noise is keyed by the item's index, so the result does not depend on
+    ``batch_size`` (default: as ``sample``'s). A compiled sampler gets every batch at one size: the
+    last is padded with copies of the last item (their noise: the next indices) and the padding dropped."""
+    batch_size = batch_size or default_batch_size(loaded, loaded.device)
+    padded = sampler.compile and n > batch_size
+    parts = []
+    for start in range(0, n, batch_size):
+        count = min(batch_size, n - start)
+        rows = torch.arange(start, start + (batch_size if padded else count)).clamp_(max=n - 1)
+        parts.append(edit(start, rows)[:count])
+    return torch.cat(parts)
+
+
+def _rows(value: torch.Tensor | None, rows: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """A batch's rows of a per-item tensor (labels, or a mask broadcast to the data's shape)."""
+    return None if value is None else value[rows].to(device)
+
+
 def _q_sample(loaded: Loaded, x0: torch.Tensor, t: int, generators: Generators) -> torch.Tensor:
     """x_t ~ q(x_t | x_0) with the samples' own noise (Ho et al. 2020 eq. 4)."""
     noise = randn(x0.shape, generators, x0.dtype, x0.device)
@@ -94,33 +116,48 @@ def start_level(strength: float, T: int) -> int:
 
 
 def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sampler: SamplerSpec = SamplerSpec(),
-            seed: int = 0, resample: int = 1, jump: int = 1, labels=None, guidance: float = 0.0) -> torch.Tensor:
-    """Fill the ``generate_mask`` part (True: generate) of ``data`` (in the data's own values, e.g.
-    uint8 images) from N(0, I) with RePaint; sample i's noise is keyed by (seed, i). Returns decoded data
-    whose kept part equals the input."""
-    x0 = loaded.codec.encode(data.to(loaded.device))
-    gens = sample_noise(seed, 0, x0.shape[0], sampler.noise)
-    x_T = randn(x0.shape, gens, x0.dtype, x0.device)
-    keep = (~generate_mask.bool()).to(x0.dtype)
-    x = repaint(loaded, x0, keep, x_T, sampler.timesteps_for(loaded.schedule.T), gens, _eta(sampler), resample,
-                jump, labels, guidance, sampler.precision)
-    return loaded.codec.decode(x).cpu()
+            seed: int = 0, resample: int = 1, jump: int = 1, labels=None, guidance: float = 0.0,
+            batch_size: int | None = None) -> torch.Tensor:
+    """Fill the ``generate_mask`` part (True: generate; one per item or one broadcast to all) of
+    ``data`` (in the data's own values, e.g. uint8 images) from N(0, I) with RePaint, ``batch_size``
+    items at a time; item i's noise is keyed by (seed, i), whatever the batch. Returns decoded
+    data whose kept part equals the input."""
+    eta, timesteps, n, device = _eta(sampler), sampler.timesteps_for(loaded.schedule.T), data.shape[0], loaded.device
+    mask = torch.broadcast_to(generate_mask, data.shape)
+
+    def edit(start: int, rows: torch.Tensor) -> torch.Tensor:
+        x0 = loaded.codec.encode(data[rows].to(device))
+        gens = sample_noise(seed, start, len(rows), sampler.noise)
+        x_T = randn(x0.shape, gens, x0.dtype, x0.device)
+        keep = (~_rows(mask, rows, device).bool()).to(x0.dtype)
+        x = repaint(loaded, x0, keep, x_T, timesteps, gens, eta, resample, jump, _rows(labels, rows, device),
+                    guidance, sampler.precision, sampler.compile)
+        return loaded.codec.decode(x).cpu()
+    return _by_batch(loaded, n, batch_size, sampler, edit)
 
 
 def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: SamplerSpec = SamplerSpec(), seed: int = 0,
-           generate_mask: torch.Tensor | None = None, labels=None, guidance: float = 0.0) -> torch.Tensor:
+           generate_mask: torch.Tensor | None = None, labels=None, guidance: float = 0.0,
+           batch_size: int | None = None) -> torch.Tensor:
     """SDEdit (Meng et al. 2022): noise ``data`` to t0 = round(strength·T) with q(x_t0 | x_0), then
-    run the sampler from t0; with ``generate_mask`` only that part changes. Strength 0 returns the
-    input unchanged; sample i's noise is keyed by (seed, i)."""
+    run the sampler from t0, ``batch_size`` items at a time; with ``generate_mask`` only that part
+    changes. Strength 0 returns the input unchanged; item i's noise is keyed by (seed, i)."""
     t0 = start_level(strength, loaded.schedule.T)
     if t0 == 0:
         return data.clone().cpu()
-    x0 = loaded.codec.encode(data.to(loaded.device))
-    gens = sample_noise(seed, 0, x0.shape[0], sampler.noise)
-    x_t0 = _q_sample(loaded, x0, t0, gens)
-    if generate_mask is None:
-        return denoise(loaded, x_t0, sampler, gens, start=t0, labels=labels, guidance=guidance).data
-    keep = (~generate_mask.bool()).to(x0.dtype)
-    x = repaint(loaded, x0, keep, x_t0, sampler.timesteps_for(loaded.schedule.T, start=t0), gens, _eta(sampler),
-                labels=labels, guidance=guidance, precision=sampler.precision)
-    return loaded.codec.decode(x).cpu()
+    eta = _eta(sampler) if generate_mask is not None else None
+    n, device = data.shape[0], loaded.device
+    mask = torch.broadcast_to(generate_mask, data.shape) if generate_mask is not None else None
+
+    def edit(start: int, rows: torch.Tensor) -> torch.Tensor:
+        x0 = loaded.codec.encode(data[rows].to(device))
+        gens = sample_noise(seed, start, len(rows), sampler.noise)
+        x_t0 = _q_sample(loaded, x0, t0, gens)
+        y = _rows(labels, rows, device)
+        if mask is None:
+            return denoise(loaded, x_t0, sampler, gens, start=t0, labels=y, guidance=guidance).data
+        keep = (~_rows(mask, rows, device).bool()).to(x0.dtype)
+        x = repaint(loaded, x0, keep, x_t0, sampler.timesteps_for(loaded.schedule.T, start=t0), gens, eta,
+                    labels=y, guidance=guidance, precision=sampler.precision, compile=sampler.compile)
+        return loaded.codec.decode(x).cpu()
+    return _by_batch(loaded, n, batch_size, sampler, edit)
