@@ -52,6 +52,7 @@ def test_two_gloo_processes_write_the_samples_one_process_writes(run_dir, tmp_pa
     assert main([*argv, "--out", str(tmp_path / "one.npz")]) == 0
     two, one = np.load(tmp_path / "two.npz")["arr_0"], np.load(tmp_path / "one.npz")["arr_0"]
     assert two.shape == (5, 8, 8, 1) and np.array_equal(two, one)
+    assert not (tmp_path / "two.npz.partial").exists()  # each process kept its batches there until rank 0 wrote
 
 
 def test_two_gloo_processes_refuse_a_bad_output_before_sampling(run_dir, tmp_path):

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one,
-                         _class_labels, _device, _HelpFormatter, _main_process_first, _Parser, _sampler_spec)
+                         _class_labels, _device, _HelpFormatter, _main_process_first, _open_pieces, _Parser,
+                         _sampler_spec)
 from .cli_edit import EDIT_COMMANDS, _add_editing_parsers
 from .cli_eval import EVAL_COMMANDS, _add_evaluation_parsers
 from .cli_train import _add_train_options, _cmd_train
@@ -30,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "points, 64 images); under torchrun write --num-samples (torchrun takes --n for its own)")
     sample.add_argument("--seed", type=SEED, default=0)
     sample.add_argument("--out", default=None, help="2-D: a .npy (plots beside it); images: a .png grid, an .npz "
-                        "(arr_0 uint8 NHWC) or a folder for one PNG each (default: samples.npy / samples.png)")
+                        "(arr_0 uint8 NHWC) or a folder for one PNG each (default: samples.npy / samples.png). A run of several "
+                        "batches keeps the finished ones in OUT.partial until OUT is written: the same command "
+                        "started again after a stop draws only the rest")
     sample.add_argument("--batch-size", type=BATCH, default=None, help="samples per batch (default: all points; "
                         "images: 64 on a CPU, ~2^20 values on a GPU); the samples do not depend on it")
     sample.add_argument("--gif", action="store_true", help="images: also write an animation of the reverse process")
@@ -102,11 +105,14 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if n < dist.world_size():
         raise ConfigError(f"--n {n} is fewer than the {dist.world_size()} processes")
     _main_process_first(lambda: prepare_output(out, folder=fmt == "folder"), device)  # before the work
+    keep = states_to_keep(loaded, spec, args.gif)
+    pieces = _open_pieces(out, loaded, spec, device, n, args.batch_size, seed=args.seed, ema=not args.no_ema,
+                          classes=args.classes, guidance=args.guidance, keep_states=sorted(keep))
     mine = dist.shard(n)
-    part = generate(loaded, len(mine), args.seed, spec, args.batch_size, device,
-                    keep_states=states_to_keep(loaded, spec, args.gif), progress=not args.quiet and dist.is_main(),
+    part = generate(loaded, len(mine), args.seed, spec, args.batch_size, device, keep_states=keep,
+                    progress=not args.quiet and dist.is_main(),
                     labels=labels[mine.start:mine.stop] if labels is not None else None, guidance=args.guidance,
-                    first=mine.start)
+                    first=mine.start, pieces=pieces)
     samples = Samples(dist.gather_rows(part.data), labels, {t: dist.gather_rows(x) for t, x in part.states.items()})
     writer = dist.is_main()
     dist.teardown()
@@ -117,6 +123,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             "class": args.classes, "guidance": args.guidance}
     for what, path in write_samples(loaded, samples, out, fmt, meta, animation=args.gif):
         print(f"{what + ':':10s} {path}")
+    if pieces is not None:
+        pieces.remove()  # its samples are in the output now
     return 0
 
 

@@ -4,6 +4,7 @@ sampler and class options, devices."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -221,6 +222,32 @@ def _main_process_first(action, device) -> None:
             error = exc
     if dist.any_flag(error is not None, device):
         raise error if error is not None else ConfigError("stopped: rank 0 refused the command")
+
+
+def _open_pieces(out: Path, loaded, spec, device, n: int, batch_size: int | None, **job):
+    """The finished batches of a run of more than one batch (a process's), kept beside ``out`` in
+    ``OUT.partial`` until it is written, so that the same command started again after a stop
+    draws only what is missing (:mod:`ddpm.pieces`); None for a run of one batch."""
+    from .generation import default_batch_size
+    from .pieces import Pieces, partial_folder
+    from .training import distributed as dist
+
+    if n <= (batch_size or default_batch_size(loaded, device)) * dist.world_size():
+        return None
+    try:  # the weights' SHA-256 as the checkpoint recorded it (a retrained or replaced file is another job)
+        digests = json.loads((Path(loaded.path) / "state.json").read_text()).get("sha256") or {}
+    except (OSError, ValueError, AttributeError):
+        digests = {}
+    weights = digests.get(("ema" if job.get("ema", True) else "model") + ".safetensors")
+    pieces = Pieces(partial_folder(out), {**job, "n": n, "batch_size": batch_size, "checkpoint": str(loaded.path),
+                                          "step": loaded.step, "weights": weights,
+                                          "sampler": spec.describe(loaded.schedule.T), "device": device.type,
+                                          "processes": dist.world_size()})
+    _main_process_first(pieces.open, device)
+    held = pieces.held(0, n)
+    if held and dist.is_main():
+        print(f"resuming: {held:,} of the {n:,} samples were drawn before ({pieces.folder})", file=sys.stderr)
+    return pieces
 
 
 def _at_least_one(args: argparse.Namespace, *names: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options,
                          _at_least_one, _beside_run, _class_labels, _device, _finite, _image_checkpoint,
-                         _main_process_first, _Parser, _sampler_spec)
+                         _main_process_first, _open_pieces, _Parser, _sampler_spec)
 from .errors import ConfigError
 
 
@@ -55,7 +55,8 @@ def _add_evaluation_parsers(sub, fmt) -> None:
                      "(default: the checkpoint's data set, test split), or an .npz / image folder")
     fid.add_argument("--ref-n", type=INT, default=None, help="use the first N reference images (default: all)")
     fid.add_argument("--data-dir", default=None, help="folder of the reference data set (CIFAR-10 batches, MNIST idx)")
-    fid.add_argument("--out", default=None, help="write the result as JSON here (and the samples beside it as .npz)")
+    fid.add_argument("--out", default=None, help="write the result as JSON here (and the samples beside it as .npz; "
+                     "with --checkpoint, finished batches are kept in NAME.npz.partial and a rerun resumes)")
     fid.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     fid.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     fid.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -204,16 +205,20 @@ def _eval_fid(args: argparse.Namespace) -> int:
             raise ConfigError(f"--n must be >= {max(2, dist.world_size())}, got {args.n}")
         spec = _sampler_spec(args, loaded)
         labels = _class_labels("all" if loaded.num_classes else None, args.n, loaded.num_classes, args.guidance)
+        pieces = _open_pieces(Path(args.out).with_suffix(".npz"), loaded, spec, device, args.n, args.batch_size,
+                              seed=args.seed, ema=not args.no_ema, classes="all" if labels is not None else None,
+                              guidance=args.guidance, keep_states=[]) if args.out else None
         mine = dist.shard(args.n)
         images = generate(loaded, len(mine), args.seed, spec, args.batch_size, device, progress=show,
                           labels=labels[mine.start:mine.stop] if labels is not None else None,
-                          guidance=args.guidance, first=mine.start).data
+                          guidance=args.guidance, first=mine.start, pieces=pieces).data
         meta = {"checkpoint": str(loaded.path), "step": loaded.step, "seed": args.seed,
                 "sampler": spec.describe(loaded.schedule.T)}
     else:
         mine = dist.shard(samples.shape[0])
         images = samples[mine.start:mine.stop]
         meta = {"samples": str(args.samples)}
+        pieces = None
     features = dist.gather_rows(torch.from_numpy(extractor(images, progress=show))).numpy()
     everything = dist.gather_rows(images) if loaded is not None and args.out else None
     writer = dist.is_main()
@@ -230,6 +235,8 @@ def _eval_fid(args: argparse.Namespace) -> int:
 
             save_npz(everything, Path(args.out).with_suffix(".npz"))
         write_json(Path(args.out).with_suffix(".json"), {**asdict(result), **meta})
+        if pieces is not None:
+            pieces.remove()  # its samples are in the .npz now
     return 0
 
 

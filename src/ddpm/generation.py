@@ -120,13 +120,15 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
              batch_size: int | None = None, device: torch.device | str | None = None,
              keep_states: Sequence[int] = (), keep_predictions: Sequence[int] = (),
              progress: bool = False, labels: torch.Tensor | None = None, guidance: float = 0.0,
-             first: int = 0) -> Samples:
+             first: int = 0, pieces=None) -> Samples:
     """Samples first … first+n−1 of the run seeded with ``seed``, from N(0, I) through ``sampler``.
     Sample i's noise is keyed by (seed, i), so it is the same at any ``batch_size`` (default: up
     to 65,536 points at once; images: 64 on a CPU, about a million values a batch on a GPU) and
     in any process's share. ``labels`` (n,) asks a conditional network for those classes,
     guided by ``guidance``. A compiled sampler draws the last batch at the others' size (the
-    samples after the n-th are drawn and dropped) so that one graph serves the whole run."""
+    samples after the n-th are drawn and dropped) so that one graph serves the whole run. With
+    ``pieces`` (:class:`ddpm.pieces.Pieces`) each finished batch is kept on disk and a batch kept
+    by an earlier attempt is read instead of drawn."""
     from tqdm.auto import tqdm
 
     if n < 1:
@@ -145,6 +147,11 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
         rows = batch_size if padded else count
+        kept = pieces.get(first + start, count) if pieces is not None else None
+        if kept is not None:
+            parts.append(Samples(kept[0], None, kept[1], kept[2]))
+            bar.update(rows * steps)
+            continue
         gens = sample_noise(seed, first + start, rows, sampler.noise)
         x = randn((rows, *loaded.sample_shape), gens, device=device)  # x_T
         y = labels[start:start + count].to(device) if labels is not None else None
@@ -154,6 +161,8 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
         if rows > count:
             part = Samples(part.data[:count], labels, {t: v[:count] for t, v in part.states.items()},
                            {t: v[:count] for t, v in part.predictions.items()})
+        if pieces is not None:
+            pieces.put(first + start, part.data, part.states, part.predictions)
         parts.append(part)
     bar.close()
     return Samples(torch.cat([p.data for p in parts]), labels,

@@ -1,0 +1,110 @@
+"""Finished batches of a sampling run kept on disk until its output is written, so that a run
+stopped part-way (killed, out of time, a machine lost) draws only what is missing when it is
+started again with the same options.
+
+Sample i's noise is keyed by (seed, i), so a batch drawn in an earlier attempt is exactly the
+batch this attempt would draw: the resumed run writes the file an uninterrupted run writes. The
+folder (``OUT.partial`` beside the output) records the job it belongs to; another job's folder
+is an error naming what differs, and nothing in it is deleted. Each batch is one .npz of plain
+arrays, written to a temporary name and renamed, so a kill leaves whole batches or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+from .files import read_json, write_json
+
+_PIECE = re.compile(r"^(\d{12})-(\d+)\.npz$")
+
+
+def partial_folder(out: str | Path) -> Path:
+    """Where the finished batches of the run writing ``out`` are kept: ``OUT.partial``."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Pieces:
+    """The finished batches of one sampling job (``job``: what makes its samples what they are,
+    JSON values) in ``folder``."""
+
+    def __init__(self, folder: str | Path, job: dict):
+        self.folder = Path(folder)
+        self.job = json.loads(json.dumps(job))  # as it reads back from job.json
+
+    def open(self) -> "Pieces":
+        """Create the folder for this job, or check that the one there is this job's."""
+        record = self.folder / "job.json"
+        if record.is_file():
+            held = read_json(record, ConfigError)
+            differ = [k for k in sorted(set(held) | set(self.job)) if held.get(k) != self.job.get(k)]
+            if differ:
+                what = "; ".join(f"{k}: {_short(held.get(k))} there, {_short(self.job.get(k))} here" for k in differ)
+                raise ConfigError(f"{self.folder}: holds the finished batches of another sampling run ({what}); "
+                                  "run with its options to finish it, or delete the folder to start over")
+            return self
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ConfigError(f"{self.folder}: exists and is not a folder (it keeps a run's finished batches)")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(record, self.job)
+        return self
+
+    def held(self, first: int, n: int) -> int:
+        """How many of samples first … first+n−1 finished batches hold."""
+        if not self.folder.is_dir():
+            return 0
+        count = 0
+        for p in self.folder.iterdir():
+            m = _PIECE.match(p.name)
+            if m:
+                start, size = int(m[1]), int(m[2])
+                count += max(0, min(start + size, first + n) - max(start, first))
+        return count
+
+    def _path(self, start: int, count: int) -> Path:
+        return self.folder / f"{start:012d}-{count}.npz"
+
+    def get(self, start: int, count: int):
+        """The batch of samples start … start+count−1 as (data, states, predictions), or None when
+        it was not finished (or cannot be read: it is drawn again)."""
+        path = self._path(start, count)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: torch.from_numpy(z[k]) for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            return None
+        data = arrays.pop("data", None)
+        if data is None or data.shape[0] != count:
+            return None
+        states = {int(k[6:]): v for k, v in arrays.items() if k.startswith("state_")}
+        predictions = {int(k[5:]): v for k, v in arrays.items() if k.startswith("pred_")}
+        return data, states, predictions
+
+    def put(self, start: int, data: torch.Tensor, states: dict, predictions: dict) -> None:
+        """Keep a finished batch (whole, or not at all if the process dies while writing it)."""
+        path = self._path(start, data.shape[0])
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        arrays = {"data": data.numpy(), **{f"state_{t}": v.numpy() for t, v in states.items()},
+                  **{f"pred_{t}": v.numpy() for t, v in predictions.items()}}
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    def remove(self) -> None:
+        """Delete the folder: the output holding its samples has been written."""
+        shutil.rmtree(self.folder, ignore_errors=True)

