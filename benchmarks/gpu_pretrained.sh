@@ -16,6 +16,8 @@
 #      autocast against their fp32 selves, both against the test set.
 # TRAIN=0 skips 1-2 and measures 3-5 on the weights that ship (pretrained:mnist, pretrained:mnist-cond),
 # all the time to the FID samples; COMPILE=1 draws the FID samples with the network compiled.
+# The FID samples come back as $OUT/fid_fp32.npz; a later call with RESUME=that file (carried) keeps
+# them and draws on from the next index, so two sessions can make the 10,000 if one falls short.
 # Inception comes from $DDPM_INCEPTION_WEIGHTS: carry the float16 copy benchmarks/inception_fp16.py
 # writes. Needs MNIST idx files in .mnist/ (`ddpm data export-mnist .mnist`). SMOKE=1 runs it tiny on
 # a CPU. Copy $OUT/pretrained/* into src/ddpm/pretrained/ to ship them; $OUT/results.tgz holds the
@@ -67,7 +69,8 @@ python3 -m ddpm sample --checkpoint "$OUT/pretrained/mnist-cond" --num-samples 6
 fi
 log "FID of pretrained mnist: up to $N samples of the 1000-step sampler in $(left 170) s, vs the MNIST test set"
 python3 benchmarks/samples_within.py --checkpoint "${CK}mnist" --n $N --seconds $(left 170) \
-  --device $DEVICE "${FIDOPTS[@]}" --out $W/fp32.npz | tee $W/res/samples_fp32.json
+  --device $DEVICE "${FIDOPTS[@]}" ${RESUME:+--resume "$RESUME"} --out $W/fp32.npz | tee $W/res/samples_fp32.json
+cp $W/fp32.npz "$OUT/fid_fp32.npz"  # for RESUME= in a later call
 fid fid_mnist $W/fp32.npz
 log "pretrained mnist-cond: recognised share at guidance 0 and 2 ($NC samples each)"
 timeout $(left 60) python3 benchmarks/conditional_mnist.py --out $W/cond --run "${CK}mnist-cond" \

@@ -4,7 +4,9 @@ must end in time: FID of them is then `ddpm eval fid --samples OUT`.
 Sample i depends only on (seed, i), so the first N samples are the same whatever N the budget
 allowed, and the same set can be drawn again with `ddpm sample --num-samples N`. Batches are
 drawn in order; a batch is started only if the time per batch so far says it ends inside the
-budget. The last line printed is JSON: n, seconds, image-steps/s.
+budget. The last line printed is JSON: n, seconds, image-steps/s. `--resume EARLIER.npz` keeps the
+first samples an earlier call wrote (e.g. brought back from another GPU session) and draws on from
+the next index, so several short calls make one set of the first N.
 
     python benchmarks/samples_within.py --checkpoint pretrained:mnist --n 10000 --seconds 240 \\
         --out runs/fid/mnist.npz --device cuda
@@ -32,6 +34,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="the network compiled once for the batch shape "
                    "(the compilation counts against --seconds)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--resume", default=None, help="an earlier call's --out: its samples are the first ones")
     args = p.parse_args()
 
     from ddpm.api import load
@@ -48,9 +51,22 @@ def main() -> None:
     steps = len(spec.timesteps_for(loaded.schedule.T))
     batch = args.batch_size or default_batch_size(loaded, device)
     parts, classes, start, last = [], [], time.perf_counter(), 0.0
-    for first in range(0, args.n, batch):
+    done = 0
+    if args.resume:
+        import numpy as np
+
+        with np.load(args.resume, allow_pickle=False) as z:
+            earlier = torch.from_numpy(z["arr_0"]).permute(0, 3, 1, 2).contiguous()
+            if tuple(earlier.shape[1:]) != tuple(loaded.sample_shape) or earlier.dtype != torch.uint8:
+                raise SystemExit(f"{args.resume}: {tuple(earlier.shape)} {earlier.dtype}, not this run's images")
+            parts.append(earlier[:args.n])
+            if "arr_1" in z.files:
+                classes.append(torch.from_numpy(z["arr_1"])[:args.n])
+        done = parts[0].shape[0]
+        print(f"{args.resume}: the first {done} samples, drawn before")
+    for first in range(done, args.n, batch):
         spent = time.perf_counter() - start
-        if parts and spent + last > args.seconds:  # the last batch's time: the first also compiled
+        if len(parts) > (1 if done else 0) and spent + last > args.seconds:  # the first batch also compiled
             break
         count = min(batch, args.n - first)
         rows = batch if args.compile else count  # compiled: every batch the graph's shape, the extra dropped
@@ -65,9 +81,9 @@ def main() -> None:
     images = torch.cat(parts)
     save_npz(images, args.out, torch.cat(classes) if classes else None)
     n = images.shape[0]
-    print(json.dumps({"checkpoint": args.checkpoint, "n": n, "asked": args.n, "steps": steps, "batch": batch,
-                      "precision": args.precision, "seconds": round(seconds, 1),
-                      "image_steps_per_s": round(n * steps / seconds, 1), "out": args.out}))
+    print(json.dumps({"checkpoint": args.checkpoint, "n": n, "asked": args.n, "resumed_from": done, "steps": steps,
+                      "batch": batch, "precision": args.precision, "seconds": round(seconds, 1),
+                      "image_steps_per_s": round((n - done) * steps / seconds, 1), "out": args.out}))
 
 
 if __name__ == "__main__":

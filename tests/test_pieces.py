@@ -3,6 +3,7 @@ the same command started again draws only the rest and writes what an uninterrup
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,3 +102,24 @@ def test_eval_fid_resumes_its_samples(run_dir, tmp_path, monkeypatch, capsys):
     assert got["fid"] == pytest.approx(whole["fid"], rel=1e-9)
     assert np.array_equal(np.load(tmp_path / "f.npz")["arr_0"], np.load(tmp_path / "whole.npz")["arr_0"])
     assert re.search(r"resuming: 2 of the 5 samples", capsys.readouterr().err)
+
+
+def test_a_batch_that_cannot_be_kept_warns_once_and_the_run_goes_on(run_dir, tmp_path, monkeypatch, capsys):
+    argv = ["sample", "--checkpoint", str(run_dir), "--n", "5", "--batch-size", "2", "--steps", "3", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "whole.npz")]) == 0
+    real_savez, calls = np.savez, []
+
+    def full_disk(path, *arrays, **named):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).write_bytes(b"PK")  # a part written before the disk filled
+            raise OSError(28, "No space left on device")
+        return real_savez(path, *arrays, **named)
+    monkeypatch.setattr(np, "savez", full_disk)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "s.npz")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: finished batches are not kept") == 1 and "No space left on device" in err
+    assert len(calls) == 3  # two batches offered to the folder (the second failed), then the output itself
+    assert np.array_equal(np.load(tmp_path / "s.npz")["arr_0"], np.load(tmp_path / "whole.npz")["arr_0"])
+    assert not (tmp_path / "s.npz.partial").exists()

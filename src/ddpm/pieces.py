@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Pieces:
     def __init__(self, folder: str | Path, job: dict):
         self.folder = Path(folder)
         self.job = json.loads(json.dumps(job))  # as it reads back from job.json
+        self.failed: str | None = None  # why batches are no longer kept (e.g. a full disk)
 
     def open(self) -> "Pieces":
         """Create the folder for this job, or check that the one there is this job's."""
@@ -59,9 +61,17 @@ class Pieces:
             return self
         if self.folder.exists() and not self.folder.is_dir():
             raise ConfigError(f"{self.folder}: exists and is not a folder (it keeps a run's finished batches)")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_json(record, self.job)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_json(record, self.job)
+        except OSError as exc:
+            self._give_up(f"{record}: {exc.strerror or exc}")
         return self
+
+    def _give_up(self, why: str) -> None:
+        self.failed = why
+        print(f"warning: finished batches are not kept ({why}); the run goes on, but a stop loses the batches "
+              "drawn after this", file=sys.stderr)
 
     def held(self, first: int, n: int) -> int:
         """How many of samples first … first+n−1 finished batches hold."""
@@ -97,13 +107,21 @@ class Pieces:
         return data, states, predictions
 
     def put(self, start: int, data: torch.Tensor, states: dict, predictions: dict) -> None:
-        """Keep a finished batch (whole, or not at all if the process dies while writing it)."""
+        """Keep a finished batch (whole, or not at all if the process dies while writing it). Keeping
+        is insurance, not the run's work: a batch that cannot be written (a full disk) says so once
+        on stderr and the run goes on without keeping more."""
+        if self.failed is not None:
+            return
         path = self._path(start, data.shape[0])
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
         arrays = {"data": data.numpy(), **{f"state_{t}": v.numpy() for t, v in states.items()},
                   **{f"pred_{t}": v.numpy() for t, v in predictions.items()}}
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            self._give_up(f"{tmp}: {exc.strerror or exc}")
 
     def remove(self) -> None:
         """Delete the folder: the output holding its samples has been written."""
