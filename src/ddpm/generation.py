@@ -149,7 +149,7 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
         rows = batch_size if padded else count
         kept = pieces.get(first + start, count) if pieces is not None else None
         if kept is not None:
-            parts.append(Samples(kept[0], None, kept[1], kept[2]))
+            parts.append(Samples(kept.data, None, kept.states, kept.predictions))
             bar.update(rows * steps)
             continue
         gens = sample_noise(seed, first + start, rows, sampler.noise)

@@ -18,6 +18,7 @@ import shutil
 import sys
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,6 +27,14 @@ from .errors import ConfigError
 from .files import read_json, write_json
 
 _PIECE = re.compile(r"^(\d{12})-(\d+)\.npz$")
+
+
+class Batch(NamedTuple):
+    """A finished batch as it was kept: the decoded samples and the states/predictions kept at t."""
+
+    data: torch.Tensor
+    states: dict[int, torch.Tensor]
+    predictions: dict[int, torch.Tensor]
 
 
 def partial_folder(out: str | Path) -> Path:
@@ -88,9 +97,9 @@ class Pieces:
     def _path(self, start: int, count: int) -> Path:
         return self.folder / f"{start:012d}-{count}.npz"
 
-    def get(self, start: int, count: int):
-        """The batch of samples start … start+count−1 as (data, states, predictions), or None when
-        it was not finished (or cannot be read: it is drawn again)."""
+    def get(self, start: int, count: int) -> Batch | None:
+        """The batch of samples start … start+count−1, or None when it was not finished (or cannot
+        be read: it is drawn again)."""
         path = self._path(start, count)
         if not path.is_file():
             return None
@@ -104,7 +113,7 @@ class Pieces:
             return None
         states = {int(k[6:]): v for k, v in arrays.items() if k.startswith("state_")}
         predictions = {int(k[5:]): v for k, v in arrays.items() if k.startswith("pred_")}
-        return data, states, predictions
+        return Batch(data, states, predictions)
 
     def put(self, start: int, data: torch.Tensor, states: dict, predictions: dict) -> None:
         """Keep a finished batch (whole, or not at all if the process dies while writing it). Keeping
