@@ -58,7 +58,7 @@ def test_another_job_is_refused_and_an_unreadable_batch_is_drawn_again(run_dir, 
     capsys.readouterr()
     assert main([*argv, "--seed", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "s.npz.partial: holds the finished batches of another sampling run (seed: 1 there, " \
+    assert len(err) == 1 and "s.npz.partial: holds the finished batches of another run (seed: 1 there, " \
         "2 here)" in err[0] and "delete the folder" in err[0], err
     assert {p.name: p.read_bytes() for p in partial.iterdir()} == before and not (tmp_path / "s.npz").exists()
     (partial / "000000000002-2.npz").write_bytes(b"PK\x03\x04 cut short")  # e.g. a disk that filled up
@@ -123,3 +123,29 @@ def test_a_batch_that_cannot_be_kept_warns_once_and_the_run_goes_on(run_dir, tmp
     assert len(calls) == 3  # two batches offered to the folder (the second failed), then the output itself
     assert np.array_equal(np.load(tmp_path / "s.npz")["arr_0"], np.load(tmp_path / "whole.npz")["arr_0"])
     assert not (tmp_path / "s.npz.partial").exists()
+
+
+@pytest.mark.parametrize("terms", [None, "3"])
+def test_a_stopped_bits_per_dim_run_resumes_with_the_same_figures(run_dir, tmp_path, monkeypatch, capsys, terms):
+    """The full bound and the few-term estimate draw their x_t from one generator across batches:
+    each kept batch carries the generator's state after it, so the resumed figures are bitwise the same."""
+    argv = ["eval", "nll", "--checkpoint", str(run_dir), "--n", "7", "--batch-size", "2", "--seed", "3", "--quiet",
+            *(["--terms", terms] if terms else [])]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    drawn = _stop_after(monkeypatch, kept=2)
+    assert main([*argv, "--out", str(tmp_path / "nll")]) == 130
+    assert sorted(p.name for p in (tmp_path / "nll" / "nll.json.partial").glob("*.npz")) == [
+        "000000000000-2.npz", "000000000002-2.npz"]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "nll")]) == 0
+    assert drawn == [0, 2, 4, 6] and "resuming: 4 of the 7 images were measured before" in capsys.readouterr().err
+    whole, got = (json.loads((tmp_path / k / "nll.json").read_text()) for k in ("whole", "nll"))
+    assert got.pop("images_measured_before") == 4
+    for k in ("seconds",):
+        whole.pop(k), got.pop(k)
+    assert got == whole  # bitwise: every mean and standard error
+    if terms is None:
+        assert (tmp_path / "nll" / "nll_terms.csv").read_text() == (tmp_path / "whole" / "nll_terms.csv").read_text()
+    assert not (tmp_path / "nll" / "nll.json.partial").exists()
+    assert main([*argv, "--seed", "4", "--out", str(tmp_path / "one"), "--n", "2"]) == 0  # one batch: nothing kept
+    assert not (tmp_path / "one" / "nll.json.partial").exists()

@@ -179,7 +179,7 @@ LAYERS = [
     {"api"},
     {"generation"},
     {"outputs", "training", "evaluation", "applications", "interop"},
-    {"cli", "cli_common", "cli_edit", "cli_eval", "cli_train", "__main__", "__init__"},
+    {"cli", "cli_common", "cli_edit", "cli_eval", "cli_pictures", "cli_train", "__main__", "__init__"},
 ]
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Sequence
 
 from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one,
-                         _class_labels, _device, _HelpFormatter, _main_process_first, _open_pieces, _Parser,
-                         _sampler_spec)
+                         _class_labels, _device, _HelpFormatter, _main_process_first, _Parser, _sampler_spec,
+                         _sampling_pieces)
 from .cli_edit import EDIT_COMMANDS, _add_editing_parsers
 from .cli_eval import EVAL_COMMANDS, _add_evaluation_parsers
+from .cli_pictures import PICTURE_COMMANDS, _add_picture_parsers
 from .cli_train import _add_train_options, _cmd_train
 from .errors import ConfigError, DDPMError
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--steps", type=INT, default=None, help="the packed sampler's steps (default: T)")
     pk.add_argument("--eta", type=float, default=0.0, help="the packed sampler's eta (DDIM)")
     _add_evaluation_parsers(sub, fmt)
+    _add_picture_parsers(sub, fmt)
     _add_editing_parsers(sub, fmt)
     return parser
 
@@ -106,8 +108,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--n {n} is fewer than the {dist.world_size()} processes")
     _main_process_first(lambda: prepare_output(out, folder=fmt == "folder"), device)  # before the work
     keep = states_to_keep(loaded, spec, args.gif)
-    pieces = _open_pieces(out, loaded, spec, device, n, args.batch_size, seed=args.seed, ema=not args.no_ema,
-                          classes=args.classes, guidance=args.guidance, keep_states=sorted(keep))
+    pieces = _sampling_pieces(out, loaded, spec, device, n, args.batch_size, seed=args.seed, ema=not args.no_ema,
+                              classes=args.classes, guidance=args.guidance, keep_states=sorted(keep))
     mine = dist.shard(n)
     part = generate(loaded, len(mine), args.seed, spec, args.batch_size, device, keep_states=keep,
                     progress=not args.quiet and dist.is_main(),
@@ -169,7 +171,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "data": _cmd_data, "import-diffusers": _cmd_import,
-            "export-diffusers": _cmd_export, "pack": _cmd_pack, **EVAL_COMMANDS,
+            "export-diffusers": _cmd_export, "pack": _cmd_pack, **EVAL_COMMANDS, **PICTURE_COMMANDS,
             **EDIT_COMMANDS}
 
 

@@ -224,30 +224,38 @@ def _main_process_first(action, device) -> None:
         raise error if error is not None else ConfigError("stopped: rank 0 refused the command")
 
 
-def _open_pieces(out: Path, loaded, spec, device, n: int, batch_size: int | None, **job):
-    """The finished batches of a run of more than one batch (a process's), kept beside ``out`` in
-    ``OUT.partial`` until it is written, so that the same command started again after a stop
-    draws only what is missing (:mod:`ddpm.pieces`); None for a run of one batch."""
-    from .generation import default_batch_size
+def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "samples were drawn", **job):
+    """Where a run of ``several`` batches keeps the finished ones until ``out`` is written
+    (``OUT.partial``), so that the same command started again after a stop does only what is
+    missing (:mod:`ddpm.pieces`); ``job``: the options that make its results what they are.
+    None for a run of one batch."""
     from .pieces import Pieces, partial_folder
     from .training import distributed as dist
 
-    if n <= (batch_size or default_batch_size(loaded, device)) * dist.world_size():
+    if not several:
         return None
     try:  # the weights' SHA-256 as the checkpoint recorded it (a retrained or replaced file is another job)
         digests = json.loads((Path(loaded.path) / "state.json").read_text()).get("sha256") or {}
     except (OSError, ValueError, AttributeError):
         digests = {}
     weights = digests.get(("ema" if job.get("ema", True) else "model") + ".safetensors")
-    pieces = Pieces(partial_folder(out), {**job, "n": n, "batch_size": batch_size, "checkpoint": str(loaded.path),
-                                          "step": loaded.step, "weights": weights,
-                                          "sampler": spec.describe(loaded.schedule.T), "device": device.type,
-                                          "processes": dist.world_size()})
+    pieces = Pieces(partial_folder(out), {**job, "n": n, "checkpoint": str(loaded.path), "step": loaded.step,
+                                          "weights": weights, "device": device.type, "processes": dist.world_size()})
     _main_process_first(pieces.open, device)
     held = pieces.held(0, n)
     if held and dist.is_main():
-        print(f"resuming: {held:,} of the {n:,} samples were drawn before ({pieces.folder})", file=sys.stderr)
+        print(f"resuming: {held:,} of the {n:,} {done} before ({pieces.folder})", file=sys.stderr)
     return pieces
+
+
+def _sampling_pieces(out: Path, loaded, spec, device, n: int, batch_size: int | None, **job):
+    """:func:`_open_pieces` of a sampling run (several batches: more than one for some process)."""
+    from .generation import default_batch_size
+    from .training import distributed as dist
+
+    several = n > (batch_size or default_batch_size(loaded, device)) * dist.world_size()
+    return _open_pieces(out, loaded, device, n, several, batch_size=batch_size,
+                        sampler=spec.describe(loaded.schedule.T), **job)
 
 
 def _at_least_one(args: argparse.Namespace, *names: str) -> None:

@@ -1,5 +1,4 @@
-"""The measuring commands: ``ddpm eval nll``, ``ddpm eval fid``, ``ddpm progressive`` and
-``ddpm interpolate`` (parsers and handlers)."""
+"""The measuring commands: ``ddpm eval nll`` and ``ddpm eval fid`` (parsers and handlers)."""
 
 from __future__ import annotations
 
@@ -8,14 +7,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options,
-                         _at_least_one, _beside_run, _class_labels, _device, _finite, _image_checkpoint,
-                         _main_process_first, _open_pieces, _Parser, _sampler_spec)
+from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_sampler_options, _at_least_one, _beside_run,
+                         _class_labels, _device, _finite, _image_checkpoint, _main_process_first, _open_pieces,
+                         _Parser, _sampler_spec, _sampling_pieces)
 from .errors import ConfigError
 
 
 def _add_evaluation_parsers(sub, fmt) -> None:
-    """eval nll, eval fid, progressive and interpolate."""
+    """eval nll and eval fid."""
     ev = sub.add_parser("eval", help="measure a checkpoint: bits/dim (nll) or FID/KID (fid)", formatter_class=fmt)
     ev_sub = ev.add_subparsers(dest="eval_command", required=True, parser_class=_Parser)
 
@@ -34,7 +33,7 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     nll.add_argument("--max-batch", type=BATCH, default=1000, help="images per network call (timesteps are stacked)")
     nll.add_argument("--seed", type=SEED, default=0)
     nll.add_argument("--out", default=None, help="folder for nll.json, nll_terms.csv and the plots "
-                     "(default: RUN/eval/nll)")
+                     "(default: RUN/eval/nll); finished batches are kept in nll.json.partial there: a rerun resumes")
     nll.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     nll.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     nll.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -63,40 +62,6 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     _add_sampler_options(fid, compile=True)
     fid.add_argument("--guidance", type=_finite, default=0.0, metavar="W", help="a class-conditional run: the "
                      "classifier-free guidance weight (its samples take each class in turn)")
-
-    prog = sub.add_parser("progressive", help="the predicted x0 at chosen t along reverse runs (paper Fig. 6); "
-                          "images as a table, 2-D points as scatter panels",
-                          formatter_class=fmt)
-    prog.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    prog.add_argument("--out", required=True, help=".png to write")
-    prog.add_argument("--n", type=INT, default=None, help="samples: rows of images (default 8), or points per panel "
-                      "(default 2000)")
-    prog.add_argument("--t", default=None, help="comma-separated t to show (default: 9 from T to 0)")
-    prog.add_argument("--seed", type=SEED, default=0)
-    prog.add_argument("--scale", type=INT, default=2, help="pixel scale of the picture")
-    prog.add_argument("--device", default=None)
-    prog.add_argument("--no-ema", action="store_true")
-    _add_sampler_options(prog)
-    _add_class_options(prog)
-
-    inter = sub.add_parser("interpolate", help="interpolate test images through x_t (paper §4.4, Fig. 8)",
-                           formatter_class=fmt)
-    inter.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    inter.add_argument("--out", required=True, help="folder: one interp_tXXXX.png per t")
-    inter.add_argument("--t", default="250,500,750,1000", help="comma-separated t (each clipped to T)")
-    inter.add_argument("--pairs", type=INT, default=4, help="rows: pairs of test images")
-    inter.add_argument("--points", type=INT, default=9, help="interpolation points per row, λ = 0 … 1")
-    inter.add_argument("--method", default="ancestral", choices=("ancestral", "ddim"),
-                       help="ancestral: noise with q and denoise with p (the paper's); ddim: deterministic "
-                       "inversion and decoding")
-    inter.add_argument("--ddim-steps", type=INT, default=None, help="DDIM steps from t (default: t)")
-    inter.add_argument("--split", default="test", choices=("train", "test"))
-    inter.add_argument("--data-dir", default=None)
-    inter.add_argument("--seed", type=SEED, default=0)
-    inter.add_argument("--scale", type=INT, default=2)
-    inter.add_argument("--device", default=None)
-    inter.add_argument("--no-ema", action="store_true")
-    _add_class_options(inter)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -133,12 +98,19 @@ def _eval_nll(args: argparse.Namespace) -> int:
 
         cfg = loaded.config.data if args.data_dir is None else replace(loaded.config.data, path=args.data_dir)
         labels = build_image_labels(cfg, args.split)[:images.shape[0]]
-    result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed,
-                          _device(args.device), progress=not args.quiet, respace_steps=args.respace, labels=labels)
+    device = _device(args.device)
+    pieces = _open_pieces(out / "nll.json", loaded, device, images.shape[0], images.shape[0] > args.batch_size,
+                          "images were measured", ema=not args.no_ema, split=args.split, data_dir=args.data_dir,
+                          terms=args.terms, batch_size=args.batch_size, max_batch=args.max_batch, seed=args.seed,
+                          respace=args.respace, classes=args.classes)
+    result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed, device,
+                          progress=not args.quiet, respace_steps=args.respace, labels=labels, pieces=pieces)
     result.update({"checkpoint": str(loaded.path), "step": loaded.step, "split": args.split, "seed": args.seed,
                    "class": args.classes,
                    "data": loaded.config.data.dataset})
     written = write_nll_outputs(result, out, f"{loaded.config.data.dataset} · step {loaded.step}")
+    if pieces is not None:
+        pieces.remove()  # its figures are in nll.json now
     print("\n".join(nll_lines(result)))
     print("wrote: " + ", ".join(str(p) for p in written))
     return 0
@@ -205,8 +177,8 @@ def _eval_fid(args: argparse.Namespace) -> int:
             raise ConfigError(f"--n must be >= {max(2, dist.world_size())}, got {args.n}")
         spec = _sampler_spec(args, loaded)
         labels = _class_labels("all" if loaded.num_classes else None, args.n, loaded.num_classes, args.guidance)
-        pieces = _open_pieces(Path(args.out).with_suffix(".npz"), loaded, spec, device, args.n, args.batch_size,
-                              seed=args.seed, ema=not args.no_ema, classes="all" if labels is not None else None,
+        pieces = _sampling_pieces(Path(args.out).with_suffix(".npz"), loaded, spec, device, args.n,
+                                  args.batch_size, seed=args.seed, ema=not args.no_ema, classes="all" if labels is not None else None,
                               guidance=args.guidance, keep_states=[]) if args.out else None
         mine = dist.shard(args.n)
         images = generate(loaded, len(mine), args.seed, spec, args.batch_size, device, progress=show,
@@ -240,59 +212,4 @@ def _eval_fid(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_progressive(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .api import load
-    from .applications.pictures import progressive_generation
-    from .files import prepare_output
-    from .samplers import parse_timesteps
-    from .visualization import image_table, reverse_strip
-
-    _at_least_one(args, "n")
-    loaded = load(args.checkpoint, use_ema=not args.no_ema)
-    prepare_output(args.out)
-    T, n = loaded.schedule.T, args.n or (2000 if loaded.kind == "points" else 8)
-    show = parse_timesteps(args.t, "--t") if args.t else [int(v) for v in np.linspace(T, 0, 9).round()]
-    labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
-    spec = _sampler_spec(args, loaded)
-    shown, table = progressive_generation(loaded, n, args.seed, show, spec, _device(args.device),
-                                          labels, args.guidance)
-    if loaded.kind == "points":  # one scatter panel of x̂0 per t
-        path = reverse_strip({t: table[:, i].numpy() for i, t in enumerate(shown)}, args.out, "x̂0 at t")
-        print(f"x̂0 at t = {', '.join(map(str, shown))} (panels), {n} points each: {path}")
-        return 0
-    path = image_table(table.numpy(), args.out, scale=args.scale)
-    print(f"x̂0 at t = {', '.join(map(str, shown))} (columns), {n} samples (rows): {path}")
-    return 0
-
-
-def _cmd_interpolate(args: argparse.Namespace) -> int:
-    import torch
-
-    from .applications.pictures import interpolate, lambdas_of
-    from .evaluation.bits_per_dim import eval_images
-    from .files import prepare_output
-    from .samplers import parse_timesteps
-    from .visualization import image_table
-
-    _at_least_one(args, "pairs")
-    loaded = _image_checkpoint(args, "interpolate").to(_device(args.device))
-    prepare_output(args.out, folder=True)
-    T = loaded.schedule.T
-    ts = sorted({min(t, T) for t in parse_timesteps(args.t, "--t")})
-    lambdas = lambdas_of(args.points)
-    images = eval_images(loaded, args.split, args.data_dir, 2 * args.pairs)
-    labels = _class_labels(args.classes, args.pairs, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
-    a, b = images[0::2].to(loaded.device), images[1::2].to(loaded.device)
-    out = Path(args.out)
-    for t in ts:
-        rows = interpolate(loaded, a, b, t, lambdas, args.seed, args.method, args.ddim_steps, labels=labels,
-                           guidance=args.guidance)
-        table = torch.cat([a.cpu()[:, None], rows, b.cpu()[:, None]], dim=1)  # the sources frame each row
-        path = image_table(table.numpy(), out / f"interp_t{t:04d}.png", scale=args.scale)
-        print(f"t = {t}: {path}")
-    return 0
-
-
-EVAL_COMMANDS = {"eval": _cmd_eval, "progressive": _cmd_progressive, "interpolate": _cmd_interpolate}
+EVAL_COMMANDS = {"eval": _cmd_eval}

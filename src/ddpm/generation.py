@@ -147,9 +147,9 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
         rows = batch_size if padded else count
-        kept = pieces.get(first + start, count) if pieces is not None else None
+        kept = _kept(pieces, first + start, count) if pieces is not None else None
         if kept is not None:
-            parts.append(Samples(kept.data, None, kept.states, kept.predictions))
+            parts.append(kept)
             bar.update(rows * steps)
             continue
         gens = sample_noise(seed, first + start, rows, sampler.noise)
@@ -162,10 +162,20 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
             part = Samples(part.data[:count], labels, {t: v[:count] for t, v in part.states.items()},
                            {t: v[:count] for t, v in part.predictions.items()})
         if pieces is not None:
-            pieces.put(first + start, part.data, part.states, part.predictions)
+            pieces.put(first + start, count, {"data": part.data, **{f"state_{t}": v for t, v in part.states.items()},
+                                              **{f"pred_{t}": v for t, v in part.predictions.items()}})
         parts.append(part)
     bar.close()
     return Samples(torch.cat([p.data for p in parts]), labels,
                    {t: torch.cat([p.states[t] for p in parts]) for t in parts[0].states},
                    {t: torch.cat([p.predictions[t] for p in parts]) for t in parts[0].predictions},
                    time.perf_counter() - start_time)
+
+
+def _kept(pieces, start: int, count: int) -> Samples | None:
+    """The batch of samples start … start+count−1 an earlier attempt kept (:func:`generate`), if whole."""
+    arrays = pieces.get(start, count)
+    if arrays is None or "data" not in arrays or arrays["data"].shape[0] != count:
+        return None
+    return Samples(arrays["data"], None, {int(k[6:]): v for k, v in arrays.items() if k.startswith("state_")},
+                   {int(k[5:]): v for k, v in arrays.items() if k.startswith("pred_")})

@@ -1,12 +1,13 @@
-"""Finished batches of a sampling run kept on disk until its output is written, so that a run
-stopped part-way (killed, out of time, a machine lost) draws only what is missing when it is
-started again with the same options.
+"""Finished batches of a long run (sampling, bits/dim) kept on disk until its output is written,
+so that a run stopped part-way (killed, out of time, a machine lost) does only what is missing
+when it is started again with the same options.
 
-Sample i's noise is keyed by (seed, i), so a batch drawn in an earlier attempt is exactly the
-batch this attempt would draw: the resumed run writes the file an uninterrupted run writes. The
-folder (``OUT.partial`` beside the output) records the job it belongs to; another job's folder
-is an error naming what differs, and nothing in it is deleted. Each batch is one .npz of plain
-arrays, written to a temporary name and renamed, so a kill leaves whole batches or none.
+A batch made in an earlier attempt is exactly the batch this attempt would make (sample i's
+noise is keyed by (seed, i); bits/dim keeps its generator's state with each batch), so the
+resumed run writes the file an uninterrupted run writes. The folder (``OUT.partial`` beside the
+output) records the job it belongs to; another job's folder is an error naming what differs, and
+nothing in it is deleted. Each batch is one .npz of plain arrays, written to a temporary name
+and renamed, so a kill leaves whole batches or none.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import shutil
 import sys
 import zipfile
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,14 +27,6 @@ from .errors import ConfigError
 from .files import read_json, write_json
 
 _PIECE = re.compile(r"^(\d{12})-(\d+)\.npz$")
-
-
-class Batch(NamedTuple):
-    """A finished batch as it was kept: the decoded samples and the states/predictions kept at t."""
-
-    data: torch.Tensor
-    states: dict[int, torch.Tensor]
-    predictions: dict[int, torch.Tensor]
 
 
 def partial_folder(out: str | Path) -> Path:
@@ -49,8 +41,8 @@ def _short(value) -> str:
 
 
 class Pieces:
-    """The finished batches of one sampling job (``job``: what makes its samples what they are,
-    JSON values) in ``folder``."""
+    """The finished batches of one job (``job``: what makes its results what they are, JSON
+    values) in ``folder``, each a dict of named arrays."""
 
     def __init__(self, folder: str | Path, job: dict):
         self.folder = Path(folder)
@@ -65,11 +57,11 @@ class Pieces:
             differ = [k for k in sorted(set(held) | set(self.job)) if held.get(k) != self.job.get(k)]
             if differ:
                 what = "; ".join(f"{k}: {_short(held.get(k))} there, {_short(self.job.get(k))} here" for k in differ)
-                raise ConfigError(f"{self.folder}: holds the finished batches of another sampling run ({what}); "
+                raise ConfigError(f"{self.folder}: holds the finished batches of another run ({what}); "
                                   "run with its options to finish it, or delete the folder to start over")
             return self
         if self.folder.exists() and not self.folder.is_dir():
-            raise ConfigError(f"{self.folder}: exists and is not a folder (it keeps a run's finished batches)")
+            raise ConfigError(f"{self.folder}: exists and is not a folder (it would keep a run's finished batches)")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             write_json(record, self.job)
@@ -83,7 +75,7 @@ class Pieces:
               "drawn after this", file=sys.stderr)
 
     def held(self, first: int, n: int) -> int:
-        """How many of samples first … first+n−1 finished batches hold."""
+        """How many of items first … first+n−1 finished batches hold."""
         if not self.folder.is_dir():
             return 0
         count = 0
@@ -97,36 +89,28 @@ class Pieces:
     def _path(self, start: int, count: int) -> Path:
         return self.folder / f"{start:012d}-{count}.npz"
 
-    def get(self, start: int, count: int) -> Batch | None:
-        """The batch of samples start … start+count−1, or None when it was not finished (or cannot
-        be read: it is drawn again)."""
+    def get(self, start: int, count: int) -> dict[str, torch.Tensor] | None:
+        """The arrays kept for the batch of items start … start+count−1, or None when it was not
+        finished (or cannot be read: it is made again)."""
         path = self._path(start, count)
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                arrays = {k: torch.from_numpy(z[k]) for k in z.files}
+                return {k: torch.from_numpy(z[k]) for k in z.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile):
             return None
-        data = arrays.pop("data", None)
-        if data is None or data.shape[0] != count:
-            return None
-        states = {int(k[6:]): v for k, v in arrays.items() if k.startswith("state_")}
-        predictions = {int(k[5:]): v for k, v in arrays.items() if k.startswith("pred_")}
-        return Batch(data, states, predictions)
 
-    def put(self, start: int, data: torch.Tensor, states: dict, predictions: dict) -> None:
+    def put(self, start: int, count: int, arrays: dict[str, torch.Tensor]) -> None:
         """Keep a finished batch (whole, or not at all if the process dies while writing it). Keeping
         is insurance, not the run's work: a batch that cannot be written (a full disk) says so once
         on stderr and the run goes on without keeping more."""
         if self.failed is not None:
             return
-        path = self._path(start, data.shape[0])
+        path = self._path(start, count)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        arrays = {"data": data.numpy(), **{f"state_{t}": v.numpy() for t, v in states.items()},
-                  **{f"pred_{t}": v.numpy() for t, v in predictions.items()}}
         try:
-            np.savez(tmp, **arrays)
+            np.savez(tmp, **{k: v.detach().cpu().numpy() for k, v in arrays.items()})
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)

@@ -34,7 +34,7 @@ def eval_images(loaded, split: str = "test", data_path: str | None = None, n: in
 def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, batch_size: int = 100,
                  max_batch: int = 1000, seed: int = 0, device: torch.device | str = "cpu",
                  progress: bool = False, respace_steps: int | None = None, spacing: str = "trailing",
-                 labels: torch.Tensor | None = None) -> dict:
+                 labels: torch.Tensor | None = None, pieces=None) -> dict:
     """Bits/dim of uint8 ``images`` under the checkpoint: the full bound (``timesteps`` None) with
     per-term means, rate and distortion, or the unbiased estimate from that many random terms.
     With ``labels`` (N,) a class-conditional network is given each image's class: the bound on
@@ -42,7 +42,9 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
 
     Standard errors are over images. Returns a dict (JSON-ready); the per-term arrays
     (length T, index t−1) come under "per_t" for the full bound. ``respace_steps`` measures
-    the respaced process of that many steps instead (Nichol & Dhariwal 2021).
+    the respaced process of that many steps instead (Nichol & Dhariwal 2021). With ``pieces``
+    (:class:`ddpm.pieces.Pieces`) each finished batch is kept with the generator's state after
+    it, and the batches an earlier attempt kept are read, not measured again: the same figures.
     """
     from tqdm.auto import tqdm
 
@@ -53,43 +55,47 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
         schedule, t_map = respace(schedule, make_timesteps(schedule.T, respace_steps, spacing))
         schedule, t_map = schedule.to(device), t_map.to(device)
     g = torch.Generator(device=device).manual_seed(seed)
-    T = schedule.T
-    totals, priors, decoders, diffusions = [], [], [], []
-    term_sum = rate_sum = sq_sum = None
-    start = time.perf_counter()
-    for lo in tqdm(range(0, images.shape[0], batch_size), disable=not progress, desc="bits/dim", unit="batch",
+    T, N, full = schedule.T, images.shape[0], timesteps is None
+    dims_ln2 = math.prod(images.shape[1:]) * math.log(2.0)
+    per_image, per_t = ("total", "prior", "decoder", "diffusion"), ("terms", "rate", "sq_err") if full else ()
+    sums: dict[str, list[torch.Tensor]] = {k: [] for k in per_image + per_t}
+    start, resumed, reading = time.perf_counter(), 0, pieces is not None
+    for lo in tqdm(range(0, N, batch_size), disable=not progress, desc="bits/dim", unit="batch",
                    dynamic_ncols=True, mininterval=1.0):
-        x0 = to_model_range(images[lo:lo + batch_size].to(device))
-        model = network if labels is None else _given(network, labels[lo:lo + batch_size].to(device))
-        model = model if t_map is None else RespacedModel(model, t_map)
-        if timesteps is None:
-            b = variational_bound(model, schedule, x0, loaded.prediction, generator=g, max_batch=max_batch)
-            dims_ln2 = b.num_dims * math.log(2.0)
-            term_sum = (b.terms.sum(0) if term_sum is None else term_sum + b.terms.sum(0))
-            rate = b.rate().sum(0)
-            rate_sum = rate if rate_sum is None else rate_sum + rate
-            sq = b.sq_err.sum(0)
-            sq_sum = sq if sq_sum is None else sq_sum + sq
-            totals.append(b.total), priors.append(b.prior), decoders.append(b.decoder), diffusions.append(b.diffusion)
+        count = min(batch_size, N - lo)
+        got = pieces.get(lo, count) if reading else None
+        if got is not None and all(got.get(k) is not None and got[k].shape == (count,) for k in per_image) \
+                and all(got.get(k) is not None and got[k].shape == (T,) for k in per_t) and "rng" in got:
+            g.set_state(got["rng"])  # as it was after this batch: the next is measured as it would have been
+            resumed += count
         else:
-            e = bound_estimate(model, schedule, x0, timesteps, loaded.prediction, generator=g, max_batch=max_batch)
-            dims_ln2 = e.num_dims * math.log(2.0)
-            totals.append(e.total), priors.append(e.prior), decoders.append(e.decoder), diffusions.append(e.diffusion)
+            reading = False  # the generator's state is known only after a run of kept batches from the first
+            x0 = to_model_range(images[lo:lo + batch_size].to(device))
+            model = network if labels is None else _given(network, labels[lo:lo + batch_size].to(device))
+            model = model if t_map is None else RespacedModel(model, t_map)
+            got = _one_batch(model, schedule, x0, loaded.prediction, timesteps, g, max_batch)
+            got["rng"] = g.get_state()
+            if pieces is not None:
+                pieces.put(lo, count, got)
+        for k in sums:
+            sums[k].append(got[k].to(device))
     seconds = time.perf_counter() - start
-    N = images.shape[0]
 
-    def summary(parts: list[torch.Tensor]) -> dict:
-        bits = torch.cat(parts).cpu().double() / dims_ln2
+    def summary(key: str) -> dict:
+        bits = torch.cat(sums[key]).cpu().double() / dims_ln2
         return {"mean": float(bits.mean()), "standard_error": float(bits.std() / math.sqrt(N)) if N > 1 else None}
 
     out = {
-        "images": N, "method": "full bound" if timesteps is None else f"unbiased estimate from {timesteps} terms",
+        "images": N, "method": "full bound" if full else f"unbiased estimate from {timesteps} terms",
         "process": f"respaced to {respace_steps} steps ({spacing})" if respace_steps else f"T = {T}",
-        "network_evaluations_per_image": T if timesteps is None else timesteps + 1,
-        "bits_per_dim": summary(totals), "prior_L_T": summary(priors), "decoder_L_0": summary(decoders),
-        "diffusion_sum_L_t": summary(diffusions), "seconds": seconds,
+        "network_evaluations_per_image": T if full else timesteps + 1,
+        "bits_per_dim": summary("total"), "prior_L_T": summary("prior"), "decoder_L_0": summary("decoder"),
+        "diffusion_sum_L_t": summary("diffusion"), "seconds": seconds,
     }
-    if timesteps is None:
+    if resumed:
+        out["images_measured_before"] = resumed  # read from the batches an earlier attempt kept
+    if full:
+        term_sum, rate_sum, sq_sum = (torch.stack(sums[k]).sum(0) for k in per_t)
         rate = (rate_sum / N).cpu().numpy()
         out["per_t"] = {
             "L_t_minus_1_bits_per_dim": (term_sum / N / dims_ln2).cpu().numpy(),
@@ -100,6 +106,17 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
         out["rate_bits_per_dim"] = float(rate[0])
         out["distortion_bits_per_dim"] = out["decoder_L_0"]["mean"]
     return out
+
+
+def _one_batch(model, schedule, x0: torch.Tensor, prediction, timesteps: int | None, g: torch.Generator,
+               max_batch: int) -> dict[str, torch.Tensor]:
+    """One batch's per-image totals and parts (nats) and, for the full bound, its per-t sums."""
+    if timesteps is None:
+        b = variational_bound(model, schedule, x0, prediction, generator=g, max_batch=max_batch)
+        return {"total": b.total, "prior": b.prior, "decoder": b.decoder, "diffusion": b.diffusion,
+                "terms": b.terms.sum(0), "rate": b.rate().sum(0), "sq_err": b.sq_err.sum(0)}
+    e = bound_estimate(model, schedule, x0, timesteps, prediction, generator=g, max_batch=max_batch)
+    return {"total": e.total, "prior": e.prior, "decoder": e.decoder, "diffusion": e.diffusion}
 
 
 def _given(network, y: torch.Tensor):
