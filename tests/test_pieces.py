@@ -149,3 +149,25 @@ def test_a_stopped_bits_per_dim_run_resumes_with_the_same_figures(run_dir, tmp_p
     assert not (tmp_path / "nll" / "nll.json.partial").exists()
     assert main([*argv, "--seed", "4", "--out", str(tmp_path / "one"), "--n", "2"]) == 0  # one batch: nothing kept
     assert not (tmp_path / "one" / "nll.json.partial").exists()
+
+
+def test_a_stopped_inpainting_resumes_and_other_images_are_another_job(run_dir, tmp_path, monkeypatch, capsys):
+    assert main(["sample", "--checkpoint", str(run_dir), "--n", "5", "--quiet", "--out", str(tmp_path / "in.npz")]) == 0
+    mask = np.zeros((8, 8), bool)
+    mask[:, 4:] = True
+    np.save(tmp_path / "mask.npy", mask)
+    argv = ["inpaint", "--checkpoint", str(run_dir), "--images", str(tmp_path / "in.npz"), "--mask",
+            str(tmp_path / "mask.npy"), "--steps", "4", "--resample", "2", "--batch-size", "2"]
+    assert main([*argv, "--out", str(tmp_path / "whole.npz")]) == 0
+    drawn = _stop_after(monkeypatch, kept=1)
+    assert main([*argv, "--out", str(tmp_path / "i.npz")]) == 130
+    flipped = np.load(tmp_path / "in.npz")["arr_0"][::-1].copy()
+    np.savez(tmp_path / "in.npz", flipped)  # the same path, other images
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "i.npz")]) == 2
+    assert "holds the finished batches of another run (images: " in capsys.readouterr().err
+    np.savez(tmp_path / "in.npz", flipped[::-1])
+    assert main([*argv, "--out", str(tmp_path / "i.npz")]) == 0
+    assert drawn == [0, 2, 4] and "resuming: 2 of the 5 images were edited before" in capsys.readouterr().err
+    assert np.array_equal(np.load(tmp_path / "i.npz")["arr_0"], np.load(tmp_path / "whole.npz")["arr_0"])
+    assert not (tmp_path / "i.npz.partial").exists()

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one,
-                         _class_labels, _device, _finite, _image_checkpoint, _sampler_spec)
+                         _class_labels, _device, _finite, _image_checkpoint, _open_pieces, _sampler_spec)
 from .errors import DataError
 
 
@@ -31,7 +31,8 @@ def _common(p: argparse.ArgumentParser, mask_required: bool) -> None:
     p.add_argument("--mask", required=mask_required, help="a PNG of the images' size (white: generate, black: "
                    "keep, the diffusers convention) or an .npy of booleans (True: generate), (H, W) for all "
                    "images or (N, H, W) one each" + ("" if mask_required else "; restricts the edit to the white part"))
-    p.add_argument("--out", required=True, help="a .png grid, an .npz or a folder, as for `sample`")
+    p.add_argument("--out", required=True, help="a .png grid, an .npz or a folder, as for `sample` (finished "
+                   "batches are kept in OUT.partial until it is written: a rerun resumes)")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
@@ -72,8 +73,8 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     from .applications.editing import inpaint, sdedit, start_level
     from .config import to_dict
     from .evaluation.fid import images_from_path
-    from .files import prepare_output
-    from .generation import Samples
+    from .files import digest_bytes, prepare_output
+    from .generation import Samples, default_batch_size
     from .outputs import sample_format, write_samples
 
     _at_least_one(args, "batch_size")
@@ -89,21 +90,29 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     mask = read_mask(args.mask, images.shape[0], h) if args.mask else None
     t0 = start_level(args.strength, loaded.schedule.T) if args.command == "edit" else None  # before any work
     prepare_output(out, folder=fmt == "folder")
-    loaded.to(_device(args.device))
+    device = _device(args.device)
+    loaded.to(device)
+    how = {"resample": args.resample, "jump": args.jump} if args.command == "inpaint" else \
+        {"strength": args.strength, "t0": t0}
+    n = images.shape[0]
+    pieces = _open_pieces(out, loaded, device, n, n > (args.batch_size or default_batch_size(loaded, device)),
+                          "images were edited", command=args.command, **how, seed=args.seed, ema=not args.no_ema,
+                          batch_size=args.batch_size, sampler=spec.describe(loaded.schedule.T), classes=args.classes,
+                          guidance=args.guidance, images=digest_bytes(images.numpy().tobytes()),
+                          mask=digest_bytes(mask.numpy().tobytes()) if mask is not None else None)
     if args.command == "inpaint":
-        edited = inpaint(loaded, images, mask.expand(images.shape[0], c, h, h), spec, args.seed, args.resample,
-                         args.jump, labels, args.guidance, args.batch_size)
-        how = {"resample": args.resample, "jump": args.jump}
+        edited = inpaint(loaded, images, mask.expand(n, c, h, h), spec, args.seed, args.resample, args.jump, labels,
+                         args.guidance, args.batch_size, pieces)
     else:
-        edited = sdedit(loaded, images, args.strength, spec, args.seed,
-                        mask.expand(images.shape[0], c, h, h) if mask is not None else None, labels, args.guidance,
-                        args.batch_size)
-        how = {"strength": args.strength, "t0": t0}
+        edited = sdedit(loaded, images, args.strength, spec, args.seed, mask.expand(n, c, h, h) if mask is not None
+                        else None, labels, args.guidance, args.batch_size, pieces)
     meta = {"checkpoint": str(loaded.path), "images": str(args.images), "mask": args.mask, "seed": args.seed,
             "sampler": spec.describe(loaded.schedule.T), **how, "class": args.classes, "guidance": args.guidance,
             "config": to_dict(loaded.config)}
     for what, path in write_samples(loaded, Samples(edited, labels), out, fmt, meta):
         print(f"{what + ':':10s} {path}")
+    if pieces is not None:
+        pieces.remove()  # its images are in the output now
     return 0
 
 

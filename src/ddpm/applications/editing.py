@@ -82,18 +82,26 @@ def repaint(loaded: Loaded, x0: torch.Tensor, keep: torch.Tensor, x_start: torch
 
 
 def _by_batch(loaded: Loaded, n: int, batch_size: int | None, sampler: SamplerSpec,
-              edit: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+              edit: Callable[[int, torch.Tensor], torch.Tensor], pieces=None) -> torch.Tensor:
     """``edit(start, rows)`` for each batch of the n items, rows the items' indices from ``start``,
     concatenated. Noise is keyed by the item's index, so the result does not depend on
     ``batch_size`` (default: as ``sample``'s). A compiled sampler gets every batch at one size: the
-    last is padded with copies of the last item (their noise: the next indices) and the padding dropped."""
+    last is padded with copies of the last item (their noise: the next indices) and the padding
+    dropped. With ``pieces`` (:class:`ddpm.pieces.Pieces`) finished batches are kept, and read
+    back instead of edited again."""
     batch_size = batch_size or default_batch_size(loaded, loaded.device)
     padded = sampler.compile and n > batch_size
     parts = []
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
+        kept = pieces.get(start, count) if pieces is not None else None
+        if kept is not None and "data" in kept and kept["data"].shape[0] == count:
+            parts.append(kept["data"])
+            continue
         rows = torch.arange(start, start + (batch_size if padded else count)).clamp_(max=n - 1)
         parts.append(edit(start, rows)[:count])
+        if pieces is not None:
+            pieces.put(start, count, {"data": parts[-1]})
     return torch.cat(parts)
 
 
@@ -117,11 +125,11 @@ def start_level(strength: float, T: int) -> int:
 
 def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sampler: SamplerSpec = SamplerSpec(),
             seed: int = 0, resample: int = 1, jump: int = 1, labels=None, guidance: float = 0.0,
-            batch_size: int | None = None) -> torch.Tensor:
+            batch_size: int | None = None, pieces=None) -> torch.Tensor:
     """Fill the ``generate_mask`` part (True: generate; one per item or one broadcast to all) of
     ``data`` (in the data's own values, e.g. uint8 images) from N(0, I) with RePaint, ``batch_size``
-    items at a time; item i's noise is keyed by (seed, i), whatever the batch. Returns decoded
-    data whose kept part equals the input."""
+    items at a time (kept in ``pieces`` as they finish, see :func:`_by_batch`); item i's noise is
+    keyed by (seed, i), whatever the batch. Returns decoded data whose kept part equals the input."""
     eta, timesteps, n, device = _eta(sampler), sampler.timesteps_for(loaded.schedule.T), data.shape[0], loaded.device
     mask = torch.broadcast_to(generate_mask, data.shape)
 
@@ -133,12 +141,12 @@ def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sam
         x = repaint(loaded, x0, keep, x_T, timesteps, gens, eta, resample, jump, _rows(labels, rows, device),
                     guidance, sampler.precision, sampler.compile)
         return loaded.codec.decode(x).cpu()
-    return _by_batch(loaded, n, batch_size, sampler, edit)
+    return _by_batch(loaded, n, batch_size, sampler, edit, pieces)
 
 
 def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: SamplerSpec = SamplerSpec(), seed: int = 0,
            generate_mask: torch.Tensor | None = None, labels=None, guidance: float = 0.0,
-           batch_size: int | None = None) -> torch.Tensor:
+           batch_size: int | None = None, pieces=None) -> torch.Tensor:
     """SDEdit (Meng et al. 2022): noise ``data`` to t0 = round(strength·T) with q(x_t0 | x_0), then
     run the sampler from t0, ``batch_size`` items at a time; with ``generate_mask`` only that part
     changes. Strength 0 returns the input unchanged; item i's noise is keyed by (seed, i)."""
@@ -160,4 +168,4 @@ def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: Sampler
         x = repaint(loaded, x0, keep, x_t0, sampler.timesteps_for(loaded.schedule.T, start=t0), gens, eta,
                     labels=y, guidance=guidance, precision=sampler.precision, compile=sampler.compile)
         return loaded.codec.decode(x).cpu()
-    return _by_batch(loaded, n, batch_size, sampler, edit)
+    return _by_batch(loaded, n, batch_size, sampler, edit, pieces)
