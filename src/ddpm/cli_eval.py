@@ -70,7 +70,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_nll(args: argparse.Namespace) -> int:
     from .api import load
-    from .files import prepare_output, write_json
+    from .files import digest_bytes, prepare_output, write_json
 
     _at_least_one(args, "n", "terms", "batch_size", "max_batch", "respace")
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
@@ -102,7 +102,7 @@ def _eval_nll(args: argparse.Namespace) -> int:
     pieces = _open_pieces(out / "nll.json", loaded, device, images.shape[0], images.shape[0] > args.batch_size,
                           "images were measured", ema=not args.no_ema, split=args.split, data_dir=args.data_dir,
                           terms=args.terms, batch_size=args.batch_size, max_batch=args.max_batch, seed=args.seed,
-                          respace=args.respace, classes=args.classes)
+                          respace=args.respace, classes=args.classes, images=digest_bytes(images.numpy().tobytes()))
     result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed, device,
                           progress=not args.quiet, respace_steps=args.respace, labels=labels, pieces=pieces)
     result.update({"checkpoint": str(loaded.path), "step": loaded.step, "split": args.split, "seed": args.seed,
