@@ -37,7 +37,8 @@ def _common(p: argparse.ArgumentParser, mask_required: bool) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--batch-size", type=BATCH, default=None, help="images per batch (default: 64 on a CPU, about a "
-                   "million values on a GPU); image i's noise is keyed by (--seed, i), so the output does not depend on it")
+                   "million values on a GPU); image i's noise is keyed by (--seed, i), so the output does not "
+                   "depend on it")
     _add_sampler_options(p, compile=True)
     _add_class_options(p)
 

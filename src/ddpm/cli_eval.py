@@ -178,8 +178,9 @@ def _eval_fid(args: argparse.Namespace) -> int:
         spec = _sampler_spec(args, loaded)
         labels = _class_labels("all" if loaded.num_classes else None, args.n, loaded.num_classes, args.guidance)
         pieces = _sampling_pieces(Path(args.out).with_suffix(".npz"), loaded, spec, device, args.n,
-                                  args.batch_size, seed=args.seed, ema=not args.no_ema, classes="all" if labels is not None else None,
-                              guidance=args.guidance, keep_states=[]) if args.out else None
+                                  args.batch_size, seed=args.seed, ema=not args.no_ema, keep_states=[],
+                                  classes="all" if labels is not None else None,
+                                  guidance=args.guidance) if args.out else None
         mine = dist.shard(args.n)
         images = generate(loaded, len(mine), args.seed, spec, args.batch_size, device, progress=show,
                           labels=labels[mine.start:mine.stop] if labels is not None else None,

@@ -1,4 +1,4 @@
-"""Finished batches of a long run (sampling, bits/dim) kept on disk until its output is written,
+"""Finished batches of a long run (sampling, editing, bits/dim) kept on disk until its output is written,
 so that a run stopped part-way (killed, out of time, a machine lost) does only what is missing
 when it is started again with the same options.
 
@@ -117,5 +117,5 @@ class Pieces:
             self._give_up(f"{tmp}: {exc.strerror or exc}")
 
     def remove(self) -> None:
-        """Delete the folder: the output holding its samples has been written."""
+        """Delete the folder: the output holding its results has been written."""
         shutil.rmtree(self.folder, ignore_errors=True)
