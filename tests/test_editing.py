@@ -141,8 +141,16 @@ def images(run_dir, tmp_path_factory):
 def test_inpaint_and_edit_from_the_cli(run_dir, images, tmp_path, capsys):
     src = np.load(images / "in.npz")["arr_0"]
     common = ["--checkpoint", str(run_dir), "--images", str(images / "in.npz")]
+    for argv in (["inpaint", "--mask", str(images / "mask.png"), "--steps", "10", "--resample", "2", "--jump", "2"],
+                 ["edit", "--strength", "0.5", "--steps", "5"], ["edit", "--strength", "0.5", "--steps", "5", "--mask",
+                                                                 str(images / "mask.npy")]):
+        capsys.readouterr()
+        assert main([argv[0], *common, *argv[1:], "--batch-size", "2", "--out", str(tmp_path / "i.npz")]) == 0
+        done, total = re.findall(r"edit: +100%\|[^|]*\| *([\d.]+)/([\d.]+)", capsys.readouterr().err)[-1]
+        assert done == total and float(total) % 3 == 0, argv  # the bar counts each of the 3 images' steps, to the end
     assert main(["inpaint", *common, "--mask", str(images / "mask.png"), "--steps", "10", "--resample", "2",
-                 "--jump", "2", "--out", str(tmp_path / "i.npz")]) == 0
+                 "--jump", "2", "--quiet", "--out", str(tmp_path / "i.npz")]) == 0
+    assert "edit:" not in capsys.readouterr().err
     got = np.load(tmp_path / "i.npz")["arr_0"]
     assert np.array_equal(got[:, :, :4], src[:, :, :4]) and not np.array_equal(got[:, :, 4:], src[:, :, 4:])
     assert main(["edit", *common, "--strength", "0", "--out", str(tmp_path / "e0.npz")]) == 0

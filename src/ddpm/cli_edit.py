@@ -36,6 +36,7 @@ def _common(p: argparse.ArgumentParser, mask_required: bool) -> None:
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--batch-size", type=BATCH, default=None, help="images per batch (default: 64 on a CPU, about a "
                    "million values on a GPU); image i's noise is keyed by (--seed, i), so the output does not "
                    "depend on it")
@@ -103,10 +104,10 @@ def _cmd_edit(args: argparse.Namespace) -> int:
                           mask=digest_bytes(mask.numpy().tobytes()) if mask is not None else None)
     if args.command == "inpaint":
         edited = inpaint(loaded, images, mask.expand(n, c, h, h), spec, args.seed, args.resample, args.jump, labels,
-                         args.guidance, args.batch_size, pieces)
+                         args.guidance, args.batch_size, pieces, not args.quiet)
     else:
         edited = sdedit(loaded, images, args.strength, spec, args.seed, mask.expand(n, c, h, h) if mask is not None
-                        else None, labels, args.guidance, args.batch_size, pieces)
+                        else None, labels, args.guidance, args.batch_size, pieces, not args.quiet)
     meta = {"checkpoint": str(loaded.path), "images": str(args.images), "mask": args.mask, "seed": args.seed,
             "sampler": spec.describe(loaded.schedule.T), **how, "class": args.classes, "guidance": args.guidance,
             "config": to_dict(loaded.config)}

@@ -58,9 +58,10 @@ def _eta(sampler: SamplerSpec) -> float:
 @torch.no_grad()
 def repaint(loaded: Loaded, x0: torch.Tensor, keep: torch.Tensor, x_start: torch.Tensor, timesteps: list[int],
             generators: Generators, eta: float, resample: int = 1, jump: int = 1, labels=None,
-            guidance: float = 0.0, precision: str = "fp32", compile: bool = False) -> torch.Tensor:
+            guidance: float = 0.0, precision: str = "fp32", compile: bool = False, progress=None) -> torch.Tensor:
     """The reverse process from ``x_start`` at ``timesteps[0]`` with the ``keep`` part (1: keep,
-    0: generate; broadcast against x0) held to x0 in the model's space. Returns x_0."""
+    0: generate; broadcast against x0) held to x0 in the model's space (``progress``: a bar told
+    of each step's images). Returns x_0."""
     labels = labels.to(x0.device) if labels is not None else None  # not copied to the device every step
     schedule, model = loaded.schedule, network(loaded, labels, guidance, precision, compile)
     abar = schedule.alpha_bar.detach().cpu().tolist()
@@ -78,30 +79,39 @@ def repaint(loaded: Loaded, x0: torch.Tensor, keep: torch.Tensor, x_start: torch
             ratio = abar[s] / abar[t]
             x = math.sqrt(ratio) * x + math.sqrt(1.0 - ratio) * randn(x.shape, generators, x.dtype, x.device)
         r = nxt
+        if progress is not None:
+            progress.update(x.shape[0])
     return x
 
 
-def _by_batch(loaded: Loaded, n: int, batch_size: int | None, sampler: SamplerSpec,
-              edit: Callable[[int, torch.Tensor], torch.Tensor], pieces=None) -> torch.Tensor:
-    """``edit(start, rows)`` for each batch of the n items, rows the items' indices from ``start``,
-    concatenated. Noise is keyed by the item's index, so the result does not depend on
-    ``batch_size`` (default: as ``sample``'s). A compiled sampler gets every batch at one size: the
-    last is padded with copies of the last item (their noise: the next indices) and the padding
-    dropped. With ``pieces`` (:class:`ddpm.pieces.Pieces`) finished batches are kept, and read
-    back instead of edited again."""
+def _by_batch(loaded: Loaded, n: int, batch_size: int | None, sampler: SamplerSpec, steps: int,
+              edit: Callable, pieces=None, progress: bool = False) -> torch.Tensor:
+    """``edit(start, rows, bar)`` for each batch of the n items, rows the items' indices from
+    ``start``, concatenated; ``steps``: the reverse steps of an item, for the progress bar. Noise
+    is keyed by the item's index, so the result does not depend on ``batch_size`` (default: as
+    ``sample``'s). A compiled sampler gets every batch at one size: the last is padded with copies
+    of the last item (their noise: the next indices) and the padding dropped. With ``pieces``
+    (:class:`ddpm.pieces.Pieces`) finished batches are kept, and read back instead of edited again."""
+    from tqdm.auto import tqdm
+
     batch_size = batch_size or default_batch_size(loaded, loaded.device)
     padded = sampler.compile and n > batch_size
+    rows_in_all = -(-n // batch_size) * batch_size if padded else n
+    bar = tqdm(total=rows_in_all * steps, disable=not progress, desc="edit", unit=" image-step", unit_scale=True,
+               dynamic_ncols=True, mininterval=1.0)
     parts = []
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
+        rows = torch.arange(start, start + (batch_size if padded else count)).clamp_(max=n - 1)
         kept = pieces.get(start, count) if pieces is not None else None
         if kept is not None and "data" in kept and kept["data"].shape[0] == count:
             parts.append(kept["data"])
+            bar.update(len(rows) * steps)
             continue
-        rows = torch.arange(start, start + (batch_size if padded else count)).clamp_(max=n - 1)
-        parts.append(edit(start, rows)[:count])
+        parts.append(edit(start, rows, bar)[:count])
         if pieces is not None:
             pieces.put(start, count, {"data": parts[-1]})
+    bar.close()
     return torch.cat(parts)
 
 
@@ -125,7 +135,7 @@ def start_level(strength: float, T: int) -> int:
 
 def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sampler: SamplerSpec = SamplerSpec(),
             seed: int = 0, resample: int = 1, jump: int = 1, labels=None, guidance: float = 0.0,
-            batch_size: int | None = None, pieces=None) -> torch.Tensor:
+            batch_size: int | None = None, pieces=None, progress: bool = False) -> torch.Tensor:
     """Fill the ``generate_mask`` part (True: generate; one per item or one broadcast to all) of
     ``data`` (in the data's own values, e.g. uint8 images) from N(0, I) with RePaint, ``batch_size``
     items at a time (kept in ``pieces`` as they finish, see :func:`_by_batch`); item i's noise is
@@ -133,20 +143,21 @@ def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sam
     eta, timesteps, n, device = _eta(sampler), sampler.timesteps_for(loaded.schedule.T), data.shape[0], loaded.device
     mask = torch.broadcast_to(generate_mask, data.shape)
 
-    def edit(start: int, rows: torch.Tensor) -> torch.Tensor:
+    def edit(start: int, rows: torch.Tensor, bar) -> torch.Tensor:
         x0 = loaded.codec.encode(data[rows].to(device))
         gens = sample_noise(seed, start, len(rows), sampler.noise)
         x_T = randn(x0.shape, gens, x0.dtype, x0.device)
         keep = (~_rows(mask, rows, device).bool()).to(x0.dtype)
         x = repaint(loaded, x0, keep, x_T, timesteps, gens, eta, resample, jump, _rows(labels, rows, device),
-                    guidance, sampler.precision, sampler.compile)
+                    guidance, sampler.precision, sampler.compile, bar)
         return loaded.codec.decode(x).cpu()
-    return _by_batch(loaded, n, batch_size, sampler, edit, pieces)
+    steps = len(travel_schedule(len(timesteps), resample, jump)) - 1
+    return _by_batch(loaded, n, batch_size, sampler, steps, edit, pieces, progress)
 
 
 def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: SamplerSpec = SamplerSpec(), seed: int = 0,
            generate_mask: torch.Tensor | None = None, labels=None, guidance: float = 0.0,
-           batch_size: int | None = None, pieces=None) -> torch.Tensor:
+           batch_size: int | None = None, pieces=None, progress: bool = False) -> torch.Tensor:
     """SDEdit (Meng et al. 2022): noise ``data`` to t0 = round(strength·T) with q(x_t0 | x_0), then
     run the sampler from t0, ``batch_size`` items at a time; with ``generate_mask`` only that part
     changes. Strength 0 returns the input unchanged; item i's noise is keyed by (seed, i)."""
@@ -157,15 +168,17 @@ def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: Sampler
     n, device = data.shape[0], loaded.device
     mask = torch.broadcast_to(generate_mask, data.shape) if generate_mask is not None else None
 
-    def edit(start: int, rows: torch.Tensor) -> torch.Tensor:
+    timesteps = sampler.timesteps_for(loaded.schedule.T, start=t0)
+
+    def edit(start: int, rows: torch.Tensor, bar) -> torch.Tensor:
         x0 = loaded.codec.encode(data[rows].to(device))
         gens = sample_noise(seed, start, len(rows), sampler.noise)
         x_t0 = _q_sample(loaded, x0, t0, gens)
         y = _rows(labels, rows, device)
         if mask is None:
-            return denoise(loaded, x_t0, sampler, gens, start=t0, labels=y, guidance=guidance).data
+            return denoise(loaded, x_t0, sampler, gens, start=t0, progress=bar, labels=y, guidance=guidance).data
         keep = (~_rows(mask, rows, device).bool()).to(x0.dtype)
-        x = repaint(loaded, x0, keep, x_t0, sampler.timesteps_for(loaded.schedule.T, start=t0), gens, eta,
-                    labels=y, guidance=guidance, precision=sampler.precision, compile=sampler.compile)
+        x = repaint(loaded, x0, keep, x_t0, timesteps, gens, eta, labels=y, guidance=guidance,
+                    precision=sampler.precision, compile=sampler.compile, progress=bar)
         return loaded.codec.decode(x).cpu()
-    return _by_batch(loaded, n, batch_size, sampler, edit, pieces)
+    return _by_batch(loaded, n, batch_size, sampler, len(timesteps), edit, pieces, progress)
