@@ -72,8 +72,10 @@ def test_the_cli_trains_points_with_a_time_limit_and_resumes(tmp_path, capsys):
             "--out", str(tmp_path)]
     assert main([*argv, "--steps", "500", "--time-limit", "0.0001"]) == 0
     assert "stopped by the time limit" in capsys.readouterr().err
-    assert main([*argv, "--steps", "3", "--device", "cpu"]) == 0  # the device may change on resume
-    assert "resumed from" in capsys.readouterr().err and load(tmp_path).step == 3
+    stopped = load(tmp_path).step  # how many steps fit in 6 ms depends on the machine (1 to 4 here)
+    assert 1 <= stopped < 500
+    assert main([*argv, "--steps", str(stopped + 3), "--device", "cpu"]) == 0  # the device may change on resume
+    assert "resumed from" in capsys.readouterr().err and load(tmp_path).step == stopped + 3
 
 
 def test_progressive_generation_of_points_goes_through_the_same_path(tmp_path, capsys):
