@@ -32,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "points, 64 images); under torchrun write --num-samples (torchrun takes --n for its own)")
     sample.add_argument("--seed", type=SEED, default=0)
     sample.add_argument("--out", default=None, help="2-D: a .npy (plots beside it); images: a .png grid, an .npz "
-                        "(arr_0 uint8 NHWC) or a folder for one PNG each (default: samples.npy / samples.png). A run of several "
-                        "batches keeps the finished ones in OUT.partial until OUT is written: the same command "
-                        "started again after a stop draws only the rest")
+                        "(arr_0 uint8 NHWC) or a folder for one PNG each (default: samples.npy / samples.png). A "
+                        "run of several batches keeps the finished ones in OUT.partial until OUT is written: the "
+                        "same command started again after a stop draws only the rest")
     sample.add_argument("--batch-size", type=BATCH, default=None, help="samples per batch (default: all points; "
                         "images: 64 on a CPU, ~2^20 values on a GPU); the samples do not depend on it")
     sample.add_argument("--gif", action="store_true", help="images: also write an animation of the reverse process")

@@ -167,7 +167,6 @@ def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: Sampler
     eta = _eta(sampler) if generate_mask is not None else None
     n, device = data.shape[0], loaded.device
     mask = torch.broadcast_to(generate_mask, data.shape) if generate_mask is not None else None
-
     timesteps = sampler.timesteps_for(loaded.schedule.T, start=t0)
 
     def edit(start: int, rows: torch.Tensor, bar) -> torch.Tensor:
