@@ -1,9 +1,11 @@
-"""What a checkpoint of a network costs to write and read, and the share its SHA-256 digests take.
+"""What a checkpoint of a network costs to write and read, and the share its SHA-256 digests take;
+and what keeping one finished batch of a sampling run costs (``OUT.partial``, ddpm.pieces).
 
 Builds the network of a preset with Adam's state after one step, writes it as one checkpoint
 (model, EMA, optimizer, RNG, state.json) and reads it back, `--repeats` times; prints the
 median times and, timed apart on the same files, hashing every file (what writing adds) and
-hashing the bytes read (what reading adds).
+hashing the bytes read (what reading adds). Then the median time to keep (write) and read back
+one batch of samples at the GPU's default batch: 1024 MNIST digits, 256 CIFAR-10 images.
 
     .venv/bin/python benchmarks/checkpoint_cost.py                    # cifar10: the paper's 35.7M parameters
     .venv/bin/python benchmarks/checkpoint_cost.py --preset mnist --dir /tmp
@@ -75,6 +77,30 @@ def main() -> None:
     print(f"| of which hashing the bytes read | {med['hash bytes read']:.2f} | "
           f"{med['hash bytes read'] / med['read']:.0%} |")
     print(f"# SHA-256 at {size / 2**20 / med['hash bytes read']:.0f} MiB/s")
+    kept_batches(args.dir)
+
+
+def kept_batches(folder: str | None, repeats: int = 20) -> None:
+    """Median time of Pieces.put / Pieces.get for one batch of uint8 samples (what `ddpm sample`
+    adds per batch so that a stopped run can resume)."""
+    from ddpm.pieces import Pieces
+
+    print("| one kept batch of samples | keep (ms) | read back (ms) |\n|---|---:|---:|")
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        pieces = Pieces(f"{tmp}/s.npz.partial", {"benchmark": True}).open()
+        for name, shape in (("1024 MNIST digits", (1024, 1, 28, 28)), ("256 CIFAR-10 images", (256, 3, 32, 32))):
+            x = torch.randint(0, 256, shape, dtype=torch.uint8)
+            put, get = [], []
+            for i in range(repeats):
+                start = time.perf_counter()
+                pieces.put(i * shape[0], shape[0], {"data": x})
+                put.append(time.perf_counter() - start)
+            for i in range(repeats):
+                start = time.perf_counter()
+                pieces.get(i * shape[0], shape[0])
+                get.append(time.perf_counter() - start)
+            print(f"| {name} ({x.numel() / 2**20:.2f} MiB) | {statistics.median(put) * 1e3:.2f} | "
+                  f"{statistics.median(get) * 1e3:.2f} |")
 
 
 if __name__ == "__main__":
