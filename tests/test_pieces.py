@@ -171,3 +171,12 @@ def test_a_stopped_inpainting_resumes_and_other_images_are_another_job(run_dir, 
     assert drawn == [0, 2, 4] and "resuming: 2 of the 5 images were edited before" in capsys.readouterr().err
     assert np.array_equal(np.load(tmp_path / "i.npz")["arr_0"], np.load(tmp_path / "whole.npz")["arr_0"])
     assert not (tmp_path / "i.npz.partial").exists()
+
+
+def test_a_file_where_the_folder_would_go_is_refused_before_any_work(run_dir, tmp_path, capsys):
+    (tmp_path / "s.npz.partial").write_text("mine")
+    assert main(["sample", "--checkpoint", str(run_dir), "--n", "3", "--batch-size", "1", "--steps", "2", "--quiet",
+                 "--out", str(tmp_path / "s.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "s.npz.partial: exists and is not a folder" in err[0], err
+    assert (tmp_path / "s.npz.partial").read_text() == "mine" and not (tmp_path / "s.npz").exists()
