@@ -180,3 +180,13 @@ def test_a_file_where_the_folder_would_go_is_refused_before_any_work(run_dir, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "s.npz.partial: exists and is not a folder" in err[0], err
     assert (tmp_path / "s.npz.partial").read_text() == "mine" and not (tmp_path / "s.npz").exists()
+
+
+
+def test_held_counts_every_kept_item_or_the_unbroken_run_from_the_first(tmp_path):
+    pieces = Pieces(tmp_path / "p", {"job": 1}).open()
+    for start in (0, 2, 6):
+        pieces.put(start, 2, {"data": torch.zeros(2)})
+    assert pieces.held(0, 8) == 6 and pieces.held(0, 7) == 5 and pieces.held(1, 8) == 5
+    assert pieces.held(0, 8, prefix=True) == 4 and pieces.held(0, 3, prefix=True) == 3
+    assert pieces.held(2, 8, prefix=True) == 2 and pieces.held(4, 4, prefix=True) == 0

@@ -224,11 +224,13 @@ def _main_process_first(action, device) -> None:
         raise error if error is not None else ConfigError("stopped: rank 0 refused the command")
 
 
-def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "samples were drawn", **job):
+def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "samples were drawn",
+                 in_order: bool = False, **job):
     """Where a run of ``several`` batches keeps the finished ones until ``out`` is written
     (``OUT.partial``), so that the same command started again after a stop does only what is
-    missing (:mod:`ddpm.pieces`); ``job``: the options that make its results what they are.
-    None for a run of one batch."""
+    missing (:mod:`ddpm.pieces`); ``job``: the options that make its results what they are;
+    ``in_order``: only the batches from the first on without a gap can be used. None for a run
+    of one batch."""
     from .pieces import Pieces, partial_folder
     from .training import distributed as dist
 
@@ -242,7 +244,7 @@ def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "
     pieces = Pieces(partial_folder(out), {**job, "n": n, "checkpoint": str(loaded.path), "step": loaded.step,
                                           "weights": weights, "device": device.type, "processes": dist.world_size()})
     _main_process_first(pieces.open, device)
-    held = pieces.held(0, n)
+    held = pieces.held(0, n, prefix=in_order)
     if held and dist.is_main():
         print(f"resuming: {held:,} of the {n:,} {done} before ({pieces.folder})", file=sys.stderr)
     return pieces

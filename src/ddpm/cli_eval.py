@@ -100,9 +100,10 @@ def _eval_nll(args: argparse.Namespace) -> int:
         labels = build_image_labels(cfg, args.split)[:images.shape[0]]
     device = _device(args.device)
     pieces = _open_pieces(out / "nll.json", loaded, device, images.shape[0], images.shape[0] > args.batch_size,
-                          "images were measured", ema=not args.no_ema, split=args.split, data_dir=args.data_dir,
-                          terms=args.terms, batch_size=args.batch_size, max_batch=args.max_batch, seed=args.seed,
-                          respace=args.respace, classes=args.classes, images=digest_bytes(images.numpy().tobytes()))
+                          "images were measured", in_order=True, ema=not args.no_ema, split=args.split,
+                          data_dir=args.data_dir, terms=args.terms, batch_size=args.batch_size,
+                          max_batch=args.max_batch, seed=args.seed, respace=args.respace, classes=args.classes,
+                          images=digest_bytes(images.numpy().tobytes()))
     result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed, device,
                           progress=not args.quiet, respace_steps=args.respace, labels=labels, pieces=pieces)
     result.update({"checkpoint": str(loaded.path), "step": loaded.step, "split": args.split, "seed": args.seed,

@@ -74,17 +74,22 @@ class Pieces:
         print(f"warning: finished batches are not kept ({why}); the run goes on, but a stop loses the batches "
               "drawn after this", file=sys.stderr)
 
-    def held(self, first: int, n: int) -> int:
-        """How many of items first … first+n−1 finished batches hold."""
+    def held(self, first: int, n: int, prefix: bool = False) -> int:
+        """How many of items first … first+n−1 finished batches hold; with ``prefix``, only those of
+        the unbroken run of batches from ``first`` (what a job that must go in order can use)."""
         if not self.folder.is_dir():
             return 0
-        count = 0
+        spans = {}
         for p in self.folder.iterdir():
             m = _PIECE.match(p.name)
             if m:
-                start, size = int(m[1]), int(m[2])
-                count += max(0, min(start + size, first + n) - max(start, first))
-        return count
+                spans[int(m[1])] = int(m[2])
+        if prefix:
+            at = first
+            while at in spans and at < first + n:
+                at += spans[at]
+            return min(at, first + n) - first
+        return sum(max(0, min(start + size, first + n) - max(start, first)) for start, size in spans.items())
 
     def _path(self, start: int, count: int) -> Path:
         return self.folder / f"{start:012d}-{count}.npz"
