@@ -1,5 +1,6 @@
-"""A sampling run stopped part-way keeps its finished batches beside its output (OUT.partial), and
-the same command started again draws only the rest and writes what an uninterrupted run writes."""
+"""A long run (sample, eval fid, eval nll, inpaint, edit) stopped part-way keeps its finished batches
+beside its output (OUT.partial), and the same command started again does only the rest and writes
+what an uninterrupted run writes."""
 
 import json
 import re
