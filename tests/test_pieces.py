@@ -46,6 +46,9 @@ def test_a_stopped_sample_run_resumes_and_writes_what_one_run_writes(run_dir, tm
     assert "resuming: 4 of the 7 samples were drawn before" in capsys.readouterr().err
     assert np.array_equal(np.load(out)["arr_0"], np.load(tmp_path / "whole.npz")["arr_0"])
     assert not partial.exists()
+    record, whole = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("s", "whole"))
+    assert record["drawn_before"] == 4 and "drawn_before" not in whole  # its "seconds" are this attempt's
+    assert record["seconds"] > 0 and whole["seconds"] > 0  # (they were 0.0 before: dropped on the way)
 
 
 def test_another_job_is_refused_and_an_unreadable_batch_is_drawn_again(run_dir, tmp_path, monkeypatch, capsys):

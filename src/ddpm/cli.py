@@ -115,7 +115,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                     progress=not args.quiet and dist.is_main(),
                     labels=labels[mine.start:mine.stop] if labels is not None else None, guidance=args.guidance,
                     first=mine.start, pieces=pieces)
-    samples = Samples(dist.gather_rows(part.data), labels, {t: dist.gather_rows(x) for t, x in part.states.items()})
+    samples = Samples(dist.gather_rows(part.data), labels, {t: dist.gather_rows(x) for t, x in part.states.items()},
+                      seconds=part.seconds)  # rank 0's
     writer = dist.is_main()
     dist.teardown()
     if not writer:
@@ -123,6 +124,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     meta = {"checkpoint": str(loaded.path), "n": n, "seed": args.seed, "ema": not args.no_ema,
             "sampler": spec.describe(loaded.schedule.T), "per_sample_seeds": True, "config": to_dict(loaded.config),
             "class": args.classes, "guidance": args.guidance}
+    if pieces is not None and pieces.resumed:
+        meta["drawn_before"] = pieces.resumed  # samples read from an earlier attempt: not in "seconds"
     for what, path in write_samples(loaded, samples, out, fmt, meta, animation=args.gif):
         print(f"{what + ':':10s} {path}")
     if pieces is not None:

@@ -48,6 +48,7 @@ class Pieces:
         self.folder = Path(folder)
         self.job = json.loads(json.dumps(job))  # as it reads back from job.json
         self.failed: str | None = None  # why batches are no longer kept (e.g. a full disk)
+        self.resumed = 0  # items an earlier attempt had finished when this one started (set by its opener)
 
     def open(self) -> "Pieces":
         """Create the folder for this job, or check that the one there is this job's."""
