@@ -74,9 +74,8 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
             model = network if labels is None else _given(network, labels[lo:lo + batch_size].to(device))
             model = model if t_map is None else RespacedModel(model, t_map)
             got = _one_batch(model, schedule, x0, loaded.prediction, timesteps, g, max_batch)
-            got["rng"] = g.get_state()
-            if pieces is not None:
-                pieces.put(lo, count, got)
+            if pieces is not None:  # the generator's state after the batch goes with it
+                pieces.put(lo, count, {**got, "rng": g.get_state()})
         for k in sums:
             sums[k].append(got[k].to(device))
     seconds = time.perf_counter() - start
