@@ -44,14 +44,16 @@ def test_shares_are_contiguous_cover_everything_and_differ_by_at_most_one(monkey
 
 
 def test_two_gloo_processes_write_the_samples_one_process_writes(run_dir, tmp_path):
-    argv = ["sample", "--checkpoint", str(run_dir), "--num-samples", "5", "--seed", "3", "--steps", "6", "--batch-size", "1",
-            "--quiet", "--device", "cpu"]
-    proc = _torchrun([*argv, "--out", str(tmp_path / "two.npz")])
+    argv = ["sample", "--checkpoint", str(run_dir), "--seed", "3", "--steps", "6", "--batch-size", "1", "--quiet",
+            "--device", "cpu"]
+    part = ["--first", "2", "--num-samples", "5"]  # samples 2 … 6: the processes' shares start at 2 and 4
+    proc = _torchrun([*argv, *part, "--out", str(tmp_path / "two.npz")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("samples:") == 1  # rank 0 alone reports (and writes)
-    assert main([*argv, "--out", str(tmp_path / "one.npz")]) == 0
-    two, one = np.load(tmp_path / "two.npz")["arr_0"], np.load(tmp_path / "one.npz")["arr_0"]
-    assert two.shape == (5, 8, 8, 1) and np.array_equal(two, one)
+    assert main([*argv, *part, "--out", str(tmp_path / "one.npz")]) == 0
+    assert main([*argv, "--n", "7", "--out", str(tmp_path / "all.npz")]) == 0
+    two, one, every = (np.load(tmp_path / f"{k}.npz")["arr_0"] for k in ("two", "one", "all"))
+    assert two.shape == (5, 8, 8, 1) and np.array_equal(two, one) and np.array_equal(two, every[2:])
     assert not (tmp_path / "two.npz.partial").exists()  # each process kept its batches there until rank 0 wrote
 
 
@@ -74,3 +76,32 @@ def test_two_gloo_processes_measure_the_fid_one_process_measures(run_dir, tmp_pa
     assert two["n_samples"] == one["n_samples"] == 6
     assert two["fid"] == pytest.approx(one["fid"], rel=1e-6) and two["kid"] == pytest.approx(one["kid"], rel=1e-6)
     assert np.array_equal(np.load(tmp_path / "two.npz")["arr_0"], np.load(tmp_path / "one.npz")["arr_0"])
+
+
+def test_a_set_drawn_in_parts_is_the_set_drawn_at_once(run_dir, tmp_path, monkeypatch, capsys):
+    from .test_pieces import _stop_after
+
+    argv = ["sample", "--checkpoint", str(run_dir), "--seed", "5", "--steps", "4", "--batch-size", "2", "--quiet"]
+    assert main([*argv, "--n", "7", "--out", str(tmp_path / "all.npz")]) == 0
+    assert main([*argv, "--n", "3", "--out", str(tmp_path / "a.npz")]) == 0
+    drawn = _stop_after(monkeypatch, kept=1)
+    assert main([*argv, "--first", "3", "--n", "4", "--out", str(tmp_path / "b.npz")]) == 130
+    assert [p.name for p in (tmp_path / "b.npz.partial").glob("*.npz")] == ["000000000003-2.npz"]  # by index
+    capsys.readouterr()
+    assert main([*argv, "--first", "3", "--n", "4", "--out", str(tmp_path / "b.npz")]) == 0
+    assert drawn == [3, 5] and "resuming: 2 of the 4 samples" in capsys.readouterr().err
+    every, a, b = (np.load(tmp_path / f"{k}.npz")["arr_0"] for k in ("all", "a", "b"))
+    assert np.array_equal(np.concatenate([a, b]), every)
+    assert json.loads((tmp_path / "b.json").read_text())["first"] == 3
+    assert main([*argv, "--first", "5", "--n", "2", "--out", str(tmp_path / "folder")]) == 0
+    assert sorted(p.name for p in (tmp_path / "folder").glob("*.png")) == ["000005.png", "000006.png"]
+
+
+def test_classes_cycle_from_the_first_sample_of_the_whole_set(tmp_path):
+    argv = ["sample", "--checkpoint", "pretrained:mnist-cond", "--steps", "2", "--class", "all", "--quiet",
+            "--device", "cpu"]
+    assert main([*argv, "--n", "11", "--out", str(tmp_path / "all.npz")]) == 0
+    assert main([*argv, "--first", "7", "--n", "4", "--out", str(tmp_path / "part.npz")]) == 0
+    every, part = np.load(tmp_path / "all.npz"), np.load(tmp_path / "part.npz")
+    assert part["arr_1"].tolist() == [7, 8, 9, 0]
+    assert np.array_equal(part["arr_0"], every["arr_0"][7:]) and np.array_equal(part["arr_1"], every["arr_1"][7:])

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one,
-                         _class_labels, _device, _HelpFormatter, _main_process_first, _Parser, _sampler_spec,
-                         _sampling_pieces)
+                         _class_labels, _device, _HelpFormatter, _integer, _main_process_first, _Parser,
+                         _sampler_spec, _sampling_pieces)
 from .cli_edit import EDIT_COMMANDS, _add_editing_parsers
 from .cli_eval import EVAL_COMMANDS, _add_evaluation_parsers
 from .cli_pictures import PICTURE_COMMANDS, _add_picture_parsers
@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", "--num-samples", type=INT, default=None, help="number of samples (default: 4000 "
                         "points, 64 images); under torchrun write --num-samples (torchrun takes --n for its own)")
     sample.add_argument("--seed", type=SEED, default=0)
+    sample.add_argument("--first", type=_integer(0), default=0, metavar="K", help="draw samples K … K+n−1 of "
+                        "--seed's sequence, so a large set can be drawn in parts (on several machines or days): "
+                        "--n 2000, then --first 2000 --n 8000, make the samples of --n 10000 (--class cycles "
+                        "from sample 0)")
     sample.add_argument("--out", default=None, help="2-D: a .npy (plots beside it); images: a .png grid, an .npz "
                         "(arr_0 uint8 NHWC) or a folder for one PNG each (default: samples.npy / samples.png). A "
                         "run of several batches keeps the finished ones in OUT.partial until OUT is written: the "
@@ -103,30 +107,32 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out or DEFAULT_OUT[loaded.kind])
     fmt = sample_format(loaded.kind, out)
     n = args.n or (4000 if loaded.kind == "points" else 64)
-    labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
+    first = args.first
+    labels = _class_labels(args.classes, first + n, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
+    labels = labels[first:] if labels is not None else None  # classes by index in the whole sequence
     if n < dist.world_size():
         raise ConfigError(f"--n {n} is fewer than the {dist.world_size()} processes")
     _main_process_first(lambda: prepare_output(out, folder=fmt == "folder"), device)  # before the work
     keep = states_to_keep(loaded, spec, args.gif)
     pieces = _sampling_pieces(out, loaded, spec, device, n, args.batch_size, seed=args.seed, ema=not args.no_ema,
-                              classes=args.classes, guidance=args.guidance, keep_states=sorted(keep))
+                              classes=args.classes, guidance=args.guidance, keep_states=sorted(keep), first=first)
     mine = dist.shard(n)
     part = generate(loaded, len(mine), args.seed, spec, args.batch_size, device, keep_states=keep,
                     progress=not args.quiet and dist.is_main(),
                     labels=labels[mine.start:mine.stop] if labels is not None else None, guidance=args.guidance,
-                    first=mine.start, pieces=pieces)
+                    first=first + mine.start, pieces=pieces)
     samples = Samples(dist.gather_rows(part.data), labels, {t: dist.gather_rows(x) for t, x in part.states.items()},
                       seconds=part.seconds)  # rank 0's
     writer = dist.is_main()
     dist.teardown()
     if not writer:
         return 0
-    meta = {"checkpoint": str(loaded.path), "n": n, "seed": args.seed, "ema": not args.no_ema,
+    meta = {"checkpoint": str(loaded.path), "n": n, "first": first, "seed": args.seed, "ema": not args.no_ema,
             "sampler": spec.describe(loaded.schedule.T), "per_sample_seeds": True, "config": to_dict(loaded.config),
             "class": args.classes, "guidance": args.guidance}
     if pieces is not None and pieces.resumed:
         meta["drawn_before"] = pieces.resumed  # samples read from an earlier attempt: not in "seconds"
-    for what, path in write_samples(loaded, samples, out, fmt, meta, animation=args.gif):
+    for what, path in write_samples(loaded, samples, out, fmt, meta, animation=args.gif, first=first):
         print(f"{what + ':':10s} {path}")
     if pieces is not None:
         pieces.remove()  # its samples are in the output now

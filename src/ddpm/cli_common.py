@@ -244,7 +244,7 @@ def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "
     pieces = Pieces(partial_folder(out), {**job, "n": n, "checkpoint": str(loaded.path), "step": loaded.step,
                                           "weights": weights, "device": device.type, "processes": dist.world_size()})
     _main_process_first(pieces.open, device)
-    pieces.resumed = pieces.held(0, n, prefix=in_order)
+    pieces.resumed = pieces.held(job.get("first", 0), n, prefix=in_order)  # batches are named by absolute index
     if pieces.resumed and dist.is_main():
         print(f"resuming: {pieces.resumed:,} of the {n:,} {done} before ({pieces.folder})", file=sys.stderr)
     return pieces

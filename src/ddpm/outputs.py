@@ -60,8 +60,9 @@ def save_picture(loaded: Loaded, data: torch.Tensor, path: Path, title: str = ""
 
 
 def write_samples(loaded: Loaded, samples: Samples, out: Path, fmt: str, meta: dict,
-                  animation: bool = False) -> list[tuple[str, Path]]:
-    """Write the samples (and their pictures) as ``fmt``; returns (what, path) for each file."""
+                  animation: bool = False, first: int = 0) -> list[tuple[str, Path]]:
+    """Write the samples (and their pictures) as ``fmt``; returns (what, path) for each file. A
+    folder names each image by its index in the seed's sequence (``first`` + its place)."""
     from .visualization import reverse_strip, save_gif, save_image
 
     title = f"{_data_name(loaded)} · step {loaded.step}"
@@ -83,7 +84,7 @@ def write_samples(loaded: Loaded, samples: Samples, out: Path, fmt: str, meta: d
         save_npz(samples.data, out, samples.labels)
     else:
         for i, img in enumerate(samples.data):
-            save_image(img, out / f"{i:06d}.png")
+            save_image(img, out / f"{first + i:06d}.png")
     if animation and samples.states:
         frames = [(t, samples.states[t]) for t in sorted(samples.states, reverse=True)]
         gif = out / "reverse.gif" if fmt == "folder" else base.with_suffix(".gif")
