@@ -116,6 +116,36 @@ def denoise(loaded: Loaded, x: torch.Tensor, sampler: SamplerSpec, generators: G
     return out
 
 
+def in_batches(n: int, batch_size: int, steps: int, work, padded: bool = False, pieces=None, first: int = 0,
+               desc: str = "sample", progress: bool = False) -> dict[str, torch.Tensor]:
+    """The batch loop of generation and editing: ``work(start, rows, bar)`` makes the named
+    arrays (``"data"`` and any others) of items start … start+rows−1 (``rows``: the batch's
+    size, or with ``padded`` the size of every batch, the last one's extra items then dropped),
+    updating the progress ``bar`` by the items' steps; the batches' arrays come back
+    concatenated. With ``pieces`` (:class:`ddpm.pieces.Pieces`) each finished batch is kept under
+    its absolute index (``first`` + start), and a batch kept by an earlier attempt is read back
+    instead of made again."""
+    from tqdm.auto import tqdm
+
+    rows_in_all = -(-n // batch_size) * batch_size if padded else n
+    bar = tqdm(total=rows_in_all * steps, disable=not progress, desc=desc, unit=" image-step", unit_scale=True,
+               dynamic_ncols=True, mininterval=1.0)
+    parts = []
+    for start in range(0, n, batch_size):
+        count = min(batch_size, n - start)
+        rows = batch_size if padded else count
+        kept = pieces.get(first + start, count) if pieces is not None else None
+        if kept is not None and "data" in kept and kept["data"].shape[0] == count:
+            parts.append(kept)
+            bar.update(rows * steps)
+            continue
+        parts.append({k: v[:count] for k, v in work(start, rows, bar).items()})
+        if pieces is not None:
+            pieces.put(first + start, count, parts[-1])
+    bar.close()
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
 def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = SamplerSpec(),
              batch_size: int | None = None, device: torch.device | str | None = None,
              keep_states: Sequence[int] = (), keep_predictions: Sequence[int] = (),
@@ -129,8 +159,6 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
     samples after the n-th are drawn and dropped) so that one graph serves the whole run. With
     ``pieces`` (:class:`ddpm.pieces.Pieces`) each finished batch is kept on disk and a batch kept
     by an earlier attempt is read instead of drawn."""
-    from tqdm.auto import tqdm
-
     if n < 1:
         raise ConfigError(f"the number of samples must be >= 1, got {n}")
     if labels is not None and labels.shape != (n,):
@@ -139,43 +167,20 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
     loaded.to(device)
     batch_size = batch_size or default_batch_size(loaded, device)
     steps = len(sampler.timesteps_for(loaded.schedule.T))
-    padded = sampler.compile and n > batch_size  # every batch the compiled graph's shape
-    rows_in_all = -(-n // batch_size) * batch_size if padded else n
-    bar = tqdm(total=rows_in_all * steps, disable=not progress, desc="sample", unit=" image-step", unit_scale=True,
-               dynamic_ncols=True, mininterval=1.0)
-    parts, start_time = [], time.perf_counter()
-    for start in range(0, n, batch_size):
-        count = min(batch_size, n - start)
-        rows = batch_size if padded else count
-        kept = _kept(pieces, first + start, count) if pieces is not None else None
-        if kept is not None:
-            parts.append(kept)
-            bar.update(rows * steps)
-            continue
+
+    def work(start: int, rows: int, bar) -> dict[str, torch.Tensor]:
         gens = sample_noise(seed, first + start, rows, sampler.noise)
         x = randn((rows, *loaded.sample_shape), gens, device=device)  # x_T
-        y = labels[start:start + count].to(device) if labels is not None else None
-        if y is not None and rows > count:  # the padding rows ask for any class: they are dropped
-            y = torch.cat([y, y[:1].expand(rows - count)])
+        y = labels[start:start + rows].to(device) if labels is not None else None
+        if y is not None and rows > y.shape[0]:  # the padding rows ask for any class: they are dropped
+            y = torch.cat([y, y[:1].expand(rows - y.shape[0])])
         part = denoise(loaded, x, sampler, gens, None, keep_states, keep_predictions, bar, y, guidance)
-        if rows > count:
-            part = Samples(part.data[:count], labels, {t: v[:count] for t, v in part.states.items()},
-                           {t: v[:count] for t, v in part.predictions.items()})
-        if pieces is not None:
-            pieces.put(first + start, count, {"data": part.data, **{f"state_{t}": v for t, v in part.states.items()},
-                                              **{f"pred_{t}": v for t, v in part.predictions.items()}})
-        parts.append(part)
-    bar.close()
-    return Samples(torch.cat([p.data for p in parts]), labels,
-                   {t: torch.cat([p.states[t] for p in parts]) for t in parts[0].states},
-                   {t: torch.cat([p.predictions[t] for p in parts]) for t in parts[0].predictions},
+        return {"data": part.data, **{f"state_{t}": v for t, v in part.states.items()},
+                **{f"pred_{t}": v for t, v in part.predictions.items()}}
+
+    start_time = time.perf_counter()
+    arrays = in_batches(n, batch_size, steps, work, sampler.compile and n > batch_size, pieces, first,
+                        progress=progress)
+    return Samples(arrays["data"], labels, {int(k[6:]): v for k, v in arrays.items() if k.startswith("state_")},
+                   {int(k[5:]): v for k, v in arrays.items() if k.startswith("pred_")},
                    time.perf_counter() - start_time)
-
-
-def _kept(pieces, start: int, count: int) -> Samples | None:
-    """The batch of samples start … start+count−1 an earlier attempt kept (:func:`generate`), if whole."""
-    arrays = pieces.get(start, count)
-    if arrays is None or "data" not in arrays or arrays["data"].shape[0] != count:
-        return None
-    return Samples(arrays["data"], None, {int(k[6:]): v for k, v in arrays.items() if k.startswith("state_")},
-                   {int(k[5:]): v for k, v in arrays.items() if k.startswith("pred_")})

@@ -24,7 +24,7 @@ import torch
 from ..api import Loaded
 from ..diffusion import q_sample
 from ..errors import ConfigError
-from ..generation import default_batch_size, denoise, network
+from ..generation import default_batch_size, denoise, in_batches, network
 from ..rng import Generators, randn, sample_noise
 from ..samplers import SamplerSpec, ddim_step
 
@@ -87,32 +87,18 @@ def repaint(loaded: Loaded, x0: torch.Tensor, keep: torch.Tensor, x_start: torch
 def _by_batch(loaded: Loaded, n: int, batch_size: int | None, sampler: SamplerSpec, steps: int,
               edit: Callable, pieces=None, progress: bool = False) -> torch.Tensor:
     """``edit(start, rows, bar)`` for each batch of the n items, rows the items' indices from
-    ``start``, concatenated; ``steps``: the reverse steps of an item, for the progress bar. Noise
-    is keyed by the item's index, so the result does not depend on ``batch_size`` (default: as
-    ``sample``'s). A compiled sampler gets every batch at one size: the last is padded with copies
-    of the last item (their noise: the next indices) and the padding dropped. With ``pieces``
-    (:class:`ddpm.pieces.Pieces`) finished batches are kept, and read back instead of edited again."""
-    from tqdm.auto import tqdm
+    ``start``, concatenated (:func:`ddpm.generation.in_batches`); ``steps``: the reverse steps of
+    an item, for the progress bar. Noise is keyed by the item's index, so the result does not
+    depend on ``batch_size`` (default: as ``sample``'s). A compiled sampler gets every batch at
+    one size: the last is padded with copies of the last item (their noise: the next indices)
+    and the padding dropped. With ``pieces`` finished batches are kept, and read back instead of
+    edited again."""
+    def work(start: int, rows: int, bar) -> dict[str, torch.Tensor]:
+        return {"data": edit(start, torch.arange(start, start + rows).clamp_(max=n - 1), bar)}
 
     batch_size = batch_size or default_batch_size(loaded, loaded.device)
-    padded = sampler.compile and n > batch_size
-    rows_in_all = -(-n // batch_size) * batch_size if padded else n
-    bar = tqdm(total=rows_in_all * steps, disable=not progress, desc="edit", unit=" image-step", unit_scale=True,
-               dynamic_ncols=True, mininterval=1.0)
-    parts = []
-    for start in range(0, n, batch_size):
-        count = min(batch_size, n - start)
-        rows = torch.arange(start, start + (batch_size if padded else count)).clamp_(max=n - 1)
-        kept = pieces.get(start, count) if pieces is not None else None
-        if kept is not None and "data" in kept and kept["data"].shape[0] == count:
-            parts.append(kept["data"])
-            bar.update(len(rows) * steps)
-            continue
-        parts.append(edit(start, rows, bar)[:count])
-        if pieces is not None:
-            pieces.put(start, count, {"data": parts[-1]})
-    bar.close()
-    return torch.cat(parts)
+    return in_batches(n, batch_size, steps, work, sampler.compile and n > batch_size, pieces, desc="edit",
+                      progress=progress)["data"]
 
 
 def _rows(value: torch.Tensor | None, rows: torch.Tensor, device: torch.device) -> torch.Tensor | None:
