@@ -95,6 +95,9 @@ def test_a_set_drawn_in_parts_is_the_set_drawn_at_once(run_dir, tmp_path, monkey
     assert json.loads((tmp_path / "b.json").read_text())["first"] == 3
     assert main([*argv, "--first", "5", "--n", "2", "--out", str(tmp_path / "folder")]) == 0
     assert sorted(p.name for p in (tmp_path / "folder").glob("*.png")) == ["000005.png", "000006.png"]
+    assert main([*argv, "--n", "1", "--out", str(tmp_path / "folder")]) == 0  # another part, into the same folder
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["000000.png", "000005.png", "000006.png",
+                                                                       "samples.json", "samples_000005.json"]
 
 
 def test_classes_cycle_from_the_first_sample_of_the_whole_set(tmp_path):

@@ -67,7 +67,8 @@ def write_samples(loaded: Loaded, samples: Samples, out: Path, fmt: str, meta: d
 
     title = f"{_data_name(loaded)} · step {loaded.step}"
     prepare_output(out, folder=fmt == "folder")
-    base = out / "samples" if fmt == "folder" else out.with_suffix("")
+    # a folder takes a set's parts (--first): each part's record beside its images
+    base = out / ("samples" + (f"_{first:06d}" if first else "")) if fmt == "folder" else out.with_suffix("")
     written = [("samples", out)]
     if fmt == "npy":
         np.save(out, samples.data.numpy())
