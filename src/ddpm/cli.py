@@ -108,6 +108,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     fmt = sample_format(loaded.kind, out)
     n = args.n or (4000 if loaded.kind == "points" else 64)
     first = args.first
+    if first + n > 2**63:
+        raise ConfigError(f"--first {first} with --n {n}: sample indices must stay below 2^63")
     labels = _class_labels(args.classes, first + n, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
     labels = labels[first:] if labels is not None else None  # classes by index in the whole sequence
     if n < dist.world_size():
