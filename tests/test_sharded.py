@@ -108,3 +108,6 @@ def test_classes_cycle_from_the_first_sample_of_the_whole_set(tmp_path):
     every, part = np.load(tmp_path / "all.npz"), np.load(tmp_path / "part.npz")
     assert part["arr_1"].tolist() == [7, 8, 9, 0]
     assert np.array_equal(part["arr_0"], every["arr_0"][7:]) and np.array_equal(part["arr_1"], every["arr_1"][7:])
+    far = ["--first", str(10**15), "--n", "2", "--class", "3,4,5", "--out", str(tmp_path / "far.npz")]
+    assert main([*argv[:5], "--quiet", "--device", "cpu", *far]) == 0  # no list of 10^15 labels is made
+    assert np.load(tmp_path / "far.npz")["arr_1"].tolist() == [4, 5]  # 10^15 = 1 (mod 3)

@@ -110,8 +110,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     first = args.first
     if first + n > 2**63:
         raise ConfigError(f"--first {first} with --n {n}: sample indices must stay below 2^63")
-    labels = _class_labels(args.classes, first + n, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
-    labels = labels[first:] if labels is not None else None  # classes by index in the whole sequence
+    labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance, loaded.info.get("class_names"), first)
     if n < dist.world_size():
         raise ConfigError(f"--n {n} is fewer than the {dist.world_size()} processes")
     _main_process_first(lambda: prepare_output(out, folder=fmt == "folder"), device)  # before the work

@@ -104,9 +104,11 @@ def _add_class_options(p: argparse.ArgumentParser) -> None:
                    "diffusers' guidance_scale is 1 + w")
 
 
-def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, names: list[str] | None = None):
-    """(n,) class ids from --class (None when it was not given), checked against the run; a run
-    trained on a folder's class sub-folders also takes their ``names``."""
+def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, names: list[str] | None = None,
+                  first: int = 0):
+    """(n,) class ids of samples first … first+n−1 from --class (None when it was not given; a
+    list or 'all' cycles from sample 0), checked against the run; a run trained on a folder's
+    class sub-folders also takes their ``names``."""
     import torch
 
     if guidance < 0:
@@ -120,7 +122,7 @@ def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, n
     if text == "none":
         return torch.full((n,), num_classes, dtype=torch.long)
     if text == "all":
-        return torch.arange(n) % num_classes
+        return torch.arange(first, first + n) % num_classes
     from .samplers import parse_timesteps
 
     if names:
@@ -129,7 +131,7 @@ def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, n
     bad = [k for k in ids if not 0 <= k < num_classes]
     if bad or not ids:
         raise ConfigError(f"--class: ids must lie in [0, {num_classes - 1}], got {text!r}")
-    return torch.tensor(ids, dtype=torch.long).repeat(n // len(ids) + 1)[:n]
+    return torch.tensor(ids, dtype=torch.long)[torch.arange(first, first + n) % len(ids)]
 
 
 def _sampler_spec(args: argparse.Namespace, loaded=None):
