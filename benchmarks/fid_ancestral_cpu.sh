@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # FID / KID of pretrained:mnist from 10,000 samples of the paper's 1000-step sampler (Algorithm 2),
 # seed 0, against all 10,000 MNIST test images, drawn on a CPU: the figure issue 12 asks for when
-# no GPU is at hand (about 4 hours of both cores of a 2-core machine, then ~30 minutes of Inception).
+# no GPU is at hand (about 4 hours of both cores of a 2-core machine, then ~10 minutes of Inception).
 #
 #   OUT=runs/fid1000 bash benchmarks/fid_ancestral_cpu.sh
 #   OUT=runs/fid1000 BEFORE=runs/fid1000/anc2000.npz bash benchmarks/fid_ancestral_cpu.sh
