@@ -116,17 +116,19 @@ def denoise(loaded: Loaded, x: torch.Tensor, sampler: SamplerSpec, generators: G
     return out
 
 
-def in_batches(n: int, batch_size: int, steps: int, work, padded: bool = False, pieces=None, first: int = 0,
+def in_batches(n: int, batch_size: int, steps: int, work, compiled: bool = False, pieces=None, first: int = 0,
                desc: str = "sample", progress: bool = False) -> dict[str, torch.Tensor]:
     """The batch loop of generation and editing: ``work(start, rows, bar)`` makes the named
     arrays (``"data"`` and any others) of items start … start+rows−1 (``rows``: the batch's
-    size, or with ``padded`` the size of every batch, the last one's extra items then dropped),
+    size; for a ``compiled`` network of several batches the size of every batch, one graph's
+    shape, the last batch's extra items then dropped),
     updating the progress ``bar`` by the items' steps; the batches' arrays come back
     concatenated. With ``pieces`` (:class:`ddpm.pieces.Pieces`) each finished batch is kept under
     its absolute index (``first`` + start), and a batch kept by an earlier attempt is read back
     instead of made again."""
     from tqdm.auto import tqdm
 
+    padded = compiled and n > batch_size
     rows_in_all = -(-n // batch_size) * batch_size if padded else n
     bar = tqdm(total=rows_in_all * steps, disable=not progress, desc=desc, unit=" image-step", unit_scale=True,
                dynamic_ncols=True, mininterval=1.0)
@@ -179,8 +181,7 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
                 **{f"pred_{t}": v for t, v in part.predictions.items()}}
 
     start_time = time.perf_counter()
-    arrays = in_batches(n, batch_size, steps, work, sampler.compile and n > batch_size, pieces, first,
-                        progress=progress)
+    arrays = in_batches(n, batch_size, steps, work, sampler.compile, pieces, first, progress=progress)
     return Samples(arrays["data"], labels, {int(k[6:]): v for k, v in arrays.items() if k.startswith("state_")},
                    {int(k[5:]): v for k, v in arrays.items() if k.startswith("pred_")},
                    time.perf_counter() - start_time)

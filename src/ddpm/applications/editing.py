@@ -97,8 +97,7 @@ def _by_batch(loaded: Loaded, n: int, batch_size: int | None, sampler: SamplerSp
         return {"data": edit(start, torch.arange(start, start + rows).clamp_(max=n - 1), bar)}
 
     batch_size = batch_size or default_batch_size(loaded, loaded.device)
-    return in_batches(n, batch_size, steps, work, sampler.compile and n > batch_size, pieces, desc="edit",
-                      progress=progress)["data"]
+    return in_batches(n, batch_size, steps, work, sampler.compile, pieces, desc="edit", progress=progress)["data"]
 
 
 def _rows(value: torch.Tensor | None, rows: torch.Tensor, device: torch.device) -> torch.Tensor | None:
