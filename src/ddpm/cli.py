@@ -116,8 +116,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     _main_process_first(lambda: prepare_output(out, folder=fmt == "folder"), device)  # before the work
     keep = states_to_keep(loaded, spec, args.gif)
     pieces = _sampling_pieces(out, loaded, spec, device, n, args.batch_size, seed=args.seed, ema=not args.no_ema,
-                              classes=args.classes, guidance=args.guidance, keep_states=sorted(keep),
-                              **({"first": first} if first else {}))  # (a folder kept before --first still fits)
+                              classes=args.classes, guidance=args.guidance, keep_states=sorted(keep), first=first)
     mine = dist.shard(n)
     part = generate(loaded, len(mine), args.seed, spec, args.batch_size, device, keep_states=keep,
                     progress=not args.quiet and dist.is_main(),

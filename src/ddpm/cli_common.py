@@ -227,12 +227,13 @@ def _main_process_first(action, device) -> None:
 
 
 def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "samples were drawn",
-                 in_order: bool = False, **job):
+                 in_order: bool = False, first: int = 0, **job):
     """Where a run of ``several`` batches keeps the finished ones until ``out`` is written
     (``OUT.partial``), so that the same command started again after a stop does only what is
     missing (:mod:`ddpm.pieces`); ``job``: the options that make its results what they are;
-    ``in_order``: only the batches from the first on without a gap can be used. None for a run
-    of one batch."""
+    ``in_order``: only the batches from the first on without a gap can be used; ``first``: the
+    index of the run's first item (batches are named by absolute index). None for a run of one
+    batch."""
     from .pieces import Pieces, partial_folder
     from .training import distributed as dist
 
@@ -243,10 +244,11 @@ def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "
     except (OSError, ValueError, AttributeError):
         digests = {}
     weights = digests.get(("ema" if job.get("ema", True) else "model") + ".safetensors")
-    pieces = Pieces(partial_folder(out), {**job, "n": n, "checkpoint": str(loaded.path), "step": loaded.step,
-                                          "weights": weights, "device": device.type, "processes": dist.world_size()})
+    job = {**job, "n": n, "checkpoint": str(loaded.path), "step": loaded.step, "weights": weights,
+           "device": device.type, "processes": dist.world_size()}
+    pieces = Pieces(partial_folder(out), {**job, "first": first} if first else job)  # (folders kept before --first fit)
     _main_process_first(pieces.open, device)
-    pieces.resumed = pieces.held(job.get("first", 0), n, prefix=in_order)  # batches are named by absolute index
+    pieces.resumed = pieces.held(first, n, prefix=in_order)
     if pieces.resumed and dist.is_main():
         print(f"resuming: {pieces.resumed:,} of the {n:,} {done} before ({pieces.folder})", file=sys.stderr)
     return pieces
