@@ -71,6 +71,33 @@ def test_another_job_is_refused_and_an_unreadable_batch_is_drawn_again(run_dir, 
     assert np.array_equal(np.load(tmp_path / "s.npz")["arr_0"], np.load(tmp_path / "whole.npz")["arr_0"])
 
 
+def test_the_same_weights_moved_resume_and_other_weights_are_refused(run_dir, tmp_path, monkeypatch, capsys):
+    """The job names the checkpoint by its weights' digest: a run copied or its checkout renamed
+    still resumes its kept batches; a retrained network in the old place does not."""
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(run_dir, moved)
+    argv = ["sample", "--n", "6", "--batch-size", "2", "--steps", "4", "--seed", "3", "--quiet",
+            "--out", str(tmp_path / "s.npz")]
+    assert main([*argv, "--checkpoint", str(run_dir), "--out", str(tmp_path / "whole.npz")]) == 0
+    drawn = _stop_after(monkeypatch, kept=1)
+    assert main([*argv, "--checkpoint", str(run_dir)]) == 130
+    capsys.readouterr()
+    assert main([*argv, "--checkpoint", str(moved)]) == 0
+    assert drawn == [0, 2, 4] and "resuming: 2 of the 6" in capsys.readouterr().err
+    assert np.array_equal(np.load(tmp_path / "s.npz")["arr_0"], np.load(tmp_path / "whole.npz")["arr_0"])
+
+    _stop_after(monkeypatch, kept=1)
+    assert main([*argv, "--checkpoint", str(moved)]) == 130
+    assert main(["train", "--preset", "digits", "--T", "30", "--steps", "5", "--batch-size", "16", "--quiet",
+                 "--out", str(moved)]) == 0  # trained on: other weights there now
+    capsys.readouterr()
+    assert main([*argv, "--checkpoint", str(moved)]) == 2
+    err = capsys.readouterr().err
+    assert "holds the finished batches of another run" in err and "weights: " in err, err
+
+
 def test_one_batch_keeps_nothing_and_the_kept_states_come_back(run_dir, tmp_path, monkeypatch):
     assert main(["sample", "--checkpoint", str(run_dir), "--n", "3", "--steps", "3", "--quiet",
                  "--out", str(tmp_path / "one.npz")]) == 0

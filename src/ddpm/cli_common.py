@@ -246,7 +246,10 @@ def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "
     weights = digests.get(("ema" if job.get("ema", True) else "model") + ".safetensors")
     job = {**job, "n": n, "checkpoint": str(loaded.path), "step": loaded.step, "weights": weights,
            "device": device.type, "processes": dist.world_size()}
-    pieces = Pieces(partial_folder(out), {**job, "first": first} if first else job)  # (folders kept before --first fit)
+    # the weights' digest names the network: the same weights moved (a checkout renamed, a run copied
+    # to another disk) are the same job; the path is compared only where no digest was recorded
+    pieces = Pieces(partial_folder(out), {**job, "first": first} if first else job,  # (folders kept before --first fit)
+                    recorded_only=("checkpoint",) if weights else ())
     _main_process_first(pieces.open, device)
     pieces.resumed = pieces.held(first, n, prefix=in_order)
     if pieces.resumed and dist.is_main():

@@ -44,9 +44,10 @@ class Pieces:
     """The finished batches of one job (``job``: what makes its results what they are, JSON
     values) in ``folder``, each a dict of named arrays."""
 
-    def __init__(self, folder: str | Path, job: dict):
+    def __init__(self, folder: str | Path, job: dict, recorded_only: tuple[str, ...] = ()):
         self.folder = Path(folder)
         self.job = json.loads(json.dumps(job))  # as it reads back from job.json
+        self.recorded_only = set(recorded_only)  # keys written for the reader but not compared
         self.failed: str | None = None  # why batches are no longer kept (e.g. a full disk)
         self.resumed = 0  # items an earlier attempt had finished when this one started (set by its opener)
 
@@ -55,7 +56,8 @@ class Pieces:
         record = self.folder / "job.json"
         if record.is_file():
             held = read_json(record, ConfigError)
-            differ = [k for k in sorted(set(held) | set(self.job)) if held.get(k) != self.job.get(k)]
+            differ = [k for k in sorted((set(held) | set(self.job)) - self.recorded_only)
+                      if held.get(k) != self.job.get(k)]
             if differ:
                 what = "; ".join(f"{k}: {_short(held.get(k))} there, {_short(self.job.get(k))} here" for k in differ)
                 raise ConfigError(f"{self.folder}: holds the finished batches of another run ({what}); "
