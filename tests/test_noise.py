@@ -127,3 +127,20 @@ def test_a_draw_is_its_own_array_whatever_the_draws_around_it():
     for k, (shape, d) in enumerate(zip(shapes, draws)):
         assert torch.equal(d, kept[k])
         assert torch.equal(d, CounterNoise(5, [0, 3, 2**33], draws=k).randn(shape))
+
+
+def test_small_draws_made_ahead_are_the_draws_made_one_by_one(monkeypatch):
+    """On the CPU a small draw is computed with the ones after it: the same bits as each draw made
+    alone, in any order of shapes, and a draw handed out is not changed by the next ones."""
+    monkeypatch.setattr(rng, "AHEAD_NORMALS", 3 * 40 * 5)  # 5 draws of (3, 40) at once
+    noise = CounterNoise(9, [1, 4, 2**33 + 2])
+    shapes = [(3, 40)] * 8 + [(3, 7), (3, 40), (3, 40)]
+    kept = []
+    for shape in shapes:
+        d = noise.randn(shape)
+        kept.append(d.clone())
+        d.mul_(-1.0)  # a sampler may scale its noise in place: the draws after it are not touched
+    assert noise._made == 5  # draw 0 alone; 1-5; 6-10; 8 (another size) with the 15 after it; 9-13
+    for k, shape in enumerate(shapes):
+        assert torch.equal(kept[k], CounterNoise(9, [1, 4, 2**33 + 2], draws=k).randn(shape)), k
+    assert torch.equal(noise.randn((3, 40)), CounterNoise(9, [1, 4, 2**33 + 2], draws=len(shapes)).randn((3, 40)))
