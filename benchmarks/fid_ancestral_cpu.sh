@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # FID / KID of pretrained:mnist from 10,000 samples of the paper's 1000-step sampler (Algorithm 2),
 # seed 0, against all 10,000 MNIST test images, drawn on a CPU: the figure issue 12 asks for when
-# no GPU is at hand (about 4 hours of both cores of a 2-core machine, then ~10 minutes of Inception).
+# no GPU is at hand (about 5 hours of both cores of a 2-core machine, then ~10 minutes of Inception).
 #
 #   OUT=runs/fid1000 bash benchmarks/fid_ancestral_cpu.sh
 #   OUT=runs/fid1000 BEFORE=runs/fid1000/anc2000.npz bash benchmarks/fid_ancestral_cpu.sh
+#   OUT=runs/fid1000cond CHECKPOINT=pretrained:mnist-cond CLASS=all bash benchmarks/fid_ancestral_cpu.sh
 #
+# CHECKPOINT: the weights (default pretrained:mnist); CLASS: `ddpm sample --class` of a conditional
+# run (`all`: the classes in turn from sample 0, unguided).
 # BEFORE: the first samples of the same set, drawn earlier (`ddpm sample --checkpoint pretrained:mnist
 # --sampler ancestral --n K --seed 0`); the script draws samples K … N−1 (`ddpm sample --first K`).
 # They are drawn by two one-thread processes under torchrun (gloo): 1.14x one two-thread process on
@@ -29,7 +32,7 @@ REST="$OUT/anc${FIRST}-${N}.npz"
 if [ ! -f "$REST" ]; then
   date
   torchrun --nproc_per_node=2 --master_addr=127.0.0.1 --master_port="$PORT" -m ddpm sample \
-    --checkpoint pretrained:mnist --sampler ancestral --first "$FIRST" --num-samples $((N - FIRST)) --seed 0 \
+    --checkpoint "${CHECKPOINT:-pretrained:mnist}" ${CLASS:+--class "$CLASS"} --sampler ancestral --first "$FIRST" --num-samples $((N - FIRST)) --seed 0 \
     --batch-size 50 --device cpu --quiet --out "$REST"
   date
 fi
