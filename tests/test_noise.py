@@ -134,13 +134,15 @@ def test_small_draws_made_ahead_are_the_draws_made_one_by_one(monkeypatch):
     alone, in any order of shapes, and a draw handed out is not changed by the next ones."""
     monkeypatch.setattr(rng, "AHEAD_NORMALS", 3 * 40 * 5)  # 5 draws of (3, 40) at once
     noise = CounterNoise(9, [1, 4, 2**33 + 2])
-    shapes = [(3, 40)] * 8 + [(3, 7), (3, 40), (3, 40)]
+    shapes = [(3, 40)] * 8 + [(3, 7), (3, 40), (3, 40)] + [(3, 7), (3, 40)] * 3
     kept = []
     for shape in shapes:
         d = noise.randn(shape)
         kept.append(d.clone())
         d.mul_(-1.0)  # a sampler may scale its noise in place: the draws after it are not touched
-    assert noise._made == 5  # draw 0 alone; 1-5; 6-10; 8 (another size) with the 15 after it; 9-13
+    # draw 0 alone; 1-5; 6-10 (9 and 10 too, after draw 8 of another size); 8 with the 15 after it
+    # (11, 13 and 15 too); 12-16 (14 and 16 too): five computations for the 17 draws
+    assert noise._made == 5
     for k, shape in enumerate(shapes):
         assert torch.equal(kept[k], CounterNoise(9, [1, 4, 2**33 + 2], draws=k).randn(shape)), k
     assert torch.equal(noise.randn((3, 40)), CounterNoise(9, [1, 4, 2**33 + 2], draws=len(shapes)).randn((3, 40)))

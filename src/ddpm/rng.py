@@ -164,7 +164,7 @@ class CounterNoise:
         self.draws = draws
         self._on: dict[torch.device, torch.Tensor] = {}
         self._work: dict | None = None  # the NumPy arrays of a draw on the CPU, reused by the next
-        self._ahead: tuple | None = None  # (blocks, first draw, normals) made ahead on the CPU
+        self._ahead: dict[int, tuple] = {}  # blocks -> (first draw, normals) made ahead on the CPU
         self._made = 0  # computations of normals on the CPU so far
 
     def __len__(self) -> int:
@@ -192,9 +192,9 @@ class CounterNoise:
         batch 16 of MNIST a draw alone pays NumPy's per-operation cost ~1.8× over) and those are
         handed out as asked; the counters are the same, so are the bits. The first draw (x_T) is
         made alone: a deterministic sampler asks for no other."""
-        ahead = self._ahead
-        if ahead is not None and ahead[0] == blocks and 0 <= draw - ahead[1] < len(ahead[2]):
-            return ahead[2][draw - ahead[1]]
+        first, z = self._ahead.get(blocks, (0, ()))
+        if 0 <= draw - first < len(z):
+            return z[draw - first]
         size = len(self) * blocks * 4
         k = 1 if not self._made else max(1, min(16, AHEAD_NORMALS // max(size, 1)))
         self._made += 1
@@ -205,7 +205,8 @@ class CounterNoise:
         even[0], even[1] = np.arange(blocks, dtype=np.uint32), idx & np.uint64(_M32)
         odd[0], odd[1] = (draw + np.arange(k, dtype=np.uint64)[:, None, None]) & np.uint64(_M32), idx >> np.uint64(32)
         z = _box_muller_numpy(*_philox_numpy(even, odd, self.key, 10, self._work), self._work)  # (k, B, blocks, 4)
-        self._ahead = (blocks, draw, z) if k > 1 else None
+        if k > 1:  # kept per size: a caller alternating two sizes still uses its draws made ahead
+            self._ahead[blocks] = draw, z
         return z[0]
 
     def _normals_torch(self, blocks: int, draw: int, device: torch.device) -> torch.Tensor:
