@@ -28,6 +28,7 @@ _PHILOX_W = (0x9E3779B9, 0xBB67AE85)  # the key's Weyl increments
 NOISE_SCHEMES = ("philox", "generators")
 NUMPY_ON_CPU = True  # CounterNoise on the CPU: NumPy's uint64 words (the same bits, ~4× faster than int64 tensors)
 AHEAD_NORMALS = 1 << 16  # on the CPU a draw smaller than this is made with the next ones, this many normals in all
+AHEAD_DRAWS = 16  # and at most this many draws at once
 
 
 _MULTIPLIERS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -196,7 +197,7 @@ class CounterNoise:
         if 0 <= draw - first < len(z):
             return z[draw - first]
         size = len(self) * blocks * 4
-        k = 1 if not self._made else max(1, min(16, AHEAD_NORMALS // max(size, 1)))
+        k = 1 if not self._made else max(1, min(AHEAD_DRAWS, AHEAD_NORMALS // max(size, 1)))
         self._made += 1
         idx = self.indices.numpy().astype(np.uint64)[None, :, None]
         if self._work is None or self._work["even_in"].shape[1:] != (k, len(self), blocks):
