@@ -192,3 +192,32 @@ def test_the_fid_cache_of_a_file_is_keyed_by_its_content(tmp_path, monkeypatch):
         means.append(stats.mu[0])
     assert means[1] - means[0] == pytest.approx(200)  # the overwritten file was measured again
     assert len(list((tmp_path / "cache" / "fid").iterdir())) == 2
+
+
+def test_init_starts_a_new_run_from_other_weights_and_refuses_a_different_network(tmp_path, capsys):
+    assert train(tmp_path, out="a") == 0
+    source = Checkpoint.read(tmp_path / "a")
+    # a learning rate too small to move the weights: the new run holds the source's EMA weights
+    assert train(tmp_path, "--init", str(tmp_path / "a"), "--lr", "1e-12", "--seed", "5", steps=2, out="b") == 0
+    assert "starting from the weights of" in capsys.readouterr().err
+    new = Checkpoint.read(tmp_path / "b")
+    assert new.step == 2 and new.ema_updates == 2  # steps, optimizer and EMA warm-up start afresh
+    for name, value in source.ema.items():
+        torch.testing.assert_close(new.model[name], value, rtol=0, atol=1e-9)
+        torch.testing.assert_close(new.ema[name], value, rtol=0, atol=1e-9)
+    assert new.config.init == str(tmp_path / "a")
+    # a resume reads its own checkpoint, whatever --init says, and keeps where the weights came from
+    assert train(tmp_path, "--init", str(tmp_path / "elsewhere"), "--lr", "1e-12", "--seed", "5", steps=4,
+                 out="b") == 0
+    assert "--init " + str(tmp_path / "elsewhere") + ": not used" in capsys.readouterr().err
+    assert Checkpoint.read(tmp_path / "b").config.init == str(tmp_path / "a")
+    # weights of another network, another kind, or none: one line, exit 2, nothing written
+    assert train(tmp_path, "--init", str(tmp_path / "a"), "--hidden", "32", out="c") == 2
+    line = one_line(capsys)
+    assert "its network differs from this run's (model.hidden: 16 -> 32)" in line, line
+    assert main(["train", "--preset", "digits", "--init", str(tmp_path / "a"), "--steps", "1", "--quiet",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "holds the weights of a 2-D run; this command trains an image run" in one_line(capsys)
+    assert train(tmp_path, "--init", str(tmp_path / "nothing"), out="c") == 2
+    assert "nothing: no such checkpoint or run directory" in one_line(capsys)
+    assert not (tmp_path / "c").exists()

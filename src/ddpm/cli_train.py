@@ -39,6 +39,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    "runs/<data set>")
     p.add_argument("--resume", default="auto", help="auto (newest good checkpoint in --out), never, or a "
                    "checkpoint directory")
+    p.add_argument("--init", default=None, metavar="WEIGHTS", help="start a new run from these weights (EMA) "
+                   "instead of random ones: a run directory, a checkpoint or pretrained:NAME of the same network "
+                   "(preset and options); the step count, optimizer and EMA warm-up start afresh. A run that "
+                   "resumes from its own checkpoint does not read it")
     p.add_argument("--allow-changes", action="store_true", help="resume a run although this command's settings "
                    "differ from its own (seed, learning rate, batch size, schedule, model, data, …); without it "
                    "such a resume stops and lists them. The steps, the cadences, --time-limit, --compile, "
@@ -155,7 +159,7 @@ def points_config(args: argparse.Namespace):
                       **{k: getattr(args, k) for k in _POINTS_ONLY if hasattr(args, k)})
     if args.channels_last:
         raise ConfigError("--channels-last: images only (a 2-D run's network has no channels)")
-    return PointsTrainConfig(data=data, seed=args.seed, diffusion=diffusion, optim=optim,
+    return PointsTrainConfig(data=data, seed=args.seed, init=args.init, diffusion=diffusion, optim=optim,
                              model=model, compile=args.compile, **_given(args, _RUN_KEYS))
 
 
@@ -184,7 +188,7 @@ def image_config(args: argparse.Namespace):
     classes = image_classes(data_cfg) if args.class_conditional else 0
     model = replace(run.model, out_channels=diffusion.prediction().output_channels(run.model.in_channels),
                     num_classes=_classes(args, classes, data_cfg.path or data_cfg.dataset))
-    return replace(run, data=data_cfg, model=model, diffusion=diffusion, optim=optim, seed=args.seed,
+    return replace(run, data=data_cfg, model=model, diffusion=diffusion, optim=optim, seed=args.seed, init=args.init,
                    compile=args.compile or run.compile, channels_last=args.channels_last or run.channels_last,
                    **_given(args, _RUN_KEYS))
 
@@ -203,9 +207,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from .data.points import load_points
 
         load_points(config.data, labelled=config.model.num_classes > 0)  # bad data fails before any writing
+    from .checkpoint import checkpoints_of
     from .training.run import train
 
     out = args.out or f"runs/{config.data.dataset if image else Path(config.data).stem}"
+    if config.init is not None and (args.resume == "never" or args.resume == "auto" and not checkpoints_of(out)):
+        from .training.init import initial_weights
+
+        initial_weights(config.init, config)  # weights that do not fit fail before any writing
     limit = args.time_limit * 60 if args.time_limit is not None else None
     if args.device is not None:
         _device(args.device)  # cuda without a GPU: one line, before anything is written

@@ -98,11 +98,14 @@ class RunConfig:
     compile: bool = False  # torch.compile the network (minutes of compilation per graph)
     channels_last: bool = False  # images: weights and batches in channels-last (NHWC) memory, for GPU convolutions
     label_dropout: float = 0.1  # class-conditional runs: P(label -> "no class"), Ho & Salimans 2022
+    init: str | None = None  # the run began from these weights (a run, checkpoint or pretrained:NAME), not at random
 
     def __post_init__(self) -> None:
         check_choice("precision", self.precision, ("fp32", "bf16"))
         check_float("label_dropout", self.label_dropout, 0.0, 1.0)
         check_int("seed", self.seed, 0, MAX_SEED)
+        if self.init is not None and not (isinstance(self.init, str) and self.init):
+            raise ConfigError(f"init must be a non-empty path or pretrained:NAME, got {self.init!r}")
         for key, low in (("steps", 0), ("checkpoint_every", 1), ("keep_checkpoints", 1), ("sample_every", 0),
                          ("log_every", 1)):
             check_int(key, getattr(self, key), low)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,6 +27,7 @@ from ..kinds import TrainingData, drop_labels, kind_of
 from ..rng import global_rng_state, seed_for, set_global_rng_state
 from . import distributed as dist
 from .control import StopRequest, TimeLimit, checkpoint_due, sample_due, stop_reason
+from .init import start_from
 from .log import TrainLog
 from .trainer import TrainState, learning_rate, load_optimizer, make_train_state, optimizer_tensors, run_training
 
@@ -62,7 +64,7 @@ def restore(ckpt: Checkpoint, state: TrainState, data: TrainingData) -> None:
 #: Settings a resumed run may change: its length and the cadence of what it writes (and how it
 #: runs: the device, the time limit, --compile and --channels-last leave the arithmetic as it was).
 MAY_CHANGE = {"steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every", "compile",
-              "channels_last"}
+              "channels_last", "init"}  # init: a resumed run's weights come from its checkpoint
 
 
 def changed_settings(old: RunConfig, new: RunConfig) -> list[str]:
@@ -201,6 +203,12 @@ def _train(config: RunConfig, out_dir: Path, device: torch.device, resume_from: 
     if main:
         _check_room(out_dir, state)
     resumed = resume(resume_from, out_dir, state, data, config, say, allow_changes)
+    if resumed is None and config.init is not None:
+        start_from(config.init, state, config, say)
+    elif resumed is not None and resumed.config.init != config.init:
+        if config.init is not None:
+            say(f"--init {config.init}: not used; the run resumes from its checkpoint")
+        config = replace(config, init=resumed.config.init)  # where the run's weights first came from
     if main:  # only now: a refused resume leaves the run's config.json as it was
         write_json(out_dir / "config.json", to_dict(config))
     schedule = config.diffusion.make_schedule().to(device)

@@ -1,0 +1,61 @@
+"""``ddpm train --init WEIGHTS``: a new run that starts from another run's weights (fine-tuning,
+or training a shipped model on), with a fresh optimizer, learning-rate warm-up and step count."""
+
+from __future__ import annotations
+
+import torch
+
+from ..checkpoint import Checkpoint
+from ..config import RunConfig, to_dict
+from ..errors import CheckpointError, ConfigError
+from ..kinds import kind_of
+
+#: Settings the weights' run and the new run must share: the network, and what its output means.
+MUST_MATCH = ("model", "diffusion.parameterization", "diffusion.variance")
+
+
+def _get(config: RunConfig, key: str):
+    value = to_dict(config)
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def _differences(old, new, prefix: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) for d in _differences(old.get(k), new.get(k), f"{prefix}.{k}")]
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+def _a_run(kind: str) -> str:
+    return "an image run" if kind == "image" else "a 2-D run"
+
+
+def initial_weights(source: str, config: RunConfig) -> tuple[dict[str, torch.Tensor], int]:
+    """The EMA weights of ``source`` (a run, a checkpoint or
+    ``pretrained:NAME``) and the step they were taken at, after checking that they fit
+    ``config``'s network: a ConfigError names every setting that differs."""
+    ckpt = Checkpoint.read(source, parts=("ema",))
+    where = f"--init {source}"
+    if type(ckpt.config) is not type(config):
+        raise ConfigError(f"{where}: holds the weights of {_a_run(ckpt.kind)}; this command trains "
+                          f"{_a_run(kind_of(config).name)}")
+    diff = [d for key in MUST_MATCH for d in _differences(_get(ckpt.config, key), _get(config, key), key)]
+    if diff:
+        raise ConfigError(f"{where}: its network differs from this run's ({'; '.join(diff)}); give the same "
+                          "preset and options it was trained with")
+    return ckpt.ema, ckpt.step
+
+
+def start_from(source: str, state, config: RunConfig, say) -> None:
+    """Put ``source``'s weights into the model and the EMA of a run at step 0 (its optimizer stays
+    fresh; the EMA's warm-up starts again, so it averages the new run's own steps)."""
+    weights, step = initial_weights(source, config)
+    model = state.model.state_dict()
+    try:
+        state.model.load_state_dict({k: v.to(model[k].dtype) if k in model else v for k, v in weights.items()})
+    except RuntimeError as exc:
+        raise CheckpointError(f"--init {source}: the weights do not fit the network: "
+                              f"{str(exc).strip().splitlines()[0]}") from None
+    state.ema.load({k: v.float() if v.is_floating_point() else v for k, v in state.model.state_dict().items()}, 0)
+    say(f"starting from the weights of {source} (its step {step}); step, optimizer and EMA warm-up start afresh")
