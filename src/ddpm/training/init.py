@@ -48,8 +48,9 @@ def initial_weights(source: str, config: RunConfig) -> tuple[dict[str, torch.Ten
 
 
 def start_from(source: str, state, config: RunConfig, say) -> None:
-    """Put ``source``'s weights into the model and the EMA of a run at step 0 (its optimizer stays
-    fresh; the EMA's warm-up starts again, so it averages the new run's own steps)."""
+    """Put ``source``'s weights into the model and the EMA of a run at step 0. Its optimizer stays
+    fresh; with EMA warm-up the average soon holds only the new run's own steps (fine-tuning), without
+    it (--no-ema-warmup) it moves away from these weights at the full decay (training a model on)."""
     weights, step = initial_weights(source, config)
     model = state.model.state_dict()
     try:
@@ -58,4 +59,6 @@ def start_from(source: str, state, config: RunConfig, say) -> None:
         raise CheckpointError(f"--init {source}: the weights do not fit the network: "
                               f"{str(exc).strip().splitlines()[0]}") from None
     state.ema.load({k: v.float() if v.is_floating_point() else v for k, v in state.model.state_dict().items()}, 0)
-    say(f"starting from the weights of {source} (its step {step}); step, optimizer and EMA warm-up start afresh")
+    ema = "its warm-up starts again" if config.optim.ema_warmup else "at full decay (--no-ema-warmup)"
+    say(f"starting from the weights of {source} (its step {step}) with a new step count and optimizer; the EMA "
+        f"starts at these weights, {ema}")
