@@ -206,6 +206,14 @@ def test_init_starts_a_new_run_from_other_weights_and_refuses_a_different_networ
         torch.testing.assert_close(new.model[name], value, rtol=0, atol=1e-9)
         torch.testing.assert_close(new.ema[name], value, rtol=0, atol=1e-9)
     assert new.config.init == str(tmp_path / "a")
+    # at a real learning rate the model moves, and the EMA, at full decay, stays near where it began
+    assert train(tmp_path, "--init", str(tmp_path / "a"), "--lr", "0.01", "--warmup", "1", "--no-ema-warmup", steps=2,
+                 out="d") == 0
+    moved = Checkpoint.read(tmp_path / "d")
+    for name, value in source.ema.items():
+        if value.is_floating_point() and value.numel() > 1:
+            torch.testing.assert_close(moved.ema[name], value, rtol=0, atol=1e-5)
+            assert (moved.model[name] - value).abs().max() > 1e-3, name
     # a resume reads its own checkpoint, whatever --init says, and keeps where the weights came from
     assert train(tmp_path, "--init", str(tmp_path / "elsewhere"), "--lr", "1e-12", "--seed", "5", steps=4,
                  out="b") == 0

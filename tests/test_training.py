@@ -106,6 +106,19 @@ def test_ema_load_keeps_float32_where_the_shadow_lives_and_checks_names_and_shap
         ema.load({"w": torch.zeros(3)}, 0)
 
 
+def test_ema_loaded_from_the_models_own_weights_does_not_follow_the_model():
+    # train --init starts the EMA at the model's weights: a shadow that shares their storage
+    # would follow every step, and the "EMA" would be the raw model
+    model = Scaled(1.0)
+    ema = EMA(model, 0.5, warmup=False)
+    ema.load(model.state_dict(), 0)
+    with torch.no_grad():
+        model.w.fill_(3.0)
+    assert ema.shadow["w"].item() == 1.0
+    ema.update(model)
+    assert ema.shadow["w"].item() == 2.0
+
+
 def test_learning_rate_warms_up_linearly():
     optim = OptimConfig(lr=2e-4, warmup=5000)
     assert learning_rate(optim, 0) == pytest.approx(2e-4 / 5000)

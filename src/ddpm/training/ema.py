@@ -47,7 +47,9 @@ class EMA:
         for k, v in tensors.items():
             if v.shape != self.shadow[k].shape:
                 raise ValueError(f"EMA weight {k}: saved shape {tuple(v.shape)}, model {tuple(self.shadow[k].shape)}")
-        self.shadow = {k: v.to(device=self.shadow[k].device, dtype=self.shadow[k].dtype) for k, v in tensors.items()}
+        # a copy always: shadow tensors that were the model's own would follow it, an EMA of nothing
+        self.shadow = {k: v.to(device=self.shadow[k].device, dtype=self.shadow[k].dtype, copy=True)
+                       for k, v in tensors.items()}
         self.num_updates = int(num_updates)
 
     def copy_to(self, model: nn.Module) -> None:

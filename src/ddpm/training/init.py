@@ -58,7 +58,7 @@ def start_from(source: str, state, config: RunConfig, say) -> None:
     except RuntimeError as exc:
         raise CheckpointError(f"--init {source}: the weights do not fit the network: "
                               f"{str(exc).strip().splitlines()[0]}") from None
-    state.ema.load({k: v.float() if v.is_floating_point() else v for k, v in state.model.state_dict().items()}, 0)
+    state.ema.load(state.model.state_dict(), 0)  # copied: the average starts at these weights, then moves
     ema = "its warm-up starts again" if config.optim.ema_warmup else "at full decay (--no-ema-warmup)"
     say(f"starting from the weights of {source} (its step {step}) with a new step count and optimizer; the EMA "
         f"starts at these weights, {ema}")
