@@ -41,8 +41,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    "checkpoint directory")
     p.add_argument("--init", default=None, metavar="WEIGHTS", help="start a new run from these weights (EMA) "
                    "instead of random ones: a run directory, a checkpoint or pretrained:NAME of the same network "
-                   "(preset and options); the step count, optimizer and EMA warm-up start afresh. A run that "
-                   "resumes from its own checkpoint does not read it")
+                   "(preset and options). The step count and optimizer start afresh; the EMA starts at these "
+                   "weights and warms up again (fine-tuning), or keeps them at full decay with --no-ema-warmup "
+                   "(training a model on). A run that resumes from its own checkpoint does not read it")
     p.add_argument("--allow-changes", action="store_true", help="resume a run although this command's settings "
                    "differ from its own (seed, learning rate, batch size, schedule, model, data, …); without it "
                    "such a resume stops and lists them. The steps, the cadences, --time-limit, --compile, "

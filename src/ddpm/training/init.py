@@ -32,9 +32,9 @@ def _a_run(kind: str) -> str:
 
 
 def initial_weights(source: str, config: RunConfig) -> tuple[dict[str, torch.Tensor], int]:
-    """The EMA weights of ``source`` (a run, a checkpoint or
-    ``pretrained:NAME``) and the step they were taken at, after checking that they fit
-    ``config``'s network: a ConfigError names every setting that differs."""
+    """The EMA weights of ``source`` (a run, a checkpoint or ``pretrained:NAME``) and the step
+    they were taken at, after checking that they fit ``config``'s network: a ConfigError names
+    every setting that differs."""
     ckpt = Checkpoint.read(source, parts=("ema",))
     where = f"--init {source}"
     if type(ckpt.config) is not type(config):
