@@ -17,7 +17,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -36,14 +35,13 @@ def quality(classifier, images: torch.Tensor) -> dict:
 
 
 def read_samples(paths: str, n: int | None) -> torch.Tensor:
-    parts = []
-    for path in paths.split(","):
-        with np.load(path) as z:
-            parts.append(z["arr_0"])
-    images = np.concatenate(parts)[:n]  # (N, 28, 28, 1) uint8, as `ddpm sample` writes
-    if images.ndim != 4 or images.shape[1:] != (28, 28, 1) or images.dtype != np.uint8:
-        raise SystemExit(f"{paths}: expected uint8 (N, 28, 28, 1) MNIST samples, got {images.dtype} {images.shape}")
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    """uint8 (N, 1, 28, 28): the .npz files of a comma list as one set, read as `ddpm eval fid` reads them."""
+    from ddpm.evaluation.fid import images_from_path
+
+    images = torch.cat([images_from_path(path) for path in paths.split(",")])[:n]
+    if images.shape[1:] != (1, 28, 28):
+        raise SystemExit(f"{paths}: expected MNIST samples (N, 28, 28, 1), got {tuple(images.permute(0, 2, 3, 1).shape)}")
+    return images
 
 
 def main() -> None:

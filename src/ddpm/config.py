@@ -160,6 +160,20 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def differences(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for every setting in which two configs differ, nested keys
+    joined by '.' (``diffusion.schedule``; a schedule's parameters compare as one setting)."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "schedule_params" else
+                       {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(to_dict(old)), flat(to_dict(new))
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     """Build ``cls`` from a dict, naming any unknown or mistyped key by its path."""
     if not isinstance(data, dict):

@@ -6,25 +6,12 @@ from __future__ import annotations
 import torch
 
 from ..checkpoint import Checkpoint
-from ..config import RunConfig, to_dict
+from ..config import RunConfig, differences
 from ..errors import CheckpointError, ConfigError
 from ..kinds import kind_of
 
 #: Settings the weights' run and the new run must share: the network, and what its output means.
 MUST_MATCH = ("model", "diffusion.parameterization", "diffusion.variance")
-
-
-def _get(config: RunConfig, key: str):
-    value = to_dict(config)
-    for part in key.split("."):
-        value = value[part]
-    return value
-
-
-def _differences(old, new, prefix: str) -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(old) | set(new)) for d in _differences(old.get(k), new.get(k), f"{prefix}.{k}")]
-    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
 def _a_run(kind: str) -> str:
@@ -40,7 +27,8 @@ def initial_weights(source: str, config: RunConfig) -> tuple[dict[str, torch.Ten
     if type(ckpt.config) is not type(config):
         raise ConfigError(f"{where}: holds the weights of {_a_run(ckpt.kind)}; this command trains "
                           f"{_a_run(kind_of(config).name)}")
-    diff = [d for key in MUST_MATCH for d in _differences(_get(ckpt.config, key), _get(config, key), key)]
+    diff = [f"{k}: {a!r} -> {b!r}" for k, a, b in differences(ckpt.config, config)
+            if any(k == m or k.startswith(m + ".") for m in MUST_MATCH)]
     if diff:
         raise ConfigError(f"{where}: its network differs from this run's ({'; '.join(diff)}); give the same "
                           "preset and options it was trained with")
@@ -52,9 +40,8 @@ def start_from(source: str, state, config: RunConfig, say) -> None:
     fresh; with EMA warm-up the average soon holds only the new run's own steps (fine-tuning), without
     it (--no-ema-warmup) it moves away from these weights at the full decay (training a model on)."""
     weights, step = initial_weights(source, config)
-    model = state.model.state_dict()
     try:
-        state.model.load_state_dict({k: v.to(model[k].dtype) if k in model else v for k, v in weights.items()})
+        state.model.load_state_dict(weights)  # copied into the model's own tensors and dtype (float16 packs too)
     except RuntimeError as exc:
         raise CheckpointError(f"--init {source}: the weights do not fit the network: "
                               f"{str(exc).strip().splitlines()[0]}") from None

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 
 from ..checkpoint import Checkpoint, checkpoints_of, prune, remove_leftovers
-from ..config import RunConfig, to_dict
+from ..config import RunConfig, differences, to_dict
 from ..errors import CheckpointError, ConfigError, DDPMError
 from ..files import FolderLock, write_json
 from ..kinds import TrainingData, drop_labels, kind_of
@@ -69,16 +69,7 @@ MAY_CHANGE = {"steps", "checkpoint_every", "keep_checkpoints", "sample_every", "
 
 def changed_settings(old: RunConfig, new: RunConfig) -> list[str]:
     """'key: old -> new' for every setting that differs and may not change on resume."""
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "schedule_params" else
-                       {f"{prefix}{k}": v})
-        return out
-
-    a, b = flat(to_dict(old)), flat(to_dict(new))
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and k not in MAY_CHANGE]
+    return [f"{k}: {a!r} -> {b!r}" for k, a, b in differences(old, new) if k not in MAY_CHANGE]
 
 
 def check_same_run(ckpt: Checkpoint, config: RunConfig, allow_changes: bool, say) -> None:
