@@ -208,14 +208,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from .data.points import load_points
 
         load_points(config.data, labelled=config.model.num_classes > 0)  # bad data fails before any writing
-    from .checkpoint import checkpoints_of
     from .training.run import train
 
     out = args.out or f"runs/{config.data.dataset if image else Path(config.data).stem}"
-    if config.init is not None and (args.resume == "never" or args.resume == "auto" and not checkpoints_of(out)):
-        from .training.init import initial_weights
-
-        initial_weights(config.init, config)  # weights that do not fit fail before any writing
     limit = args.time_limit * 60 if args.time_limit is not None else None
     if args.device is not None:
         _device(args.device)  # cuda without a GPU: one line, before anything is written

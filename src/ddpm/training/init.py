@@ -35,11 +35,12 @@ def initial_weights(source: str, config: RunConfig) -> tuple[dict[str, torch.Ten
     return ckpt.ema, ckpt.step
 
 
-def start_from(source: str, state, config: RunConfig, say) -> None:
-    """Put ``source``'s weights into the model and the EMA of a run at step 0. Its optimizer stays
-    fresh; with EMA warm-up the average soon holds only the new run's own steps (fine-tuning), without
-    it (--no-ema-warmup) it moves away from these weights at the full decay (training a model on)."""
-    weights, step = initial_weights(source, config)
+def start_from(source: str, initial: tuple[dict[str, torch.Tensor], int], state, config: RunConfig, say) -> None:
+    """Put ``initial``, ``source``'s weights and step as :func:`initial_weights` gives them, into the
+    model and the EMA of a run at step 0. Its optimizer stays fresh; with EMA warm-up the average
+    soon holds only the new run's own steps (fine-tuning), without it (--no-ema-warmup) it moves
+    away from these weights at the full decay (training a model on)."""
+    weights, step = initial
     try:
         state.model.load_state_dict(weights)  # copied into the model's own tensors and dtype (float16 packs too)
     except RuntimeError as exc:

@@ -27,7 +27,7 @@ from ..kinds import TrainingData, drop_labels, kind_of
 from ..rng import global_rng_state, seed_for, set_global_rng_state
 from . import distributed as dist
 from .control import StopRequest, TimeLimit, checkpoint_due, sample_due, stop_reason
-from .init import start_from
+from .init import initial_weights, start_from
 from .log import TrainLog
 from .trainer import TrainState, learning_rate, load_optimizer, make_train_state, optimizer_tensors, run_training
 
@@ -129,6 +129,9 @@ def train(config: RunConfig, out_dir: str | Path, resume_from: str = "auto", pro
     ``device``: "cpu" or "cuda" (each process takes the GPU of its local rank); default cuda when
     there is one.
     """
+    fresh = resume_from == "never" or resume_from == "auto" and not checkpoints_of(out_dir)
+    # --init weights that do not fit fail here, before anything is written; a resumed run does not read them
+    initial = initial_weights(config.init, config) if config.init is not None and fresh else None
     device = dist.setup(device)
     lock, problem = None, None
     if dist.is_main():  # rank 0 holds the lock for all; the others learn whether it got it
@@ -143,7 +146,8 @@ def train(config: RunConfig, out_dir: str | Path, resume_from: str = "auto", pro
             dist.teardown()
         raise problem
     try:
-        return _train(config, Path(out_dir), device, resume_from, progress, stop_at, time_limit, allow_changes)
+        return _train(config, Path(out_dir), device, resume_from, progress, stop_at, time_limit, allow_changes,
+                      initial)
     finally:
         if lock is not None:
             lock.release()
@@ -177,7 +181,8 @@ def _check_room(out_dir: Path, state: TrainState) -> None:
 
 
 def _train(config: RunConfig, out_dir: Path, device: torch.device, resume_from: str, progress: bool,
-           stop_at: int | None, time_limit: float | None, allow_changes: bool) -> RunResult:
+           stop_at: int | None, time_limit: float | None, allow_changes: bool,
+           initial: tuple[dict[str, torch.Tensor], int] | None = None) -> RunResult:
     kind = kind_of(config)
     main = dist.is_main()
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main else (lambda msg: None)
@@ -195,7 +200,7 @@ def _train(config: RunConfig, out_dir: Path, device: torch.device, resume_from: 
         _check_room(out_dir, state)
     resumed = resume(resume_from, out_dir, state, data, config, say, allow_changes)
     if resumed is None and config.init is not None:
-        start_from(config.init, state, config, say)
+        start_from(config.init, initial or initial_weights(config.init, config), state, config, say)
     elif resumed is not None and resumed.config.init != config.init:
         if config.init is not None:
             say(f"--init {config.init}: not used; the run resumes from its checkpoint")
