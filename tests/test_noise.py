@@ -129,6 +129,22 @@ def test_a_draw_is_its_own_array_whatever_the_draws_around_it():
         assert torch.equal(d, CounterNoise(5, [0, 3, 2**33], draws=k).randn(shape))
 
 
+def test_a_noise_source_keeps_the_arrays_of_a_few_sizes_only(monkeypatch):
+    """A caller asking for ever new sizes does not grow the kept working arrays and draws made
+    ahead without bound; the newest sizes are kept, and the bits are those of each draw alone."""
+    monkeypatch.setattr(rng, "AHEAD_NORMALS", 2 * 50 * 4)
+    noise = CounterNoise(3, [7, 2**32 + 1])
+    shapes = [(2, 4 * m) for m in range(1, 13)] + [(2, 48), (2, 44)]
+    for k, shape in enumerate(shapes):
+        if k == 12:
+            made = noise._made
+        assert torch.equal(noise.randn(shape), CounterNoise(3, [7, 2**32 + 1], draws=k).randn(shape)), k
+        assert len(noise._work) <= rng.KEEP_SIZES and len(noise._ahead) <= rng.KEEP_SIZES
+    assert set(noise._ahead) == {9, 10, 11, 12}  # the newest sizes, in blocks of 4 normals
+    assert noise._made == made  # the last two draws came from the kept draws made ahead
+    assert len(noise._work) == rng.KEEP_SIZES
+
+
 def test_small_draws_made_ahead_are_the_draws_made_one_by_one(monkeypatch):
     """On the CPU a small draw is computed with the ones after it: the same bits as each draw made
     alone, in any order of shapes, and a draw handed out is not changed by the next ones."""

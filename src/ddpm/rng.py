@@ -29,7 +29,7 @@ NOISE_SCHEMES = ("philox", "generators")
 NUMPY_ON_CPU = True  # CounterNoise on the CPU: NumPy's uint64 words (the same bits, ~4× faster than int64 tensors)
 AHEAD_NORMALS = 1 << 16  # on the CPU a draw smaller than this is made with the next ones, this many normals in all
 AHEAD_DRAWS = 16  # and at most this many draws at once
-
+KEEP_SIZES = 4  # draw sizes whose working arrays and draws made ahead a CounterNoise keeps (the newest)
 
 _MULTIPLIERS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -98,10 +98,9 @@ def _workspace(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
 
 def _philox_numpy(even: np.ndarray, odd: np.ndarray, key: tuple[int, int], rounds: int,
                   work: dict | None = None) -> tuple:
-    """The rounds on uint32 words stacked as (c0, c2) and (c1, c3): each 32x32-bit product is
-    one uint64 whose two uint32 halves are read in place (a little-endian view), so a round is
-    three array operations (about 3x fewer element passes than shifting and masking uint64 words)
-    into the arrays of ``work`` (:func:`_workspace`)."""
+    """The rounds on uint32 words stacked as (c0, c2) and (c1, c3): each 32x32-bit product is one
+    uint64 whose two uint32 halves are read in place (a little-endian view), so a round is three array
+    operations (3x fewer element passes than shifting and masking uint64 words) into ``work``'s arrays."""
     m = np.array(_PHILOX_M, dtype=np.uint64).reshape(2, *[1] * (even.ndim - 1))
     lo_at, hi_at = (0, 1) if sys.byteorder == "little" else (1, 0)
     work = work or _workspace(even.shape[1:])
@@ -125,9 +124,8 @@ def _box_muller(words: list) -> torch.Tensor:
 
 
 def _box_muller_numpy(even: np.ndarray, odd: np.ndarray, work: dict | None = None) -> np.ndarray:
-    """Box–Muller as :func:`_box_muller` does it, of the words (c0, c2) = ``even`` and (c1, c3) =
-    ``odd``, each (2, ...) uint32, in the arrays of ``work``: the same operations element for
-    element, without a fresh array per operation. Only the (..., 4) result is new."""
+    """:func:`_box_muller`'s operations, element for element, on the words (c0, c2) = ``even`` and
+    (c1, c3) = ``odd`` (each (2, ...) uint32) in the arrays of ``work``; only the result is new."""
     work = work or _workspace(even.shape[1:])
     bits, radius, angle, cos = work["bits"], work["radius"], work["angle"], work["cos"]
     np.right_shift(even, np.uint32(8), out=bits)
@@ -151,6 +149,15 @@ def _box_muller_numpy(even: np.ndarray, odd: np.ndarray, work: dict | None = Non
     return out
 
 
+def _keep(cache: dict, key, value):
+    """``cache[key] = value`` as the newest entry, dropping the oldest beyond KEEP_SIZES; returns value."""
+    cache.pop(key, None)
+    cache[key] = value
+    if len(cache) > KEEP_SIZES:
+        del cache[next(iter(cache))]
+    return value
+
+
 class CounterNoise:
     """N(0, I) noise for samples ``indices`` of a run seeded with ``seed``: the k-th call of
     :meth:`randn` (draw k: x_T, then one per sampler step that adds noise) gives element j of
@@ -164,7 +171,7 @@ class CounterNoise:
         self.indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
         self.draws = draws
         self._on: dict[torch.device, torch.Tensor] = {}
-        self._work: dict | None = None  # the NumPy arrays of a draw on the CPU, reused by the next
+        self._work: dict[tuple, dict] = {}  # shape -> the NumPy arrays of a draw on the CPU, reused
         self._ahead: dict[int, tuple] = {}  # blocks -> (first draw, normals) made ahead on the CPU
         self._made = 0  # computations of normals on the CPU so far
 
@@ -200,14 +207,14 @@ class CounterNoise:
         k = 1 if not self._made else max(1, min(AHEAD_DRAWS, AHEAD_NORMALS // max(size, 1)))
         self._made += 1
         idx = self.indices.numpy().astype(np.uint64)[None, :, None]
-        if self._work is None or self._work["even_in"].shape[1:] != (k, len(self), blocks):
-            self._work = _workspace((k, len(self), blocks))
-        even, odd = self._work["even_in"], self._work["odd_in"]  # counter words (c0, c2) and (c1, c3)
+        shape = (k, len(self), blocks)
+        work = _keep(self._work, shape, self._work.get(shape) or _workspace(shape))
+        even, odd = work["even_in"], work["odd_in"]  # counter words (c0, c2) and (c1, c3)
         even[0], even[1] = np.arange(blocks, dtype=np.uint32), idx & np.uint64(_M32)
         odd[0], odd[1] = (draw + np.arange(k, dtype=np.uint64)[:, None, None]) & np.uint64(_M32), idx >> np.uint64(32)
-        z = _box_muller_numpy(*_philox_numpy(even, odd, self.key, 10, self._work), self._work)  # (k, B, blocks, 4)
-        if k > 1:  # kept per size: a caller alternating two sizes still uses its draws made ahead
-            self._ahead[blocks] = draw, z
+        z = _box_muller_numpy(*_philox_numpy(even, odd, self.key, 10, work), work)  # (k, B, blocks, 4)
+        if k > 1:  # kept per size: a caller alternating sizes still uses its draws made ahead
+            _keep(self._ahead, blocks, (draw, z))
         return z[0]
 
     def _normals_torch(self, blocks: int, draw: int, device: torch.device) -> torch.Tensor:
