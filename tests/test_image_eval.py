@@ -12,6 +12,8 @@ from ddpm.cli import main
 from ddpm.applications.pictures import interpolate
 from ddpm.evaluation.bits_per_dim import bits_per_dim, eval_images
 
+from .conftest import recording_compile
+
 pytest.importorskip("sklearn")
 PIL = pytest.importorskip("PIL.Image")
 
@@ -64,6 +66,28 @@ def test_progressive_and_interpolation_pictures(run_dir, tmp_path, capsys):
         assert PIL.open(out / "interp_t0010.png").size == (7 * 10 + 2, 2 * 10 + 2)  # a, 5 mixtures, b
     assert main(["interpolate", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x"), "--points", "1"]) == 2
     assert "at least 2 interpolation points" in capsys.readouterr().err
+
+
+def test_progressive_and_interpolate_take_compile_and_draw_what_eager_draws(run_dir, tmp_path, monkeypatch):
+    """--compile runs the network under torch.compile for fixed shapes (every call one batch
+    shape), and the pictures are the eager ones, bit for bit."""
+    asked, batches = recording_compile(monkeypatch)
+    prog = ["progressive", "--checkpoint", str(run_dir), "--n", "3", "--t", "30,10,0", "--steps", "6", "--out"]
+    assert main([*prog, str(tmp_path / "eager.png")]) == 0
+    assert not asked
+    assert main([*prog, str(tmp_path / "compiled.png"), "--compile"]) == 0
+    assert asked == [{"dynamic": False}] and set(batches) == {3} and len(batches) == 6
+    assert np.array_equal(np.asarray(PIL.open(tmp_path / "compiled.png")), np.asarray(PIL.open(tmp_path / "eager.png")))
+    for method in ("ancestral", "ddim"):
+        inter = ["interpolate", "--checkpoint", str(run_dir), "--t", "8", "--pairs", "2", "--points", "3",
+                 "--method", method, "--out"]
+        asked.clear(), batches.clear()
+        assert main([*inter, str(tmp_path / f"e_{method}")]) == 0
+        assert not asked
+        assert main([*inter, str(tmp_path / f"c_{method}"), "--compile"]) == 0
+        assert asked and set(batches) == {2}  # ddim: the inversions and the decodings, all of 2 pairs
+        eager, compiled = (np.asarray(PIL.open(tmp_path / f"{d}_{method}" / "interp_t0008.png")) for d in "ec")
+        assert np.array_equal(compiled, eager)
 
 
 def test_interpolation_shares_noise_so_the_ends_do_not_depend_on_the_other_image(run_dir):

@@ -67,6 +67,11 @@ SEED = _integer(0, MAX_SEED, "a seed")
 BATCH = _integer(-(2**63) + 1, MAX_BATCH, "a batch size")
 
 
+COMPILE_HELP = ("torch.compile the network: one graph for the run's batch shape (the last batch is padded to "
+                "it), compiled first (about a minute on a GPU, several on a CPU): for many samples or steps, e.g. "
+                "FID's 50,000")
+
+
 def _add_sampler_options(p: argparse.ArgumentParser, compile: bool = False) -> None:
     from .rng import NOISE_SCHEMES
     from .samplers import SAMPLERS, SPACINGS
@@ -88,9 +93,7 @@ def _add_sampler_options(p: argparse.ArgumentParser, compile: bool = False) -> N
     g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="the network's precision: bf16 "
                    "runs it under bfloat16 autocast (fast on GPUs that have it; emulated, slow, on most CPUs)")
     if compile:
-        g.add_argument("--compile", action="store_true", help="torch.compile the network: one graph for the "
-                       "run's batch shape (the last batch is padded to it), compiled first (about a minute on a "
-                       "GPU, several on a CPU): for many samples, e.g. FID's 50,000")
+        g.add_argument("--compile", action="store_true", help=COMPILE_HELP)
 
 
 def _add_class_options(p: argparse.ArgumentParser) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_common import (CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one,
-                         _class_labels, _device, _image_checkpoint, _sampler_spec)
+from .cli_common import (CHECKPOINT_HELP, COMPILE_HELP, INT, SEED, _add_class_options, _add_sampler_options,
+                         _at_least_one, _class_labels, _device, _image_checkpoint, _sampler_spec)
 
 
 def _add_picture_parsers(sub, fmt) -> None:
@@ -24,7 +24,7 @@ def _add_picture_parsers(sub, fmt) -> None:
     prog.add_argument("--scale", type=INT, default=2, help="pixel scale of the picture")
     prog.add_argument("--device", default=None)
     prog.add_argument("--no-ema", action="store_true")
-    _add_sampler_options(prog)
+    _add_sampler_options(prog, compile=True)
     _add_class_options(prog)
 
     inter = sub.add_parser("interpolate", help="interpolate test images through x_t (paper §4.4, Fig. 8)",
@@ -44,6 +44,7 @@ def _add_picture_parsers(sub, fmt) -> None:
     inter.add_argument("--scale", type=INT, default=2)
     inter.add_argument("--device", default=None)
     inter.add_argument("--no-ema", action="store_true")
+    inter.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     _add_class_options(inter)
 
 
@@ -95,7 +96,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for t in ts:
         rows = interpolate(loaded, a, b, t, lambdas, args.seed, args.method, args.ddim_steps, labels=labels,
-                           guidance=args.guidance)
+                           guidance=args.guidance, compile=args.compile)
         table = torch.cat([a.cpu()[:, None], rows, b.cpu()[:, None]], dim=1)  # the sources frame each row
         path = image_table(table.numpy(), out / f"interp_t{t:04d}.png", scale=args.scale)
         print(f"t = {t}: {path}")

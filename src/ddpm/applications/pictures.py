@@ -32,7 +32,7 @@ def progressive_generation(loaded: Loaded, n: int, seed: int, show_t: Sequence[i
 @torch.no_grad()
 def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambdas: Sequence[float], seed: int,
                 method: str = "ancestral", ddim_steps: int | None = None, noise: str = "philox",
-                labels: torch.Tensor | None = None, guidance: float = 0.0) -> torch.Tensor:
+                labels: torch.Tensor | None = None, guidance: float = 0.0, compile: bool = False) -> torch.Tensor:
     """Interpolate data a and b (P, …) in the data's own values through x_t (Ho et al. 2020 §4.4).
 
     ``ancestral`` (the paper's): x_t and x'_t from q with the same noise, mixed as
@@ -40,7 +40,8 @@ def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambda
     noise for every λ. ``ddim``: x_t from the deterministic DDIM inversion, mixed the same way,
     decoded by DDIM (η = 0); λ = 0 and 1 then give back a and b closely.
     Returns the decoded (P, len(lambdas), …) table, on the CPU. ``noise``: see SamplerSpec;
-    ``labels`` (P,) and ``guidance`` steer a class-conditional network (inversion included).
+    ``labels`` (P,) and ``guidance`` steer a class-conditional network (inversion included);
+    ``compile`` runs the network under torch.compile (one graph: every call is P samples).
     """
     schedule = loaded.schedule
     if not 1 <= t <= schedule.T:
@@ -50,15 +51,15 @@ def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambda
     x0a, x0b = loaded.codec.encode(a), loaded.codec.encode(b)
     P, y = a.shape[0], labels.to(x0a.device) if labels is not None else None
     if method == "ancestral":
-        sampler = SamplerSpec("ancestral", noise=noise)
+        sampler = SamplerSpec("ancestral", noise=noise, compile=compile)
         gens = sample_noise(seed, 0, P, noise)
         eps = randn(x0a.shape, gens, device=x0a.device)
         tt = torch.full((P,), t, dtype=torch.long, device=x0a.device)
         xa, xb = q_sample(schedule, x0a, tt, eps), q_sample(schedule, x0b, tt, eps)
     else:
-        sampler = SamplerSpec("ddim", steps=ddim_steps or t, spacing="linspace", noise=noise)
+        sampler = SamplerSpec("ddim", steps=ddim_steps or t, spacing="linspace", noise=noise, compile=compile)
         timesteps = sampler.timesteps_for(schedule.T, start=t)
-        net = network(loaded, y, guidance)
+        net = network(loaded, y, guidance, compile=compile)
         xa = ddim_invert(net, schedule, x0a, loaded.prediction, timesteps=timesteps)
         xb = ddim_invert(net, schedule, x0b, loaded.prediction, timesteps=timesteps)
     rows = []
