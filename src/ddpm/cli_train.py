@@ -32,7 +32,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    "the preset's)")
     p.add_argument("--data-dir", default=S, help="folder of CIFAR-10 batches, MNIST idx files or images")
     p.add_argument("--preset", default=None, help="image run with the settings of: cifar10, celebahq256, lsun256, "
-                   "mnist, mnist-large, digits (the first three are the paper's)")
+                   "mnist, digits (the first three are the paper's)")
     p.add_argument("--steps", type=INT, default=S, help="training steps (default: 10000 for 2-D, the preset's)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of every random draw (weights, data order, t, noise)")
     p.add_argument("--out", default=None, help="run directory (config.json, checkpoints/, logs); default: "

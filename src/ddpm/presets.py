@@ -1,17 +1,16 @@
 """Named configurations as plain functions: the paper's exact settings, and small ones for a CPU.
 
 ``cifar10``, ``celebahq256`` and ``lsun256`` follow Ho et al. (2020) §4 and Appendix B;
-``mnist`` is sized for a 2-core CPU, ``mnist-large`` for cleaner digits from more compute.
+``mnist`` is sized for a 2-core CPU.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Callable
 
 from .models.unet import UNetConfig
 
-__all__ = ["UNET_PRESETS", "TRAIN_PRESETS", "cifar10", "celebahq256", "lsun256", "mnist", "mnist_large"]
+__all__ = ["UNET_PRESETS", "TRAIN_PRESETS", "cifar10", "celebahq256", "lsun256", "mnist"]
 
 
 def cifar10_unet() -> UNetConfig:
@@ -42,15 +41,6 @@ def mnist_unet() -> UNetConfig:
                       num_res_blocks=1, attn_resolutions=(7,), dropout=0.0, num_groups=16)
 
 
-def mnist_large_unet() -> UNetConfig:
-    """28×28 grey, ch 48, mult (1, 2, 2), 2 blocks, attention at 7×7, no dropout: 3.6M parameters.
-
-    ``mnist`` with 1.5× the width and twice the blocks, for cleaner digits than the small network
-    reaches (docs/benchmarks.md); a step costs about 3× one of ``mnist``.
-    """
-    return replace(mnist_unet(), ch=48, num_res_blocks=2)
-
-
 def digits_unet() -> UNetConfig:
     """8×8 grey (scikit-learn's digits), ch 32, mult (1, 2), attention at 4×4: seconds per hundred steps."""
     return UNetConfig(image_size=8, in_channels=1, out_channels=1, ch=32, ch_mult=(1, 2), num_res_blocks=1,
@@ -62,7 +52,6 @@ UNET_PRESETS: dict[str, Callable[[], UNetConfig]] = {
     "celebahq256": celebahq256_unet,
     "lsun256": lsun256_unet,
     "mnist": mnist_unet,
-    "mnist-large": mnist_large_unet,
     "digits": digits_unet,
 }
 
@@ -103,20 +92,19 @@ def mnist(data_dir: str | None = None):
 
     (The data loader pads to 32×32 when a config asks for 32, as the paper-sized U-Nets need.)
     """
+    from dataclasses import replace
+
     run = _image_run(("mnist", data_dir), mnist_unet(), steps=20_000, lr=1e-3, batch=32, flip=False)
     return replace(run, optim=replace(run.optim, warmup=200), checkpoint_every=500)
 
 
-def mnist_large(data_dir: str | None = None):
-    """:func:`mnist`'s run (data, optimizer, 20,000 steps) with the larger network."""
-    return replace(mnist(data_dir), model=mnist_large_unet())
-
-
 def digits(data_dir: str | None = None):
     """scikit-learn's 1,797 8×8 digits with a tiny U-Net: a run of minutes, for trying things out."""
+    from dataclasses import replace
+
     run = _image_run(("digits", None), digits_unet(), steps=3000, lr=1e-3, batch=64, flip=False)
     return replace(run, optim=replace(run.optim, warmup=100), checkpoint_every=500)
 
 
 TRAIN_PRESETS = {"cifar10": cifar10, "celebahq256": celebahq256, "lsun256": lsun256, "mnist": mnist,
-                 "mnist-large": mnist_large, "digits": digits}
+                 "digits": digits}
