@@ -29,7 +29,7 @@ NOISE_SCHEMES = ("philox", "generators")
 NUMPY_ON_CPU = True  # CounterNoise on the CPU: NumPy's uint64 words (the same bits, ~4× faster than int64 tensors)
 AHEAD_NORMALS = 1 << 16  # on the CPU a draw smaller than this is made with the next ones, this many normals in all
 AHEAD_DRAWS = 16  # and at most this many draws at once
-KEEP_SIZES = 4  # draw sizes whose working arrays and draws made ahead a CounterNoise keeps (the newest)
+KEEP_SIZES = 4  # a CounterNoise keeps the working arrays of its newest 4 shapes, the draws made ahead of 4 sizes
 
 _MULTIPLIERS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -171,7 +171,7 @@ class CounterNoise:
         self.indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
         self.draws = draws
         self._on: dict[torch.device, torch.Tensor] = {}
-        self._work: dict[tuple, dict] = {}  # shape -> the NumPy arrays of a draw on the CPU, reused
+        self._work: dict[tuple, dict] = {}  # (draws at once, B, blocks) -> the NumPy arrays of a computation
         self._ahead: dict[int, tuple] = {}  # blocks -> (first draw, normals) made ahead on the CPU
         self._made = 0  # computations of normals on the CPU so far
 
