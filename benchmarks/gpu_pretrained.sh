@@ -2,14 +2,17 @@
 # Issue 12's shipped weights, made on one CUDA machine in one call that ends by DEADLINE seconds
 # (default 530; call it with timeout_s 570). A session has 15 minutes of device time in all, so
 # this is a session's whole GPU work (benchmarks/gpu_issue13.sh is the other one; one a session):
-#   1. `ddpm train --preset mnist` unconditional and class-conditional, the two at once, for MINUTES
-#      (default 2.5) at batch BATCH (default 128), with the project's own command;
+#   1. `ddpm train --preset mnist $NET` unconditional and class-conditional, the two at once, for MINUTES
+#      (default 2.5) at batch BATCH (default 128), with the project's own command; NET (default none) resizes
+#      the network or changes the optimizer, e.g. NET="--num-channels 64 --num-res-blocks 2 --lr 2e-4";
 #   2. `ddpm pack` of each (float16 EMA, ~2 MB, DDIM eta 1 50 steps as the packed default sampler) into
 #      $OUT/pretrained/{mnist,mnist-cond}, and
 #      64-sample pictures of both (1000-step ancestral; the conditional one at guidance 2);
 #   3. FID/KID of the unconditional weights: the first samples of seed 0 (1000-step ancestral), as
 #      many of N (default 10000) as fit in the time left less a reserve, against the MNIST test set
-#      (benchmarks/samples_within.py; the count is in the log);
+#      (benchmarks/samples_within.py; the count is in the log), and the share of them a classifier reads
+#      with confidence beside real test digits (benchmarks/digit_quality.py: "clean digits"; its
+#      classifier is read from CLASSIFIER, default .inc/digit_classifier, or trained there for 3 epochs);
 #   4. the conditional weights' recognised share at guidance 0 and 2 (NC samples each, default 300,
 #      1000-step ancestral, benchmarks/conditional_mnist.py's classifier);
 #   5. bf16 sampling's effect on FID, if time is left: the same first samples drawn under bf16
@@ -26,7 +29,7 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/pretrained}; W=${WORK:-/tmp/gpu_pre}
 MINUTES=${MINUTES:-2.5}; BATCH=${BATCH:-128}; N=${N:-10000}; NC=${NC:-300}; DEVICE=${DEVICE:-cuda}
-DEADLINE=${DEADLINE:-530}; TRAIN=${TRAIN:-1}; STEPS=1000000; SAMPLER=(--sampler ancestral); CSTEPS=1000; REFN=10000; FIDSTEPS=()
+DEADLINE=${DEADLINE:-530}; TRAIN=${TRAIN:-1}; NET=${NET:-}; CLASSIFIER=${CLASSIFIER:-.inc/digit_classifier}; STEPS=1000000; SAMPLER=(--sampler ancestral); CSTEPS=1000; REFN=10000; FIDSTEPS=()
 if [ -n "${SMOKE:-}" ]; then
   MINUTES=0.05; BATCH=16; N=40; NC=20; DEVICE=cpu; SAMPLER=(--sampler ddim --steps 5); CSTEPS=5; REFN=50
   FIDSTEPS=(--steps 5); DEADLINE=${DEADLINE_SMOKE:-400}
@@ -45,10 +48,10 @@ fid() {  # fid NAME NPZ: FID/KID of NPZ against the first REFN MNIST test images
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
 gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'a CPU')")
 if [ "$TRAIN" = 1 ]; then
-log "train mnist and mnist-cond at once: ddpm train --preset mnist [--class-conditional] --batch-size $BATCH --time-limit $MINUTES"
+log "train mnist and mnist-cond at once: ddpm train --preset mnist $NET [--class-conditional] --batch-size $BATCH --time-limit $MINUTES"
 for kind in mnist mnist-cond; do
   flag=(); [ $kind = mnist-cond ] && flag=(--class-conditional)
-  timeout $(python3 -c "print(int($MINUTES * 60 + 90))") python3 -m ddpm train --preset mnist "${flag[@]}" \
+  timeout $(python3 -c "print(int($MINUTES * 60 + 90))") python3 -m ddpm train --preset mnist $NET "${flag[@]}" \
     --data-dir .mnist --batch-size $BATCH --steps $STEPS --time-limit $MINUTES --seed 0 --quiet --device $DEVICE \
     --out $W/$kind > $W/train_$kind.txt 2>&1 &
 done
@@ -58,7 +61,7 @@ for kind in mnist mnist-cond; do
   cat $W/train_$kind.txt; tail -n 1 $W/$kind/log.csv
   step=$(tail -n 1 $W/$kind/log.csv | cut -d, -f1)
   rm -rf "$OUT/pretrained/$kind"
-  python3 -m ddpm pack $W/$kind "$OUT/pretrained/$kind" --sampler ddim --steps 50 --eta 1 --note "ddpm train --preset mnist ${flag[*]} --batch-size \
+  python3 -m ddpm pack $W/$kind "$OUT/pretrained/$kind" --sampler ddim --steps 50 --eta 1 --note "ddpm train --preset mnist $NET ${flag[*]} --batch-size \
 $BATCH --time-limit $MINUTES (step $step; the two runs at once) on $gpu"
 done
 log "pictures: 64 samples each (1000-step ancestral)"
@@ -67,11 +70,14 @@ python3 -m ddpm sample --checkpoint "$OUT/pretrained/mnist" --num-samples 64 --d
 python3 -m ddpm sample --checkpoint "$OUT/pretrained/mnist-cond" --num-samples 64 --class all --guidance 2 \
   --device $DEVICE --quiet "${SAMPLER[@]}" --out $W/res/mnist_cond_64.png
 fi
-log "FID of pretrained mnist: up to $N samples of the 1000-step sampler in $(left 170) s, vs the MNIST test set"
-python3 benchmarks/samples_within.py --checkpoint "${CK}mnist" --n $N --seconds $(left 170) \
+log "FID of pretrained mnist: up to $N samples of the 1000-step sampler in $(left 185) s, vs the MNIST test set"
+python3 benchmarks/samples_within.py --checkpoint "${CK}mnist" --n $N --seconds $(left 185) \
   --device $DEVICE "${FIDOPTS[@]}" ${RESUME:+--resume "$RESUME"} --out $W/fp32.npz | tee $W/res/samples_fp32.json
 cp $W/fp32.npz "$OUT/fid_fp32.npz"  # for RESUME= in a later call
 fid fid_mnist $W/fp32.npz
+log "clean digits: how many of those samples a small MNIST classifier reads with confidence"
+timeout $(left 150) python3 benchmarks/digit_quality.py --samples "1000-step ancestral=$W/fp32.npz" --data-dir .mnist \
+  --classifier-dir "$CLASSIFIER" --out $W/res/digit_quality
 log "pretrained mnist-cond: recognised share at guidance 0 and 2 ($NC samples each)"
 timeout $(left 60) python3 benchmarks/conditional_mnist.py --out $W/cond --run "${CK}mnist-cond" \
   --phase classifier sample --data-dir .mnist --device $DEVICE --n $NC --guidance 0 2 --sampler ancestral \

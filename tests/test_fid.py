@@ -138,12 +138,13 @@ def test_fid_cli_names_the_network_the_counts_and_caches_the_reference(tmp_path,
 @needs_weights
 def test_named_mnist_reference_comes_at_the_samples_size(tmp_path, capsys, monkeypatch):
     """28-pixel samples are measured against 28-pixel test digits, not the 32-pixel padded ones
-    (which would count the padding as a difference); 32-pixel samples against the padded ones."""
+    (which would count the padding as a difference); 32-pixel samples against the padded ones, and
+    so on for any size a network was given (``ddpm train --image-size``)."""
     pytest.importorskip("mnist")
     from ddpm.data.images import load_mnist
 
     monkeypatch.setenv("DDPM_CACHE", str(tmp_path / "cache"))
-    for size in (28, 32):
+    for size in (28, 32, 36):
         np.savez(tmp_path / "s.npz", arr_0=load_mnist(None, "test", size)[:6].permute(0, 2, 3, 1).numpy())
         argv = ["eval", "fid", "--samples", str(tmp_path / "s.npz"), "--ref", "mnist:test", "--ref-n", "6",
                 "--quiet", "--device", "cpu", "--out", str(tmp_path / "r.json")]

@@ -76,6 +76,17 @@ BAD_ARGUMENTS = [
     (["train", *POINTS, "--random-flip"], "--random-flip: not read by a 2-D run"),
     (["train", "--preset", "digits", "--data-dir", "{tmp}"], "digits data set comes with scikit-learn"),
     (["train", "--preset", "mnist", "--hidden", "64"], "--hidden: not read by an image run"),
+    (["train", *POINTS, "--num-channels", "64"], "--num-channels: not read by a 2-D run"),
+    (["train", *POINTS, "--dropout", "0"], "--dropout: not read by a 2-D run"),
+    (["train", "--preset", "mnist", "--num-channels", "40"], "--num-channels 40: .*not divisible by 16 groups"),
+    (["train", "--preset", "mnist", "--channel-mult", "1,2,2,2"], "--channel-mult 1,2,2,2: .*28 must be divisible"),
+    (["train", "--preset", "mnist", "--image-size", "32"], "--image-size 32: attention at 7, but the feature maps "
+     "are 32,16,8"),
+    (["train", "--preset", "mnist", "--channel-mult", "1,x"], "comma-separated integers, got '1,x'"),
+    (["train", "--preset", "mnist", "--dropout", "1"], r"must lie in \[0, 1\), got 1"),
+    (["train", "--preset", "cifar10", "--image-size", "64", "--data-dir", "{tmp}"], "--image-size 64: "
+     "data.image_size: cifar10 images are 32×32, not 64"),
+    (["train", "--preset", "mnist", "--image-size", "24", "--attention-resolutions", "6"], "mnist images are 28×28"),
     (["train", "--preset", "digits", "--precision", "fp64"], "invalid choice: 'fp64'"),
     (["train", *POINTS, "--resume", "{tmp}/nowhere"], "nowhere: no such checkpoint"),
     (["eval", "nll", "--checkpoint", "{run}", "--n", "0"], "--n must be >= 1"),

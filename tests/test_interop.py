@@ -91,3 +91,28 @@ def test_a_class_conditional_network_round_trips_with_num_class_embeds(tmp_path)
     again = diffusers.UNet2DModel.from_pretrained(tmp_path / "back").eval()
     assert again.config.num_class_embeds == 5
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_network_chosen_on_the_command_line_trains_and_exports_with_the_same_output(tmp_path, capsys):
+    from ddpm.cli import main
+
+    net = ["--image-size", "12", "--num-channels", "16", "--channel-mult", "1,2", "--num-res-blocks", "2",
+           "--attention-resolutions", "6", "--dropout", "0.1", "--num-groups", "4"]
+    assert main(["train", "--preset", "digits", *net, "--T", "10", "--steps", "2", "--batch-size", "8", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 0
+    loaded = load(tmp_path / "run")
+    c = loaded.config.model
+    assert (c.image_size, c.ch, c.ch_mult, c.num_res_blocks, c.attn_resolutions, c.dropout, c.num_groups) == \
+        (12, 16, (1, 2), 2, (6,), 0.1, 4)
+    assert loaded.config.data.image_size == 12  # the 8×8 digits padded to the network's size
+    assert main(["sample", "--checkpoint", str(tmp_path / "run"), "--n", "2", "--steps", "2", "--quiet",
+                 "--out", str(tmp_path / "s.npz")]) == 0
+    import numpy as np
+
+    assert np.load(tmp_path / "s.npz")["arr_0"].shape == (2, 12, 12, 1)
+    assert main(["export-diffusers", str(tmp_path / "run"), str(tmp_path / "d")]) == 0
+    theirs = diffusers.UNet2DModel.from_pretrained(tmp_path / "d").eval()
+    x, t = torch.randn(3, 1, 12, 12, generator=torch.Generator().manual_seed(1)), torch.tensor([1, 5, 10])
+    with torch.no_grad():
+        assert (loaded.model(x, t) - theirs(x, t - 1).sample).abs().max() < 1e-5
+    capsys.readouterr()

@@ -120,8 +120,8 @@ def _eval_nll(args: argparse.Namespace) -> int:
 
 def _reference(args: argparse.Namespace, loaded, size: int | None = None):
     """(name, function returning all uint8 reference images). A named data set comes at the
-    samples' ``size`` (given, or the checkpoint's) where it has that size (MNIST: 28 or 32, padded),
-    else at its usual one: 28-pixel digits against 32-pixel padded ones would count the padding."""
+    samples' ``size`` (given, or the checkpoint's) where it has that size (MNIST and the digits
+    zero-padded to any size from their own up), else at its usual one: 28-pixel digits against 32-pixel padded ones would count the padding."""
     from .evaluation.fid import images_from_path
 
     ref = args.ref
@@ -138,10 +138,10 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
         if split not in ("train", "test"):
             raise ConfigError(f"--ref {ref}: the split must be train or test")
         size = size or (loaded.config.data.image_size if loaded is not None else None)
-        sizes = {"mnist": (32, 28), "cifar10": (32,), "digits": (8,)}[name]  # the first: the usual one
-        channels = 3 if name == "cifar10" else 1
-        cfg = ImageDataConfig(dataset=name, path=args.data_dir, image_size=size if size in sizes else sizes[0],
-                              channels=channels, random_flip=False)
+        native, usual = {"mnist": (28, 32), "cifar10": (32, 32), "digits": (8, 8)}[name]
+        fits = size is not None and (size >= native if name != "cifar10" else size == native)  # zero-padded
+        cfg = ImageDataConfig(dataset=name, path=args.data_dir, image_size=size if fits else usual,
+                              channels=3 if name == "cifar10" else 1, random_flip=False)
         return f"{name}:{split}@{cfg.image_size}px", lambda: build_image_data(cfg, split)
     path = Path(ref)
     return f"file:{path}", lambda: images_from_path(path)

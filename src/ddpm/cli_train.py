@@ -26,6 +26,44 @@ def _schedule_param(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{key}: {exc}") from None
 
 
+def _positive_ints(text: str) -> tuple[int, ...]:
+    """'1,2,2' -> (1, 2, 2): a comma list of integers >= 1."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def _resolutions(text: str) -> tuple[int, ...]:
+    return () if text.strip().lower() == "none" else _positive_ints(text)
+
+
+def _dropout(text: str) -> float:
+    value = _finite(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"a dropout probability must lie in [0, 1), got {text}")
+    return value
+
+
+#: The U-Net's options for image runs: (flag, config field, type, help). Given, they replace the preset's.
+_NETWORK_OPTIONS = (
+    ("--image-size", "image_size", INT, "N", "side of the square images the network sees (MNIST and the digits "
+     "are zero-padded to it, a folder's images resized; CIFAR-10 is 32 only)"),
+    ("--num-channels", "ch", INT, "C", "channels of the first level (paper: 128)"),
+    ("--channel-mult", "ch_mult", _positive_ints, "M,M,...", "channel multiplier of each level, e.g. 1,2,2,2 "
+     "(paper); one level per entry, each after the first at half the size"),
+    ("--num-res-blocks", "num_res_blocks", INT, "N", "residual blocks per level (paper: 2)"),
+    ("--attention-resolutions", "attn_resolutions", _resolutions, "R,...", "feature-map sizes with "
+     "self-attention, e.g. 16 (paper) or 16,8, or none"),
+    ("--dropout", "dropout", _dropout, "P", "dropout probability in the residual blocks (paper: 0.1 for CIFAR-10)"),
+    ("--num-groups", "num_groups", INT, "G", "GroupNorm groups; must divide every level's channels (paper: 32)"),
+)
+_NETWORK_FLAGS = {field: flag for flag, field, *_ in _NETWORK_OPTIONS}
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=S, help="2-D: s_curve, swiss_roll, moons, 8gaussians, checkerboard, gmm, or a "
                    ".npy/.csv file of (N, 2) points; images: mnist, digits, cifar10, folder (default: s_curve, or "
@@ -75,6 +113,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    "process takes the GPU of its local rank); default: cuda when available")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    n = p.add_argument_group("network of an image run (default: the preset's U-Net; improved-diffusion's names)")
+    for flag, field, kind, metavar, text in _NETWORK_OPTIONS:
+        n.add_argument(flag, dest=field, type=kind, default=S, metavar=metavar, help=text)
     g = p.add_argument_group("diffusion (default: Ho et al. 2020, or the preset's)")
     g.add_argument("--T", type=INT, default=S, help="number of diffusion steps (paper: 1000)")
     g.add_argument("--schedule", default=S, help="beta schedule: linear (paper), linear_small and proportional "
@@ -150,6 +191,9 @@ def points_config(args: argparse.Namespace):
     from .models.mlp import MLPConfig
 
     _refuse(args, _IMAGE_ONLY, "a 2-D run")
+    if _given(args, tuple(_NETWORK_FLAGS)):
+        raise ConfigError(f"{', '.join(_NETWORK_FLAGS[k] for k in _given(args, tuple(_NETWORK_FLAGS)))}: not read by "
+                          "a 2-D run (its network is the MLP: --hidden, --blocks)")
     diffusion, optim = _override(args, DiffusionConfig(decoder="gaussian"), OptimConfig())
     from .data.points import load_points
 
@@ -172,7 +216,7 @@ def image_config(args: argparse.Namespace):
     name = args.preset or ("mnist" if data in (None, "mnist") else "digits" if data == "digits" else "cifar10")
     if name not in TRAIN_PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}")
-    _refuse(args, _POINTS_ONLY, "an image run (its network is the preset's U-Net)")
+    _refuse(args, _POINTS_ONLY, "an image run (its network is the U-Net: --num-channels, --channel-mult, ...)")
     run = TRAIN_PRESETS[name]()
     data_cfg = run.data
     if data is not None:
@@ -187,11 +231,40 @@ def image_config(args: argparse.Namespace):
         data_cfg = replace(data_cfg, random_flip=args.random_flip)
     diffusion, optim = _override(args, run.diffusion, run.optim)
     classes = image_classes(data_cfg) if args.class_conditional else 0
-    model = replace(run.model, out_channels=diffusion.prediction().output_channels(run.model.in_channels),
+    model = replace(_network(args, run.model), out_channels=diffusion.prediction().output_channels(run.model.in_channels),
                     num_classes=_classes(args, classes, data_cfg.path or data_cfg.dataset))
+    if model.image_size != data_cfg.image_size:
+        try:
+            data_cfg = replace(data_cfg, image_size=model.image_size)
+        except ConfigError as exc:
+            raise ConfigError(f"--image-size {model.image_size}: {exc}") from None
     return replace(run, data=data_cfg, model=model, diffusion=diffusion, optim=optim, seed=args.seed, init=args.init,
                    compile=args.compile or run.compile, channels_last=args.channels_last or run.channels_last,
                    **_given(args, _RUN_KEYS))
+
+
+def _network(args: argparse.Namespace, preset):
+    """The preset's U-Net with the network options given; a bad combination names the options."""
+    given = _given(args, tuple(_NETWORK_FLAGS))
+    if not given:
+        return preset
+    flags = ", ".join(f"{_NETWORK_FLAGS[k]} {_show(v)}" for k, v in given.items())
+    try:
+        model = replace(preset, **given)
+    except ConfigError as exc:
+        raise ConfigError(f"{flags}: {exc}") from None
+    sizes = [model.image_size // 2**level for level in range(len(model.ch_mult))]
+    stray = [r for r in model.attn_resolutions if r not in sizes]
+    if stray:  # the network would silently have no attention there
+        raise ConfigError(f"{flags}: attention at {_show(tuple(stray))}, but the feature maps are {_show(tuple(sizes))} "
+                          f"(set --attention-resolutions to some of these, or none)")
+    return model
+
+
+def _show(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

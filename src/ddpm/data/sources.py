@@ -32,6 +32,12 @@ class ImageDataConfig:
         check_choice("data.channels", self.channels, (1, 3))
         if self.dataset == "folder" and not self.path:
             raise ConfigError("data.path: an image folder needs a path")
+        # the fixed-size sets are zero-padded, never shrunk (CIFAR-10 stays 32): refused before any reading
+        smallest = {"mnist": 28, "digits": 8, "cifar10": 32}.get(self.dataset)
+        if smallest and (self.image_size < smallest or self.dataset == "cifar10" and self.image_size != 32):
+            raise ConfigError(f"data.image_size: {self.dataset} images are {smallest}×{smallest}"
+                              f"{'' if self.dataset == 'cifar10' else ' (zero-padded to a larger size)'}, "
+                              f"not {self.image_size}")
 
 
 def build_image_data(cfg: ImageDataConfig, split: str = "train", min_images: int = 1) -> torch.Tensor | ImageFolder:
