@@ -101,6 +101,8 @@ def test_a_network_chosen_on_the_command_line_trains_and_exports_with_the_same_o
     assert main(["train", "--preset", "digits", *net, "--T", "10", "--steps", "2", "--batch-size", "8", "--quiet",
                  "--out", str(tmp_path / "run")]) == 0
     loaded = load(tmp_path / "run")
+    n = sum(p.numel() for p in loaded.model.parameters())
+    assert f"network: UNet, {n:,} parameters" in capsys.readouterr().err  # said at the start of the run
     c = loaded.config.model
     assert (c.image_size, c.ch, c.ch_mult, c.num_res_blocks, c.attn_resolutions, c.dropout, c.num_groups) == \
         (12, 16, (1, 2), 2, (6,), 0.1, 4)
