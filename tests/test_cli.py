@@ -31,6 +31,15 @@ def test_dry_run_prints_the_papers_defaults(capsys):
                             "ema_warmup": True, "batch_size": 128}
 
 
+def test_dry_run_says_the_size_of_the_network_it_would_build(capsys):
+    code, out, err = run(["train", "--preset", "cifar10", "--dry-run"], capsys)
+    assert code == 0 and json.loads(out)["model"]["ch"] == 128
+    assert err.strip() == "network: UNet, 35,746,307 parameters"  # the paper's 35.7M
+    code, out, err = run(["train", "--preset", "mnist", "--num-channels", "48", "--num-res-blocks", "2", "--dry-run"],
+                         capsys)
+    assert code == 0 and err.strip() == "network: UNet, 3,643,585 parameters"  # the larger network of docs/benchmarks.md
+
+
 def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--help"])

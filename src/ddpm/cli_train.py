@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -273,7 +274,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     image = is_image_run(args)
     config = image_config(args) if image else points_config(args)
     if args.dry_run:
+        from .kinds import kind_of
+
         print(json.dumps(to_dict(config), indent=2, sort_keys=True))
+        model = kind_of(config).model(config)
+        print(f"network: {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters",
+              file=sys.stderr)
         return 0
     if args.time_limit is not None and not args.time_limit > 0:
         raise ConfigError(f"--time-limit must be > 0 minutes, got {args.time_limit}")
