@@ -5,6 +5,7 @@
 #   1. `ddpm train --preset mnist $NET` unconditional and class-conditional, the two at once, for MINUTES
 #      (default 2.5) at batch BATCH (default 128), with the project's own command; NET (default none) resizes
 #      the network or changes the optimizer, e.g. NET="--num-channels 64 --num-res-blocks 2 --lr 2e-4";
+#      KINDS="mnist" trains the unconditional one alone (the GPU all its own; step 4 is then skipped);
 #   2. `ddpm pack` of each (float16 EMA, ~2 MB, DDIM eta 1 50 steps as the packed default sampler) into
 #      $OUT/pretrained/{mnist,mnist-cond}, and
 #      64-sample pictures of both (1000-step ancestral; the conditional one at guidance 2);
@@ -29,7 +30,7 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/pretrained}; W=${WORK:-/tmp/gpu_pre}
 MINUTES=${MINUTES:-2.5}; BATCH=${BATCH:-128}; N=${N:-10000}; NC=${NC:-300}; DEVICE=${DEVICE:-cuda}
-DEADLINE=${DEADLINE:-530}; TRAIN=${TRAIN:-1}; NET=${NET:-}; CLASSIFIER=${CLASSIFIER:-.inc/digit_classifier}; STEPS=1000000; SAMPLER=(--sampler ancestral); CSTEPS=1000; REFN=10000; FIDSTEPS=()
+DEADLINE=${DEADLINE:-530}; TRAIN=${TRAIN:-1}; NET=${NET:-}; KINDS=${KINDS:-mnist mnist-cond}; CLASSIFIER=${CLASSIFIER:-.inc/digit_classifier}; STEPS=1000000; SAMPLER=(--sampler ancestral); CSTEPS=1000; REFN=10000; FIDSTEPS=()
 if [ -n "${SMOKE:-}" ]; then
   MINUTES=0.05; BATCH=16; N=40; NC=20; DEVICE=cpu; SAMPLER=(--sampler ddim --steps 5); CSTEPS=5; REFN=50
   FIDSTEPS=(--steps 5); DEADLINE=${DEADLINE_SMOKE:-400}
@@ -48,27 +49,27 @@ fid() {  # fid NAME NPZ: FID/KID of NPZ against the first REFN MNIST test images
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
 gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'a CPU')")
 if [ "$TRAIN" = 1 ]; then
-log "train mnist and mnist-cond at once: ddpm train --preset mnist $NET [--class-conditional] --batch-size $BATCH --time-limit $MINUTES"
-for kind in mnist mnist-cond; do
+rm -rf "$OUT/pretrained/mnist" "$OUT/pretrained/mnist-cond"  # none of an earlier call's weights is measured
+log "train $KINDS at once: ddpm train --preset mnist $NET [--class-conditional] --batch-size $BATCH --time-limit $MINUTES"
+for kind in $KINDS; do
   flag=(); [ $kind = mnist-cond ] && flag=(--class-conditional)
   timeout $(python3 -c "print(int($MINUTES * 60 + 90))") python3 -m ddpm train --preset mnist $NET "${flag[@]}" \
     --data-dir .mnist --batch-size $BATCH --steps $STEPS --time-limit $MINUTES --seed 0 --quiet --device $DEVICE \
     --out $W/$kind > $W/train_$kind.txt 2>&1 &
 done
 wait
-for kind in mnist mnist-cond; do
+for kind in $KINDS; do
   flag=(); [ $kind = mnist-cond ] && flag=(--class-conditional)
   cat $W/train_$kind.txt; tail -n 1 $W/$kind/log.csv
   step=$(tail -n 1 $W/$kind/log.csv | cut -d, -f1)
-  rm -rf "$OUT/pretrained/$kind"
   python3 -m ddpm pack $W/$kind "$OUT/pretrained/$kind" --sampler ddim --steps 50 --eta 1 --note "ddpm train --preset mnist $NET ${flag[*]} --batch-size \
-$BATCH --time-limit $MINUTES (step $step; the two runs at once) on $gpu"
+$BATCH --time-limit $MINUTES (step $step; trained at once: $KINDS) on $gpu"
 done
 log "pictures: 64 samples each (1000-step ancestral)"
 python3 -m ddpm sample --checkpoint "$OUT/pretrained/mnist" --num-samples 64 --device $DEVICE --quiet \
   "${SAMPLER[@]}" --out $W/res/mnist_64.png
-python3 -m ddpm sample --checkpoint "$OUT/pretrained/mnist-cond" --num-samples 64 --class all --guidance 2 \
-  --device $DEVICE --quiet "${SAMPLER[@]}" --out $W/res/mnist_cond_64.png
+[ -d "$OUT/pretrained/mnist-cond" ] && python3 -m ddpm sample --checkpoint "$OUT/pretrained/mnist-cond" \
+  --num-samples 64 --class all --guidance 2 --device $DEVICE --quiet "${SAMPLER[@]}" --out $W/res/mnist_cond_64.png
 fi
 log "FID of pretrained mnist: up to $N samples of the 1000-step sampler in $(left 185) s, vs the MNIST test set"
 python3 benchmarks/samples_within.py --checkpoint "${CK}mnist" --n $N --seconds $(left 185) \
@@ -78,7 +79,8 @@ fid fid_mnist $W/fp32.npz
 log "clean digits: how many of those samples a small MNIST classifier reads with confidence"
 timeout $(left 150) python3 benchmarks/digit_quality.py --samples "1000-step ancestral=$W/fp32.npz" --data-dir .mnist \
   --classifier-dir "$CLASSIFIER" --out $W/res/digit_quality
-log "pretrained mnist-cond: recognised share at guidance 0 and 2 ($NC samples each)"
+[ "$TRAIN" = 1 ] && [ ! -d "$OUT/pretrained/mnist-cond" ] && NC=0
+[ "$NC" -gt 0 ] && log "pretrained mnist-cond: recognised share at guidance 0 and 2 ($NC samples each)" &&
 timeout $(left 60) python3 benchmarks/conditional_mnist.py --out $W/cond --run "${CK}mnist-cond" \
   --phase classifier sample --data-dir .mnist --device $DEVICE --n $NC --guidance 0 2 --sampler ancestral \
   --steps $CSTEPS --eta 0 --batch-size 1000 --ref-n $REFN
