@@ -49,7 +49,7 @@ def _dropout(text: str) -> float:
     return value
 
 
-#: The U-Net's options for image runs: (flag, config field, type, help). Given, they replace the preset's.
+#: The U-Net's options for image runs: (flag, config field, type, metavar, help). Given, they replace the preset's.
 _NETWORK_OPTIONS = (
     ("--image-size", "image_size", INT, "N", "side of the square images the network sees (MNIST and the digits "
      "are zero-padded to it, a folder's images resized; CIFAR-10 is 32 only)"),
@@ -192,9 +192,10 @@ def points_config(args: argparse.Namespace):
     from .models.mlp import MLPConfig
 
     _refuse(args, _IMAGE_ONLY, "a 2-D run")
-    if _given(args, tuple(_NETWORK_FLAGS)):
-        raise ConfigError(f"{', '.join(_NETWORK_FLAGS[k] for k in _given(args, tuple(_NETWORK_FLAGS)))}: not read by "
-                          "a 2-D run (its network is the MLP: --hidden, --blocks)")
+    network = _given(args, tuple(_NETWORK_FLAGS))
+    if network:
+        raise ConfigError(f"{', '.join(_NETWORK_FLAGS[k] for k in network)}: not read by a 2-D run (its network is "
+                          "the MLP: --hidden, --blocks)")
     diffusion, optim = _override(args, DiffusionConfig(decoder="gaussian"), OptimConfig())
     from .data.points import load_points
 
@@ -253,7 +254,8 @@ def _network(args: argparse.Namespace, preset):
     try:
         model = replace(preset, **given)
     except ConfigError as exc:
-        raise ConfigError(f"{flags}: {exc}") from None
+        hint = " (--num-groups sets them)" if "groups" in str(exc) and "num_groups" not in given else ""
+        raise ConfigError(f"{flags}: {exc}{hint}") from None
     sizes = [model.image_size // 2**level for level in range(len(model.ch_mult))]
     stray = [r for r in model.attn_resolutions if r not in sizes]
     if stray:  # the network would silently have no attention there
@@ -263,9 +265,7 @@ def _network(args: argparse.Namespace, preset):
 
 
 def _show(value) -> str:
-    if isinstance(value, tuple):
-        return ",".join(map(str, value)) or "none"
-    return str(value)
+    return (",".join(map(str, value)) or "none") if isinstance(value, tuple) else str(value)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
