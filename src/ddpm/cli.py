@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .allocator import keep_freed_memory
 from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one,
                          _class_labels, _device, _HelpFormatter, _integer, _main_process_first, _Parser,
                          _sampler_spec, _sampling_pieces)
@@ -186,6 +187,7 @@ COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "data": _cmd_data, "impo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_freed_memory()  # a CPU step reuses the last one's memory instead of faulting it in again
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
