@@ -53,6 +53,8 @@ def main() -> None:
     p.add_argument("--real", default=None, help="real images standing in for samples, e.g. mnist:train")
     p.add_argument("--real-n", type=int, default=2000, help="how many of them (the first)")
     args = p.parse_args()
+    from ddpm.allocator import keep_freed_memory
+    keep_freed_memory()  # as the ddpm command does: CPU steps reuse freed memory
 
     from ddpm.evaluation.fid import (FeatureStats, InceptionFeatures, compare, content_id, images_from_path,
                                      reference_stats, weights_id)

@@ -36,6 +36,8 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--resume", default=None, help="an earlier call's --out: its samples are the first ones")
     args = p.parse_args()
+    from ddpm.allocator import keep_freed_memory
+    keep_freed_memory()  # as the ddpm command does: CPU steps reuse freed memory
 
     from ddpm.api import load
     from ddpm.checkpoint import resolve
