@@ -1,11 +1,10 @@
 """What keeping freed memory (``ddpm.allocator.keep_freed_memory``, which the CLI calls) does to
 CPU work: each workload runs in a fresh process with glibc's default malloc thresholds and with
-the raised ones, alternating, and prints wall time, user and system CPU time and minor page
-faults per step (medians of the repeats). A noisy machine moves both columns alike; compare the
-ratio.
+the raised ones, alternating, and prints wall time, user and system CPU time, minor page faults
+per step and the process's peak memory (medians of the repeats). A noisy machine moves both
+columns alike; compare the ratio.
 
-    python benchmarks/cpu_allocator.py                  # mnist forward (batch 50, 1 thread), mnist
-                                                        # training step (batch 32, 2 threads), cifar10 forward
+    python benchmarks/cpu_allocator.py      # the U-Net's forward and training step, FID's Inception
     python benchmarks/cpu_allocator.py --repeats 5 --steps 30
 """
 
@@ -26,6 +25,7 @@ WORKLOADS = {  # name: (preset, batch, threads, train, processes at once)
     "mnist forward, batch 50, two 1-thread processes at once (fid_ancestral_cpu.sh)": ("mnist", 50, 1, False, 2),
     "mnist training step, batch 32, 2 threads": ("mnist", 32, 2, True, 1),
     "cifar10 forward, batch 16, 2 threads": ("cifar10", 16, 2, False, 1),
+    "FID's Inception on 50 MNIST digits, 1 thread": ("inception", 50, 1, False, 1),
 }
 
 
@@ -39,14 +39,22 @@ def worker(preset: str, batch: int, threads: int, train: bool, steps: int, keep:
     kept = keep_freed_memory() if keep else 0
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = UNET_PRESETS[preset]()
-    net = UNet(cfg).train(train)
-    opt = torch.optim.Adam(net.parameters(), 1e-4) if train else None
-    x = torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size)
-    t = torch.randint(1, 1001, (batch,))
+    if preset == "inception":  # the FID features of uint8 digits (resized to 299 inside)
+        from ddpm.evaluation.fid import InceptionFeatures
+
+        extractor, digits = InceptionFeatures("cpu", batch_size=batch), torch.randint(0, 256, (batch, 1, 28, 28),
+                                                                                      dtype=torch.uint8)
+    else:
+        cfg = UNET_PRESETS[preset]()
+        net = UNet(cfg).train(train)
+        opt = torch.optim.Adam(net.parameters(), 1e-4) if train else None
+        x = torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size)
+        t = torch.randint(1, 1001, (batch,))
 
     def step() -> None:
-        if train:
+        if preset == "inception":
+            extractor(digits)
+        elif train:
             loss = net(x, t).square().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -62,7 +70,8 @@ def worker(preset: str, batch: int, threads: int, train: bool, steps: int, keep:
         step()
     r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     return {"kept": kept, "wall_ms": (w1 - w0) / steps * 1e3, "user_ms": (r1.ru_utime - r0.ru_utime) / steps * 1e3,
-            "sys_ms": (r1.ru_stime - r0.ru_stime) / steps * 1e3, "faults": (r1.ru_minflt - r0.ru_minflt) / steps}
+            "sys_ms": (r1.ru_stime - r0.ru_stime) / steps * 1e3, "faults": (r1.ru_minflt - r0.ru_minflt) / steps,
+            "peak_mb": r1.ru_maxrss / 1024}
 
 
 def main() -> None:
@@ -83,7 +92,8 @@ def main() -> None:
         runs: dict[bool, list[dict]] = {False: [], True: []}
         for _ in range(args.repeats):
             for keep in (False, True):
-                spec = dict(preset=preset, batch=batch, threads=threads, train=train, steps=args.steps, keep=keep)
+                steps = max(2, args.steps // 5) if preset == "inception" else args.steps  # ~5 s a step
+                spec = dict(preset=preset, batch=batch, threads=threads, train=train, steps=steps, keep=keep)
                 cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
                 started = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
                 for proc in started:  # several at once: each process's figures count as one repeat
@@ -92,17 +102,18 @@ def main() -> None:
                         raise SystemExit(f"{name}: a worker failed (exit status {proc.returncode})")
                     runs[keep].append(json.loads(out.strip().splitlines()[-1]))
                 print(f"  {name} | {'kept' if keep else 'default'} | {runs[keep][-1]}", flush=True)
-        med = {k: {f: statistics.median(r[f] for r in v) for f in ("wall_ms", "user_ms", "sys_ms", "faults")}
+        med = {k: {f: statistics.median(r[f] for r in v) for f in ("wall_ms", "user_ms", "sys_ms", "faults", "peak_mb")}
                for k, v in runs.items()}
         rows.append((name, med))
-    print("\n| workload | malloc | wall ms/step | user ms | sys ms | page faults/step | wall, default / kept |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("\n| workload | malloc | wall ms/step | user ms | sys ms | page faults/step | peak memory MB | "
+          "wall, default / kept |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, med in rows:
         for keep in (False, True):
             m = med[keep]
             ratio = f"{med[False]['wall_ms'] / med[True]['wall_ms']:.2f}×" if keep else ""
             print(f"| {name} | {'kept' if keep else 'glibc default'} | {m['wall_ms']:.1f} | {m['user_ms']:.1f} | "
-                  f"{m['sys_ms']:.1f} | {m['faults']:,.0f} | {ratio} |")
+                  f"{m['sys_ms']:.1f} | {m['faults']:,.0f} | {m['peak_mb']:,.0f} | {ratio} |")
 
 
 if __name__ == "__main__":
