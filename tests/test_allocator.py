@@ -54,11 +54,11 @@ def test_the_users_own_malloc_settings_stand():
         assert keep_freed_memory(env) == 0, env
 
 
-def test_what_a_command_draws_does_not_depend_on_it(tmp_path, monkeypatch):
+def test_what_a_command_draws_does_not_depend_on_it(tmp_path):
     argv = ["sample", "--checkpoint", "pretrained:mnist-cond", "--class", "all", "--steps", "5", "--n", "3",
             "--seed", "1", "--quiet", "--device", "cpu"]
     assert main([*argv, "--out", str(tmp_path / "kept.npz")]) == 0  # main() keeps freed memory
-    code = ("import sys; from ddpm.cli import main; sys.exit(main(sys.argv[1:]))")
+    code = "import sys; from ddpm.cli import main; sys.exit(main(sys.argv[1:]))"
     env = {**subprocess_env(), "DDPM_KEEP_FREED_MEMORY": "0"}
     subprocess.run([sys.executable, "-c", code, *argv, "--out", str(tmp_path / "default.npz")], check=True, env=env,
                    capture_output=True)

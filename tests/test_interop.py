@@ -3,6 +3,7 @@
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,8 +110,6 @@ def test_a_network_chosen_on_the_command_line_trains_and_exports_with_the_same_o
     assert loaded.config.data.image_size == 12  # the 8×8 digits padded to the network's size
     assert main(["sample", "--checkpoint", str(tmp_path / "run"), "--n", "2", "--steps", "2", "--quiet",
                  "--out", str(tmp_path / "s.npz")]) == 0
-    import numpy as np
-
     assert np.load(tmp_path / "s.npz")["arr_0"].shape == (2, 12, 12, 1)
     assert main(["export-diffusers", str(tmp_path / "run"), str(tmp_path / "d")]) == 0
     theirs = diffusers.UNet2DModel.from_pretrained(tmp_path / "d").eval()
