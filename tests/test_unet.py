@@ -64,3 +64,5 @@ def test_bad_unet_configs():
         UNetConfig(ch=48)
     with pytest.raises(ConfigError, match="dropout"):
         UNetConfig(dropout=1.0)
+    with pytest.raises(ConfigError, match="attention at 16, but the feature maps are 28, 14, 7"):
+        UNetConfig(image_size=28, ch_mult=(1, 2, 2))  # the default attention (16) would silently be nowhere

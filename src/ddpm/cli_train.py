@@ -256,11 +256,6 @@ def _network(args: argparse.Namespace, preset):
     except ConfigError as exc:
         hint = " (--num-groups sets them)" if "groups" in str(exc) and "num_groups" not in given else ""
         raise ConfigError(f"{flags}: {exc}{hint}") from None
-    sizes = [model.image_size // 2**level for level in range(len(model.ch_mult))]
-    stray = [r for r in model.attn_resolutions if r not in sizes]
-    if stray:  # the network would silently have no attention there
-        raise ConfigError(f"{flags}: attention at {_show(tuple(stray))}, but the feature maps are {_show(tuple(sizes))} "
-                          f"(set --attention-resolutions to some of these, or none)")
     return model
 
 
@@ -275,11 +270,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = image_config(args) if image else points_config(args)
     if args.dry_run:
         from .kinds import kind_of
+        from .models import size_line
 
         print(json.dumps(to_dict(config), indent=2, sort_keys=True))
-        model = kind_of(config).model(config)
-        print(f"network: {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters",
-              file=sys.stderr)
+        print(size_line(kind_of(config).model(config)), file=sys.stderr)
         return 0
     if args.time_limit is not None and not args.time_limit > 0:
         raise ConfigError(f"--time-limit must be > 0 minutes, got {args.time_limit}")

@@ -46,6 +46,11 @@ class UNetConfig:
                 f"UNetConfig.image_size {self.image_size} must be divisible by 2^{len(self.ch_mult) - 1} "
                 f"for {len(self.ch_mult)} levels"
             )
+        sizes = [self.image_size // 2**level for level in range(len(self.ch_mult))]
+        stray = [r for r in self.attn_resolutions if r not in sizes]
+        if stray:  # the network would silently have no attention there
+            raise ConfigError(f"UNetConfig.attn_resolutions: attention at {', '.join(map(str, stray))}, but the feature "
+                              f"maps are {', '.join(map(str, sizes))} (put attention at some of these, or at none)")
         for m in self.ch_mult:
             if (self.ch * m) % self.num_groups:
                 raise ConfigError(f"UNetConfig: channels {self.ch * m} are not divisible by {self.num_groups} groups")

@@ -24,6 +24,7 @@ from ..config import RunConfig, differences, to_dict
 from ..errors import CheckpointError, ConfigError, DDPMError
 from ..files import FolderLock, write_json
 from ..kinds import TrainingData, drop_labels, kind_of
+from ..models import size_line
 from ..rng import global_rng_state, seed_for, set_global_rng_state
 from . import distributed as dist
 from .control import StopRequest, TimeLimit, checkpoint_due, sample_due, stop_reason
@@ -207,7 +208,7 @@ def _train(config: RunConfig, out_dir: Path, device: torch.device, resume_from: 
         config = replace(config, init=resumed.config.init)  # where the run's weights first came from
     if main:  # only now: a refused resume leaves the run's config.json as it was
         write_json(out_dir / "config.json", to_dict(config))
-        say(f"network: {type(state.model).__name__}, {sum(p.numel() for p in state.model.parameters()):,} parameters")
+        say(size_line(state.model))
     schedule = config.diffusion.make_schedule().to(device)
     log = TrainLog(out_dir, config.diffusion.T, config.log_every, main, say, start_step=state.step)
     if resumed is not None and resumed.log_window is not None:
