@@ -56,7 +56,7 @@ BAD_ARGUMENTS = [
     (["sample", "--checkpoint", "{run}", "--batch-size", str(10**12)], r"a batch size must lie in .*1048576\]"),
     (["sample", "--checkpoint", "{run}", "--n", str(10**30)], "an integer must lie in"),
     (["sample", "--checkpoint", "{run}", "--out", "{tmp}/x.jpg"], "2-D samples are written as .npy"),
-    (["sample", "--checkpoint", "{run}", "--device", "tpu:9"], "--device 'tpu:9'"),
+    (["sample", "--checkpoint", "{run}", "--device", "tpu:9"], "--device 'tpu:9': not a device name; use cpu or cuda"),
     (["sample", "--checkpoint", "{run}", "--device", "meta"], "--device meta: use cpu or cuda"),
     pytest.param(["sample", "--checkpoint", "{run}", "--device", "cuda"], "sees no CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
