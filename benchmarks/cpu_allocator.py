@@ -90,9 +90,9 @@ def main() -> None:
     rows = []
     for name, (preset, batch, threads, train, procs) in WORKLOADS.items():
         runs: dict[bool, list[dict]] = {False: [], True: []}
+        steps = max(2, args.steps // 5) if preset == "inception" else args.steps  # Inception: ~5 s a step
         for _ in range(args.repeats):
             for keep in (False, True):
-                steps = max(2, args.steps // 5) if preset == "inception" else args.steps  # ~5 s a step
                 spec = dict(preset=preset, batch=batch, threads=threads, train=train, steps=steps, keep=keep)
                 cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
                 started = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(procs)]

@@ -7,8 +7,9 @@ asks for the same sizes again at the next step, so every step faults the same pa
 for the `mnist` U-Net at batch 50 about 20,000 page faults a forward and a fifth of its CPU time
 in the kernel, for FID's Inception a third (``benchmarks/cpu_allocator.py``). Raising both
 thresholds keeps the freed blocks in the heap, where the next step reuses them; the process then
-holds what it freed (Inception's peak: 1.4 -> 2.3 GB; the U-Net's steps: within 12 %). PyTorch's own advice for CPU work is a caching malloc (jemalloc,
-tcmalloc) preloaded; this asks the one that is there.
+holds what it freed (Inception's peak: 1.4 -> 2.3 GB; the U-Net's steps: within 12 %). PyTorch's
+own advice for CPU work is a caching malloc (jemalloc, tcmalloc) preloaded; this asks the one
+that is there.
 
 The command line calls :func:`keep_freed_memory` as it starts. It does nothing off glibc, when
 ``DDPM_KEEP_FREED_MEMORY=0``, or when the environment already tunes malloc (``MALLOC_MMAP_THRESHOLD_``,
