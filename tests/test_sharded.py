@@ -43,6 +43,20 @@ def test_shares_are_contiguous_cover_everything_and_differ_by_at_most_one(monkey
     assert dist.gather_rows(x) is x  # alone: nothing to gather
 
 
+def test_a_process_alone_takes_the_gpu_its_device_names_and_under_torchrun_its_local_ranks(monkeypatch):
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert dist.setup("cpu") == torch.device("cpu") and chosen == []
+    assert dist.setup("cuda:1") == torch.device("cuda", 1) and chosen == [1]
+    assert dist.setup("cuda") == torch.device("cuda", 0) and chosen == [1, 0]
+    monkeypatch.setattr(dist, "launched_by_torchrun", lambda: True)
+    monkeypatch.setattr(dist.td, "is_initialized", lambda: True)  # as if the group were joined
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert dist.setup("cuda:1") == torch.device("cuda", 3) and chosen == [1, 0, 3]
+
+
 def test_two_gloo_processes_write_the_samples_one_process_writes(run_dir, tmp_path):
     argv = ["sample", "--checkpoint", str(run_dir), "--seed", "3", "--steps", "6", "--batch-size", "1", "--quiet",
             "--device", "cpu"]

@@ -110,7 +110,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    "probability a label is replaced by 'no class' in training (default 0.1)")
     p.add_argument("--hidden", type=INT, default=S, help="2-D: MLP width (default 128)")
     p.add_argument("--blocks", type=INT, default=S, help="2-D: MLP residual blocks (default 3)")
-    p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="where to train (under torchrun each "
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N: where to train (under torchrun each "
                    "process takes the GPU of its local rank); default: cuda when available")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

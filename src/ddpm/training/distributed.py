@@ -16,16 +16,21 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
-def setup(kind: str | None = None) -> torch.device:
-    """Join the process group if torchrun started us; return this process's device: the GPU of
-    its local rank when CUDA is there (or ``kind`` is "cuda"), else the CPU (or ``kind`` "cpu")."""
-    use_cuda = torch.cuda.is_available() if kind is None else kind == "cuda"
+def setup(kind: str | torch.device | None = None) -> torch.device:
+    """Join the process group if torchrun started us; return this process's device: a GPU when
+    CUDA is there (or ``kind`` names one), else the CPU (or ``kind`` "cpu"). Under torchrun the
+    GPU is its local rank's; alone, the one ``kind`` names ("cuda:1"), else the first."""
+    want = torch.device(kind) if kind is not None else None
+    use_cuda = torch.cuda.is_available() if want is None else want.type == "cuda"
     if launched_by_torchrun() and not td.is_initialized():
         td.init_process_group("nccl" if use_cuda else "gloo")
     if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
+        if launched_by_torchrun():
+            index = int(os.environ.get("LOCAL_RANK", 0))
+        else:
+            index = want.index if want is not None and want.index is not None else 0
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 

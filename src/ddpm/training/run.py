@@ -127,8 +127,8 @@ def train(config: RunConfig, out_dir: str | Path, resume_from: str = "auto", pro
     ``stop_at`` ends the run early at that step, ``time_limit`` (seconds) after the first step
     that ends past it; either way with a checkpoint, and a later call resumes.
     ``allow_changes`` resumes a checkpoint trained with other settings (see :data:`MAY_CHANGE`).
-    ``device``: "cpu" or "cuda" (each process takes the GPU of its local rank); default cuda when
-    there is one.
+    ``device``: "cpu", "cuda" or "cuda:N" (under torchrun each process takes the GPU of its
+    local rank); default cuda when there is one.
     """
     fresh = resume_from == "never" or resume_from == "auto" and not checkpoints_of(out_dir)
     # --init weights that do not fit fail here, before anything is written; a resumed run does not read them
