@@ -14,7 +14,7 @@ from ddpm.checkpoint import Checkpoint, checkpoints_of, prune
 from ddpm.cli import main
 from ddpm.config import PointsTrainConfig
 from ddpm.errors import CheckpointError
-from ddpm.files import FolderLock
+from ddpm.files import FolderLock, dumps, write_json
 
 TINY = ["--data", "gmm", "--T", "20", "--hidden", "16", "--blocks", "1", "--batch-size", "16", "--quiet",
         "--checkpoint-every", "2"]
@@ -42,7 +42,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, capsys):
 
 def test_the_lock_of_a_killed_process_is_gone(tmp_path):
     (tmp_path / "r").mkdir()
-    code = "from ddpm.files import FolderLock; import os, sys; FolderLock(sys.argv[1]).acquire(); os.kill(os.getpid(), 9)"
+    code = "from ddpm.files import FolderLock, dumps, write_json; import os, sys; FolderLock(sys.argv[1]).acquire(); os.kill(os.getpid(), 9)"
     proc = subprocess.run([os.sys.executable, "-c", code, str(tmp_path / "r")])
     assert proc.returncode == -9
     with FolderLock(tmp_path / "r"):  # no stale lock
@@ -229,3 +229,14 @@ def test_init_starts_a_new_run_from_other_weights_and_refuses_a_different_networ
     assert train(tmp_path, "--init", str(tmp_path / "nothing"), out="c") == 2
     assert "nothing: no such checkpoint or run directory" in one_line(capsys)
     assert not (tmp_path / "c").exists()
+
+
+def test_json_files_read_back_as_written_with_flat_lists_on_one_line(tmp_path):
+    obj = {"sampler": {"timesteps": list(range(1000, 0, -1)), "eta": 1.0}, "shape": (16, 1, 28, 28),
+           "rows": [{"step": 1, "loss": float("nan")}, [1, [2]]], "name": "é\n", "empty": {}, "none": [],
+           "mixed": [1.5, True, None, "s"]}
+    text = write_json(tmp_path / "a.json", obj).read_text(encoding="utf-8")
+    assert json.dumps(json.loads(text), sort_keys=True) == json.dumps(obj, sort_keys=True)
+    assert len(text.splitlines()) < 30  # the 1000 timesteps take one line
+    assert '"timesteps": [1000, 999, ' in text and '"shape": [16, 1, 28, 28]' in text
+    assert json.loads(dumps({2: "a", 1: [True]})) == {"1": [True], "2": "a"}  # keys as json writes them

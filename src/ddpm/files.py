@@ -13,11 +13,24 @@ from typing import Any
 from .errors import DDPMError
 
 
+def dumps(obj: Any, level: int = 0) -> str:
+    """``obj`` as key-sorted JSON indented by two spaces, except that a list of plain values (the
+    timesteps of a 1000-step sampler, a shape) stays on one line."""
+    pad, inner = "  " * level, "  " * (level + 1)
+    if isinstance(obj, dict) and obj:
+        keys = {k: k if isinstance(k, str) else json.dumps(k) for k in obj}  # json's own key text
+        rows = [f"{inner}{json.dumps(keys[k])}: {dumps(obj[k], level + 1)}" for k in sorted(obj)]
+        return "{\n" + ",\n".join(rows) + f"\n{pad}}}"
+    if isinstance(obj, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in obj):
+        return "[\n" + ",\n".join(inner + dumps(v, level + 1) for v in obj) + f"\n{pad}]"
+    return json.dumps(obj)
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    """``obj`` as indented, key-sorted JSON, written under a temporary name and renamed into place."""
+    """``obj`` as :func:`dumps` writes it, under a temporary name and renamed into place."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(dumps(obj) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
 
