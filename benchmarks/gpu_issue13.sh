@@ -43,7 +43,8 @@ python3 -c "import numpy as np; a, b = (np.load('$W/' + f)['arr_0'] for f in ('t
 print('torchrun == one process:', a.shape, bool((a == b).all()))"
 log "sampling the trained mnist model on the GPU: 1000 ancestral steps, 1024 images, fp32 then bf16"
 for prec in fp32 bf16; do
-  /usr/bin/time -f "ddpm sample 1024 x 1000 steps $prec: %e s" timeout 120 python3 -m ddpm sample \
+  TIMEFORMAT="ddpm sample 1024 x 1000 steps $prec: %R s"  # bash's own time: /usr/bin/time may be missing there
+  time timeout 120 python3 -m ddpm sample \
     --checkpoint $W/train_fp32 --num-samples 1024 --precision $prec --quiet --out $W/s_$prec.npz
 done
 if [ "$(left 15)" -gt 90 ]; then
