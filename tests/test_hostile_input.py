@@ -95,6 +95,7 @@ BAD_ARGUMENTS = [
     (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p.png", "--t", "30"], r"outside \[0, 20\]"),
     (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p.png", "--t", "a,b"], "comma-separated integers"),
     (["interpolate", "--checkpoint", "{run}", "--out", "{tmp}/i"], "works on image checkpoints"),
+    (["interpolate", "--checkpoint", "{run}", "--out", "{tmp}/i.png"], "interpolate writes a folder"),
     (["export-diffusers", "{run}", "{tmp}/d"], "only image .U-Net. checkpoints"),
 ]
 
@@ -104,8 +105,9 @@ def test_a_bad_argument_is_one_line_and_exit_status_2(run, tmp_path, capsys, arg
     argv = [a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for a in argv]
     if argv[0] == "train" and "--out" not in argv:
         argv += ["--out", str(tmp_path / "new")]
+    before = set(tmp_path.rglob("*"))
     refused(capsys, argv, message)
-    assert not (tmp_path / "new" / "checkpoints").exists() or not list((tmp_path / "new" / "checkpoints").iterdir())
+    assert set(tmp_path.rglob("*")) == before  # nothing written, not even an empty folder
 
 
 # ---------------------------------------------------------------- hostile files
@@ -173,8 +175,10 @@ def test_a_hostile_file_is_refused_and_runs_nothing(tmp_path, capsys, name, make
     argv = [a.replace("{f}", str(tmp_path / filename)).replace("{tmp}", str(tmp_path)) for a in argv]
     if argv[0] == "train":
         argv += ["--out", str(tmp_path / "run"), "--steps", "1"]
+    before = set(tmp_path.rglob("*"))
     refused(capsys, argv, message)
     assert not marker.exists()
+    assert set(tmp_path.rglob("*")) == before  # no run folder, no output left behind
 
 
 def _checkpoint_with(run, tmp_path, name, data):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from . import files
 from .allocator import keep_freed_memory
 from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one,
                          _class_labels, _device, _HelpFormatter, _integer, _main_process_first, _Parser,
@@ -189,14 +190,17 @@ COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "data": _cmd_data, "impo
 def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()  # a CPU step reuses the last one's memory instead of faulting it in again
     args = build_parser().parse_args(argv)
+    files.forget_created()  # only this command's folders may be taken away if it fails
     try:
         return COMMANDS[args.command](args)
     except DDPMError as exc:
+        files.remove_empty_created()
         print(f"ddpm {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as exc:  # an allocation the input asked for, too large for this machine
         if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
             raise
+        files.remove_empty_created()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "MemoryError"
         print(f"ddpm {args.command}: error: out of memory ({first[:200]}); ask for less (--n, --batch-size)",
               file=sys.stderr)

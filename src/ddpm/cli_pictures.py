@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .cli_common import (CHECKPOINT_HELP, COMPILE_HELP, INT, SEED, _add_class_options, _add_sampler_options,
                          _at_least_one, _class_labels, _device, _image_checkpoint, _sampler_spec)
+from .errors import ConfigError
 
 
 def _add_picture_parsers(sub, fmt) -> None:
@@ -85,6 +86,9 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     from .visualization import image_table
 
     _at_least_one(args, "pairs")
+    if Path(args.out).suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".npz", ".npy"):
+        raise ConfigError(f"--out {args.out}: interpolate writes a folder (one interp_tXXXX.png per t); "
+                          "give a folder name without an extension")
     loaded = _image_checkpoint(args, "interpolate").to(_device(args.device))
     prepare_output(args.out, folder=True)
     T = loaded.schedule.T

@@ -147,6 +147,11 @@ class FolderLock:
         self.release()
 
 
+#: Folders :func:`prepare_output` created in this process, so that a command that then fails on
+#: bad input can take them away again if they are still empty (:func:`remove_empty_created`).
+_CREATED: list[Path] = []
+
+
 def prepare_output(path: str | Path, folder: bool = False) -> Path:
     """Make sure ``path`` can be written (as a file, or a ``folder``) before any work is done: its
     folder is created, and a path of the wrong kind or in a folder that cannot be written is a
@@ -157,10 +162,38 @@ def prepare_output(path: str | Path, folder: bool = False) -> Path:
         raise DDPMError(f"{path}: exists and is not a folder")
     if not folder and path.is_dir():
         raise DDPMError(f"{path}: is a folder; give a file name")
+    missing = new_folders(target)
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DDPMError(f"{target}: cannot create it: {exc.strerror}") from None
+    _CREATED.extend(missing)
     if not os.access(target, os.W_OK | os.X_OK):
         raise DDPMError(f"{target}: not writable")
     return path
+
+
+def new_folders(path: Path) -> list[Path]:
+    """The folders ``path.mkdir(parents=True)`` would create, deepest first."""
+    missing = []
+    for p in (path, *path.absolute().parents):
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
+def forget_created() -> None:
+    """Start a new command: the folders earlier ones created are theirs to keep."""
+    _CREATED.clear()
+
+
+def remove_empty_created() -> None:
+    """Take away the folders :func:`prepare_output` created that are still empty, deepest first
+    (a command that failed leaves nothing behind; one with kept work keeps its folder)."""
+    for p in sorted(_CREATED, key=lambda p: len(p.absolute().parts), reverse=True):
+        try:
+            p.rmdir()  # only an empty folder goes
+        except OSError:
+            pass
+    forget_created()

@@ -22,7 +22,7 @@ import torch
 from ..checkpoint import Checkpoint, checkpoints_of, prune, remove_leftovers
 from ..config import RunConfig, differences, to_dict
 from ..errors import CheckpointError, ConfigError, DDPMError
-from ..files import FolderLock, write_json
+from ..files import FolderLock, new_folders, write_json
 from ..kinds import TrainingData, drop_labels, kind_of
 from ..models import size_line
 from ..rng import global_rng_state, seed_for, set_global_rng_state
@@ -134,8 +134,9 @@ def train(config: RunConfig, out_dir: str | Path, resume_from: str = "auto", pro
     # --init weights that do not fit fail here, before anything is written; a resumed run does not read them
     initial = initial_weights(config.init, config) if config.init is not None and fresh else None
     device = dist.setup(device)
-    lock, problem = None, None
+    lock, problem, new = None, None, []
     if dist.is_main():  # rank 0 holds the lock for all; the others learn whether it got it
+        new = new_folders(Path(out_dir))
         try:
             lock = _take_run_directory(Path(out_dir))
         except DDPMError as exc:
@@ -149,9 +150,28 @@ def train(config: RunConfig, out_dir: str | Path, resume_from: str = "auto", pro
     try:
         return _train(config, Path(out_dir), device, resume_from, progress, stop_at, time_limit, allow_changes,
                       initial)
+    except DDPMError:
+        if lock is not None and new:
+            _undo_run_directory(Path(out_dir), new)
+        raise
     finally:
         if lock is not None:
             lock.release()
+
+
+def _undo_run_directory(out_dir: Path, new: list[Path]) -> None:
+    """A run refused before it wrote anything (its folder holds the lock and an empty checkpoints/
+    alone) takes away the folders it created: bad input leaves nothing behind."""
+    ckpts = out_dir / "checkpoints"
+    try:
+        if {p.name for p in out_dir.iterdir()} - {".lock", "checkpoints"} or any(ckpts.iterdir()):
+            return
+        ckpts.rmdir()
+        (out_dir / ".lock").unlink()
+        for folder in new:
+            folder.rmdir()
+    except OSError:  # something else is there after all: it stays
+        pass
 
 
 def _take_run_directory(out_dir: Path) -> FolderLock:
