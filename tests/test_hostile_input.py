@@ -110,6 +110,12 @@ def test_a_bad_argument_is_one_line_and_exit_status_2(run, tmp_path, capsys, arg
     assert set(tmp_path.rglob("*")) == before  # nothing written, not even an empty folder
 
 
+def test_an_unknown_reference_is_named_with_the_ones_there_are(tmp_path, capsys):
+    np.savez(tmp_path / "s.npz", np.zeros((2, 8, 8, 1), np.uint8))
+    refused(capsys, ["eval", "fid", "--samples", str(tmp_path / "s.npz"), "--ref", "nosuch:test"],
+            r"--ref nosuch:test: no such file or folder, nor a data set \(mnist, cifar10 or digits")
+
+
 # ---------------------------------------------------------------- hostile files
 
 
@@ -154,6 +160,15 @@ def _truncated_mnist(folder, marker):
     (folder / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3I", 60000, 28, 28) + b"\0" * 99)
 
 
+def _not_png(path, marker):
+    path.write_bytes(b"not a png at all")
+
+
+def _folder_with_a_bad_png(folder, marker):
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+
+
 HOSTILE = [
     ("pickled .npz as samples", _pickled_npz, "s.npz", ["eval", "fid", "--samples", "{f}", "--ref", "{f}"],
      "not a readable .npz of arrays|Inception"),
@@ -164,6 +179,10 @@ HOSTILE = [
     ("CIFAR batch of 1e12 elements", _huge_cifar_batches, "cifar", ["train", "--preset", "cifar10", "--data-dir", "{f}"],
      "not a readable array pickle"),
     ("diffusers .bin pickle", _diffusers_bin, "unet", ["import-diffusers", "{f}", "{tmp}/out"], "is a pickle and is never loaded"),
+    ("text named .png as samples", _not_png, "bad.png", ["eval", "fid", "--samples", "{f}", "--ref", "{f}"],
+     "bad.png: not an image despite its .png extension"),
+    ("broken PNG in a folder of samples", _folder_with_a_bad_png, "pngs", ["eval", "fid", "--samples", "{f}",
+     "--ref", "{f}"], r"a.png: (unreadable|not an image)"),
     ("truncated MNIST idx", _truncated_mnist, "mnist", ["train", "--preset", "mnist", "--data-dir", "{f}"], "truncated"),
 ]
 

@@ -145,6 +145,9 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
                               channels=3 if name == "cifar10" else 1, random_flip=False)
         return f"{name}:{split}@{cfg.image_size}px", lambda: build_image_data(cfg, split)
     path = Path(ref)
+    if not path.exists():
+        raise DataError(f"--ref {ref}: no such file or folder, nor a data set (mnist, cifar10 or digits, "
+                        "with :train or :test)")
     return f"file:{path}", lambda: images_from_path(path)
 
 

@@ -56,6 +56,19 @@ def scan(root: str | Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
 
 
+def peek_image(path: Path) -> tuple[int, int, int]:
+    """Width, height and channels (1 for grey, else 3) from an image file's header, without
+    decoding it; raises DataError naming the file."""
+    Image, _ = _pil()
+    try:
+        with Image.open(path) as img:
+            return img.width, img.height, 1 if img.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L") else 3
+    except Image.UnidentifiedImageError:
+        raise DataError(f"{path}: not an image despite its {path.suffix} extension") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: unreadable ({exc})") from None
+
+
 def open_image(path: Path, size: int, channels: int):
     """Decode one file to uint8 (channels, size, size); raises DataError naming the problem."""
     Image, ImageOps = _pil()

@@ -239,26 +239,20 @@ def images_from_path(path: str | Path) -> torch.Tensor:
             raise DataError(f"{p}: no images (arr_0 is {arr.shape})")
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
     if p.is_dir() or (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
-        from ..data.folder import ImageFolder
-        from PIL import Image
+        from ..data.folder import ImageFolder, open_image, peek_image
 
         files = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p]
         if not files:
             raise DataError(f"{p}: no images")
+        width, height, channels = peek_image(files[0])
         if p.is_file():  # one picture, read at its own size (a grid is one image, not several)
-            from ..data.folder import open_image
-
-            with Image.open(p) as im:
-                size, channels = im.size[0], 1 if im.mode in ("L", "1", "I;16") else 3
-                if im.size[0] != im.size[1]:
-                    raise DataError(f"{p}: {im.size[0]}×{im.size[1]}: images must be square")
+            if width != height:
+                raise DataError(f"{p}: {width}×{height}: images must be square")
             try:
-                return open_image(p, size, channels)[None]
+                return open_image(p, width, channels)[None]
             except DataError as exc:
                 raise DataError(f"{p}: {exc}") from None
-        with Image.open(files[0]) as first:
-            size, channels = first.size[0], 1 if first.mode in ("L", "1", "I;16") else 3
-        folder = ImageFolder(p, size, channels)
+        folder = ImageFolder(p, width, channels)
         return torch.stack([folder[i] for i in range(len(folder))])
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
