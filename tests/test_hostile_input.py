@@ -96,6 +96,7 @@ BAD_ARGUMENTS = [
     (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p.png", "--t", "a,b"], "comma-separated integers"),
     (["interpolate", "--checkpoint", "{run}", "--out", "{tmp}/i"], "works on image checkpoints"),
     (["interpolate", "--checkpoint", "{run}", "--out", "{tmp}/i.png"], "interpolate writes a folder"),
+    (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p"], "progressive writes one picture; give a name ending in .png"),
     (["export-diffusers", "{run}", "{tmp}/d"], "only image .U-Net. checkpoints"),
 ]
 
@@ -108,6 +109,12 @@ def test_a_bad_argument_is_one_line_and_exit_status_2(run, tmp_path, capsys, arg
     before = set(tmp_path.rglob("*"))
     refused(capsys, argv, message)
     assert set(tmp_path.rglob("*")) == before  # nothing written, not even an empty folder
+
+
+def test_mnist_is_not_exported_over_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("mine")
+    refused(capsys, ["data", "export-mnist", str(tmp_path / "f")], "f: exists and is not a folder")
+    assert (tmp_path / "f").read_text() == "mine"
 
 
 def test_an_unknown_reference_is_named_with_the_ones_there_are(tmp_path, capsys):

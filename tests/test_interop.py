@@ -58,6 +58,15 @@ def test_import_gives_the_same_output_and_export_round_trips(tmp_path):
         assert k == k2 and torch.equal(a, b)
     cfg = json.loads((tmp_path / "back" / "scheduler_config.json").read_text())
     assert cfg["variance_type"] == "fixed_large" and cfg["num_train_timesteps"] == 1000
+    # neither direction writes into a folder that holds something: a run's config.json would be replaced
+    before = (tmp_path / "run" / "config.json").read_bytes()
+    with pytest.raises(CheckpointError, match="run: already exists; give a new folder"):
+        import_diffusers(tmp_path / "back", tmp_path / "run")
+    with pytest.raises(CheckpointError, match="back: already exists; give a new folder"):
+        export_diffusers(tmp_path / "run", tmp_path / "back")
+    assert (tmp_path / "run" / "config.json").read_bytes() == before
+    (tmp_path / "empty").mkdir()
+    export_diffusers(tmp_path / "run", tmp_path / "empty")  # an empty folder is fine
 
 
 def test_non_ddpm_layouts_and_pickles_are_refused(tmp_path):

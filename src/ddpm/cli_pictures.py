@@ -59,6 +59,8 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
     from .visualization import image_table, reverse_strip
 
     _at_least_one(args, "n")
+    if Path(args.out).suffix.lower() != ".png":
+        raise ConfigError(f"--out {args.out}: progressive writes one picture; give a name ending in .png")
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
     prepare_output(args.out)
     T, n = loaded.schedule.T, args.n or (2000 if loaded.kind == "points" else 8)

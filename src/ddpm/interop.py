@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from .checkpoint import Checkpoint
 from .config import DiffusionConfig, ImageDataConfig, ImageTrainConfig, OptimConfig, to_dict
 from .errors import CheckpointError
-from .files import read_json, write_json
+from .files import prepare_output, read_json, write_json
 from .models.diffusers_interop import (
     diffusers_config_from_unet,
     state_dict_from_diffusers,
@@ -54,6 +54,15 @@ def diffusion_from_scheduler(cfg: dict[str, Any], where: str) -> DiffusionConfig
     )
 
 
+def _new_folder(out: str | Path) -> Path:
+    """``out`` created for a conversion's files; an existing folder must be empty (writing into a
+    run or model folder would replace its config.json and weights)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CheckpointError(f"{out}: already exists; give a new folder")
+    return prepare_output(out, folder=True)
+
+
 def import_diffusers(src: str | Path, out: str | Path) -> Path:
     """Convert a diffusers UNet2DModel folder (DDPM configuration) into our checkpoint under ``out``."""
     src = Path(src)
@@ -79,8 +88,7 @@ def import_diffusers(src: str | Path, out: str | Path) -> Path:
         data=ImageDataConfig(dataset="none", image_size=unet.image_size, channels=unet.in_channels, random_flip=False),
         model=unet, diffusion=diffusion, optim=OptimConfig(), steps=0,
     )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _new_folder(out)
     write_json(out / "config.json", to_dict(config))
     return Checkpoint("image", 0, config, sd, sd, info={"source": f"diffusers:{src.resolve()}"}).write(out)
 
@@ -99,8 +107,7 @@ def export_diffusers(checkpoint: str | Path, out: str | Path, use_ema: bool = Tr
         raise CheckpointError(f"{loaded.path}: schedule {d.schedule!r} has no diffusers equivalent")
     if d.parameterization not in back_predictions:
         raise CheckpointError(f"{loaded.path}: parameterization {d.parameterization!r} has no diffusers equivalent")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _new_folder(out)
     unet = loaded.config.model
     write_json(out / "config.json", diffusers_config_from_unet(unet))
     save_file(state_dict_to_diffusers(loaded.model.state_dict(), unet), str(out / WEIGHTS))

