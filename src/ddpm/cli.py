@@ -108,6 +108,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     spec = _sampler_spec(args, loaded)  # a bad --steps/--timesteps for this T fails before any work
     out = Path(args.out or DEFAULT_OUT[loaded.kind])
     fmt = sample_format(loaded.kind, out)
+    if args.gif and loaded.kind == "points":
+        raise ConfigError(f"--gif: animations are of images; for 2-D samples the reverse process is the strip "
+                          f"written beside the .npy ({out.stem}_strip.png)")
     n = args.n or (4000 if loaded.kind == "points" else 64)
     first = args.first
     if first + n > 2**63:

@@ -176,6 +176,8 @@ def _undo_run_directory(out_dir: Path, new: list[Path]) -> None:
 
 def _take_run_directory(out_dir: Path) -> FolderLock:
     """Create the run directory, take its lock (one writer) and clear what killed writes left."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DDPMError(f"{out_dir}: exists and is not a folder; give a run directory")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         lock = FolderLock(out_dir).acquire()
