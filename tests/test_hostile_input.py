@@ -72,6 +72,7 @@ BAD_ARGUMENTS = [
     (["train", *POINTS, "--ema-decay=-inf"], "finite number"),
     (["train", *POINTS, "--time-limit", "nan"], "finite number"),
     (["train", *POINTS, "--schedule-param", "beta_end=nan"], "beta_end: must be a finite number"),
+    (["train", *POINTS, "--schedule-param", "foo=1"], "schedule 'linear' has no parameter foo; its parameters: beta_start, "),
     (["train", *POINTS, "--seed", str(2**70)], "a seed must lie in"),
     (["train", *POINTS, "--batch-size", str(10**12)], "a batch size must lie in"),
     (["train", *POINTS, "--T", str(10**20)], "an integer must lie in"),

@@ -8,6 +8,7 @@ All tables are built in float64 and cast to the data's dtype only when gathered.
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 from typing import Callable
@@ -100,6 +101,11 @@ def make_betas(name: str, T: int, **params: float) -> torch.Tensor:
     name = schedule_name(name)
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
         raise ConfigError(f"the number of diffusion steps T must be an integer >= 1, got {T!r}")
+    known = [p for p in inspect.signature(SCHEDULES[name]).parameters][1:]  # after T
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ConfigError(f"schedule {name!r} has no parameter {', '.join(unknown)}; "
+                          f"its parameters: {', '.join(known) or 'none'}")
     try:
         betas = SCHEDULES[name](int(T), **params)
     except TypeError as exc:
