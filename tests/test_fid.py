@@ -123,6 +123,12 @@ def test_fid_cli_names_the_network_the_counts_and_caches_the_reference(tmp_path,
     assert len(list((tmp_path / "cache" / "fid").glob("*.npz"))) == 1
     assert main(argv) == 0  # second time from the cache
     assert json.loads((tmp_path / "r.json").read_text())["fid"] == pytest.approx(result["fid"])
+    cached = next((tmp_path / "cache" / "fid").glob("*.npz"))
+    cached.write_bytes(cached.read_bytes()[:1000])  # a damaged cache is measured again, with a warning
+    capsys.readouterr()
+    assert main(argv) == 0 and "not a readable feature-statistics file" in capsys.readouterr().err
+    assert json.loads((tmp_path / "r.json").read_text())["fid"] == pytest.approx(result["fid"])
+    assert main(argv) == 0 and "warning" not in capsys.readouterr().err  # and written again
     np.savez(tmp_path / "a.npz", arr_0=arr[:5])  # one set drawn in two parts
     np.savez(tmp_path / "b.npz", arr_0=arr[5:])
     argv[3:4] = [str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]

@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import sys
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ class FeatureStats:
         try:
             with np.load(path, allow_pickle=False) as z:
                 return cls(z["mu"], z["sigma"], z["features"]), json.loads(str(z["meta"]))
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise DataError(f"{path}: not a readable feature-statistics file ({exc})") from None
 
 
@@ -194,15 +195,21 @@ def reference_stats(name: str, images_fn, n: int | None, extractor: InceptionFea
     key = hashlib.sha1(f"{label}|{content}|{weights_id(extractor.path)}".encode()).hexdigest()[:16]
     path = cache_dir() / f"{name.replace(':', '_').replace('/', '_')}-{n or 'all'}-{key}.npz"
     if path.is_file():
-        stats, _ = FeatureStats.load(path)
-        return stats, label
+        try:
+            stats, _ = FeatureStats.load(path)
+            return stats, label
+        except DataError as exc:  # a cache: measured again and written over
+            print(f"warning: {exc}; measuring the reference again", file=sys.stderr)
     images = images_fn()
     if n is not None:
         if images.shape[0] < n:
             raise DataError(f"reference {name} has {images.shape[0]} images, fewer than the {n} asked for")
         images = images[:n]
     stats = FeatureStats.of(extractor(images, progress=progress))
-    stats.save(path, {"reference": label, "weights": str(extractor.path), "n": stats.n})
+    try:
+        stats.save(path, {"reference": label, "weights": str(extractor.path), "n": stats.n})
+    except OSError as exc:
+        print(f"warning: {path}: the reference statistics are not cached ({exc.strerror})", file=sys.stderr)
     return stats, label
 
 
