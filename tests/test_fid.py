@@ -53,6 +53,13 @@ def test_missing_weights_give_one_line_saying_how_to_install(monkeypatch, tmp_pa
     assert main(["eval", "fid", "--samples", str(tmp_path / "s.npz"), "--ref", "digits"]) == 2
 
 
+def test_damaged_weights_give_one_line_naming_the_file(monkeypatch, tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 not the network")
+    monkeypatch.setenv("DDPM_INCEPTION_WEIGHTS", str(tmp_path / "bad.pt"))
+    with pytest.raises(DataError, match="bad.pt: not a readable TorchScript Inception file .*install it again"):
+        fidmod.InceptionFeatures()
+
+
 def test_sample_files_are_checked(tmp_path):
     np.savez(tmp_path / "bad.npz", arr_0=np.zeros((4, 8, 8), np.float32))
     with pytest.raises(DataError, match="arr_0 must be uint8"):

@@ -57,7 +57,12 @@ class InceptionFeatures:
         with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export; the file is TorchScript
             warnings.simplefilter("ignore", DeprecationWarning)
             # float(): a float16 copy of the weights (benchmarks/inception_fp16.py) computes in float32 too
-            self.net = torch.jit.load(str(self.path), map_location=device).float().eval()
+            try:
+                self.net = torch.jit.load(str(self.path), map_location=device).float().eval()
+            except (RuntimeError, OSError, ValueError) as exc:
+                first = str(exc).strip().splitlines()[0].split(". ")[0][:160] if str(exc).strip() else type(exc).__name__
+                raise DataError(f"{self.path}: not a readable TorchScript Inception file ({first}); install it "
+                                f"again (`{INSTALL_HINT}`) or point DDPM_INCEPTION_WEIGHTS at a good copy") from None
         self.device = torch.device(device)
         self.batch_size = batch_size
 
