@@ -143,7 +143,7 @@ def test_output_paths_are_checked_before_any_work(tmp_path, capsys):
     (tmp_path / "d.npy").mkdir()
     capsys.readouterr()
     cases = [
-        (["train", *TINY, "--steps", "2", "--out", str(tmp_path / "file")], "file: cannot use it as a run directory"),
+        (["train", *TINY, "--steps", "2", "--out", str(tmp_path / "file")], "file: exists and is not a folder; give a run directory"),
         (["train", *TINY, "--steps", "2", "--out", str(tmp_path / "file" / "r")], "cannot use it as a run directory"),
         (["sample", "--checkpoint", str(tmp_path / "r"), "--out", str(tmp_path / "file" / "s.npy")], "cannot create it"),
         (["sample", "--checkpoint", str(tmp_path / "r"), "--out", str(tmp_path / "d.npy")], "d.npy: is a folder"),

@@ -39,6 +39,8 @@ def read_json(path: str | Path, error: type[DDPMError] = DDPMError) -> Any:
     """The JSON in ``path``; an unreadable or malformed file raises ``error`` naming it."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise error(f"{path}: unreadable JSON: {exc}") from None
 
