@@ -168,12 +168,15 @@ def test_inpaint_and_edit_from_the_cli(run_dir, images, tmp_path, capsys):
          "trained without classes"),
         (["inpaint", *common, "--mask", str(images / "mask.png"), "--sampler", "dpm_solver++", "--out",
           str(tmp_path / "x.npz")], "multistep"),
+        (["inpaint", *common, "--mask", str(images / "mask.png"), "--resample", "0", "--batch-size", "1", "--out",
+          str(tmp_path / "new" / "x.npz")], "--resample and --jump must be >= 1"),  # found after the output is prepared
     ):
+        before = set(tmp_path.rglob("*"))
         capsys.readouterr()
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and re.search(message, err[0]), err
-    assert not (tmp_path / "x.npz").exists()
+        assert set(tmp_path.rglob("*")) == before, argv  # no output, no folder, no .partial of finished batches
     np.savez(tmp_path / "rgb.npz", np.zeros((2, 8, 8, 3), np.uint8))
     assert main(["edit", "--checkpoint", str(run_dir), "--images", str(tmp_path / "rgb.npz"), "--strength", "0.3",
                  "--out", str(tmp_path / "x.npz")]) == 2

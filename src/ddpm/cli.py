@@ -193,17 +193,17 @@ COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "data": _cmd_data, "impo
 def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()  # a CPU step reuses the last one's memory instead of faulting it in again
     args = build_parser().parse_args(argv)
-    files.forget_created()  # only this command's folders may be taken away if it fails
+    files.command_started()  # only this command's folders may be taken away if it fails
     try:
         return COMMANDS[args.command](args)
     except DDPMError as exc:
-        files.remove_empty_created()
+        files.command_failed()
         print(f"ddpm {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as exc:  # an allocation the input asked for, too large for this machine
         if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
             raise
-        files.remove_empty_created()
+        files.command_failed()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "MemoryError"
         print(f"ddpm {args.command}: error: out of memory ({first[:200]}); ask for less (--n, --batch-size)",
               file=sys.stderr)

@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import DDPMError
 
@@ -149,9 +149,11 @@ class FolderLock:
         self.release()
 
 
-#: Folders :func:`prepare_output` created in this process, so that a command that then fails on
-#: bad input can take them away again if they are still empty (:func:`remove_empty_created`).
+#: Folders :func:`prepare_output` created in this process, and what else a command asked to be
+#: undone if it fails (:func:`undo_on_failure`), so that bad input found after the output was
+#: prepared still leaves nothing behind (:func:`command_failed`).
 _CREATED: list[Path] = []
+_UNDO: list[Callable[[], None]] = []
 
 
 def prepare_output(path: str | Path, folder: bool = False) -> Path:
@@ -185,17 +187,29 @@ def new_folders(path: Path) -> list[Path]:
     return missing
 
 
-def forget_created() -> None:
-    """Start a new command: the folders earlier ones created are theirs to keep."""
+def undo_on_failure(action: Callable[[], None]) -> None:
+    """Have ``action`` run if the command fails (before its new empty folders are taken away)."""
+    _UNDO.append(action)
+
+
+def command_started() -> None:
+    """A new command: what earlier ones created is theirs to keep."""
     _CREATED.clear()
+    _UNDO.clear()
 
 
-def remove_empty_created() -> None:
-    """Take away the folders :func:`prepare_output` created that are still empty, deepest first
-    (a command that failed leaves nothing behind; one with kept work keeps its folder)."""
+def command_failed() -> None:
+    """Undo what the failed command asked to (newest first), then take away the folders
+    :func:`prepare_output` created that are still empty, deepest first; a folder that holds
+    anything (kept work) stays."""
+    for action in reversed(_UNDO):
+        try:
+            action()
+        except OSError:
+            pass
     for p in sorted(_CREATED, key=lambda p: len(p.absolute().parts), reverse=True):
         try:
             p.rmdir()  # only an empty folder goes
         except OSError:
             pass
-    forget_created()
+    command_started()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-from .files import read_json, write_json
+from .files import read_json, undo_on_failure, write_json
 
 _PIECE = re.compile(r"^(\d{12})-(\d+)\.npz$")
 
@@ -70,7 +70,14 @@ class Pieces:
             write_json(record, self.job)
         except OSError as exc:
             self._give_up(f"{record}: {exc.strerror or exc}")
+        else:
+            undo_on_failure(self._remove_if_unused)  # a command refused before its first batch keeps no folder
         return self
+
+    def _remove_if_unused(self) -> None:
+        if not any(_PIECE.match(p.name) for p in self.folder.iterdir()):
+            (self.folder / "job.json").unlink(missing_ok=True)
+            self.folder.rmdir()
 
     def _give_up(self, why: str) -> None:
         self.failed = why
