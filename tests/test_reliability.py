@@ -42,7 +42,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, capsys):
 
 def test_the_lock_of_a_killed_process_is_gone(tmp_path):
     (tmp_path / "r").mkdir()
-    code = "from ddpm.files import FolderLock, dumps, write_json; import os, sys; FolderLock(sys.argv[1]).acquire(); os.kill(os.getpid(), 9)"
+    code = "from ddpm.files import FolderLock; import os, sys; FolderLock(sys.argv[1]).acquire(); os.kill(os.getpid(), 9)"
     proc = subprocess.run([os.sys.executable, "-c", code, str(tmp_path / "r")])
     assert proc.returncode == -9
     with FolderLock(tmp_path / "r"):  # no stale lock
@@ -143,7 +143,8 @@ def test_output_paths_are_checked_before_any_work(tmp_path, capsys):
     (tmp_path / "d.npy").mkdir()
     capsys.readouterr()
     cases = [
-        (["train", *TINY, "--steps", "2", "--out", str(tmp_path / "file")], "file: exists and is not a folder; give a run directory"),
+        (["train", *TINY, "--steps", "2", "--out", str(tmp_path / "file")],
+         "file: exists and is not a folder; give a run directory"),
         (["train", *TINY, "--steps", "2", "--out", str(tmp_path / "file" / "r")], "cannot use it as a run directory"),
         (["sample", "--checkpoint", str(tmp_path / "r"), "--out", str(tmp_path / "file" / "s.npy")], "cannot create it"),
         (["sample", "--checkpoint", str(tmp_path / "r"), "--out", str(tmp_path / "d.npy")], "d.npy: is a folder"),

@@ -68,7 +68,8 @@ def test_bad_schedule_requests_are_config_errors():
     for bad_T in (0, -3, 2.5, True):
         with pytest.raises(ConfigError, match="T must be an integer >= 1"):
             make_betas("linear", bad_T)
-    with pytest.raises(ConfigError, match="schedule .linear. has no parameter nonsense; its parameters: beta_start, beta_end"):
+    with pytest.raises(ConfigError, match="schedule .linear. has no parameter nonsense; its parameters: beta_start, "
+                                          "beta_end"):
         make_betas("linear", 10, nonsense=1.0)
     with pytest.raises(ConfigError, match="beta_1"):
         make_betas("linear", 10, beta_start=0.0)

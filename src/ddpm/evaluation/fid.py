@@ -60,7 +60,8 @@ class InceptionFeatures:
             try:
                 self.net = torch.jit.load(str(self.path), map_location=device).float().eval()
             except (RuntimeError, OSError, ValueError) as exc:
-                first = str(exc).strip().splitlines()[0].split(". ")[0][:160] if str(exc).strip() else type(exc).__name__
+                text = str(exc).strip()
+                first = text.splitlines()[0].split(". ")[0][:160] if text else type(exc).__name__
                 raise DataError(f"{self.path}: not a readable TorchScript Inception file ({first}); install it "
                                 f"again (`{INSTALL_HINT}`) or point DDPM_INCEPTION_WEIGHTS at a good copy") from None
         self.device = torch.device(device)

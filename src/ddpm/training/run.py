@@ -164,12 +164,11 @@ def _undo_run_directory(out_dir: Path, new: list[Path]) -> None:
     alone) takes away the folders it created: bad input leaves nothing behind."""
     ckpts = out_dir / "checkpoints"
     try:
-        if {p.name for p in out_dir.iterdir()} - {".lock", "checkpoints"} or any(ckpts.iterdir()):
-            return
-        ckpts.rmdir()
-        (out_dir / ".lock").unlink()
-        for folder in new:
-            folder.rmdir()
+        if not ({p.name for p in out_dir.iterdir()} - {".lock", "checkpoints"} or any(ckpts.iterdir())):
+            ckpts.rmdir()
+            (out_dir / ".lock").unlink()
+            for folder in new:  # deepest first
+                folder.rmdir()
     except OSError:  # something else is there after all: it stays
         pass
 
