@@ -69,8 +69,15 @@ def test_train_then_sample_writes_safetensors_json_and_plots(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x.png")]) == 2
     assert "2-D samples are written as .npy" in capsys.readouterr().err
     again = tmp_path / "again.npy"
-    run(["sample", "--checkpoint", str(ckpt), "--n", "64", "--seed", "3", "--out", str(again), "--quiet"], capsys)
-    assert np.array_equal(np.load(again), samples)  # same seed, same samples
+    run(["sample", "--checkpoint", str(ckpt), "--n", "64", "--seed", "3", "--out", str(again), "--quiet", "--gif"],
+        capsys)
+    assert np.array_equal(np.load(again), samples)  # same seed, same samples, with an animation kept or not
+    from PIL import Image
+
+    with Image.open(tmp_path / "again.gif") as gif:  # a scatter a frame: all 21 t of T = 20 (0 included)
+        assert gif.n_frames == 21
+    with Image.open(tmp_path / "again_strip.png") as strip, Image.open(tmp_path / "s" / "samples_strip.png") as first:
+        assert strip.size == first.size  # the strip keeps its seven panels when the animation keeps more t
 
 
 @pytest.mark.parametrize("options", [

@@ -56,8 +56,6 @@ BAD_ARGUMENTS = [
     (["sample", "--checkpoint", "{run}", "--batch-size", str(10**12)], r"a batch size must lie in .*1048576\]"),
     (["sample", "--checkpoint", "{run}", "--n", str(10**30)], "an integer must lie in"),
     (["sample", "--checkpoint", "{run}", "--out", "{tmp}/x.jpg"], "2-D samples are written as .npy"),
-    (["sample", "--checkpoint", "{run}", "--out", "{tmp}/x.npy", "--gif"],
-     "--gif: animations are of images; .*x_strip.png"),
     (["train", *POINTS, "--out", "{run}/config.json"], "config.json: exists and is not a folder"),
     (["sample", "--checkpoint", "{run}", "--device", "tpu:9"], "--device 'tpu:9': not a device name; use cpu or cuda"),
     (["sample", "--checkpoint", "{run}", "--device", "meta"], "--device meta: use cpu or cuda"),

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "same command started again after a stop draws only the rest")
     sample.add_argument("--batch-size", type=BATCH, default=None, help="samples per batch (default: all points; "
                         "images: 64 on a CPU, ~2^20 values on a GPU); the samples do not depend on it")
-    sample.add_argument("--gif", action="store_true", help="images: also write an animation of the reverse process")
+    sample.add_argument("--gif", action="store_true", help="also write an animation of the reverse process (images: "
+                        "a grid a frame; 2-D: a scatter a frame)")
     sample.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -108,9 +109,6 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     spec = _sampler_spec(args, loaded)  # a bad --steps/--timesteps for this T fails before any work
     out = Path(args.out or DEFAULT_OUT[loaded.kind])
     fmt = sample_format(loaded.kind, out)
-    if args.gif and loaded.kind == "points":
-        raise ConfigError(f"--gif: animations are of images; for 2-D samples the reverse process is the strip "
-                          f"written beside the .npy ({out.stem}_strip.png)")
     n = args.n or (4000 if loaded.kind == "points" else 64)
     first = args.first
     if first + n > 2**63:

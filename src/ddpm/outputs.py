@@ -35,11 +35,12 @@ def sample_format(kind: str, out: Path) -> str:
 
 
 def states_to_keep(loaded: Loaded, sampler: SamplerSpec, animation: bool) -> list[int]:
-    """The x_t the pictures need: the strip's seven t for points, the animation's frames for images."""
+    """The x_t the pictures need: the strip's seven t for points, and the animation's frames."""
     T = loaded.schedule.T
+    frames = evenly_visited(sampler, T, GIF_FRAMES) if animation else []
     if loaded.kind == "points":
-        return nearest_visited(sampler, T, strip_timesteps(T))
-    return evenly_visited(sampler, T, GIF_FRAMES) if animation else []
+        return sorted(set(nearest_visited(sampler, T, strip_timesteps(T))) | set(frames), reverse=True)
+    return frames
 
 
 def strip_timesteps(T: int) -> list[int]:
@@ -63,7 +64,7 @@ def write_samples(loaded: Loaded, samples: Samples, out: Path, fmt: str, meta: d
                   animation: bool = False, first: int = 0) -> list[tuple[str, Path]]:
     """Write the samples (and their pictures) as ``fmt``; returns (what, path) for each file. A
     folder names each image by its index in the seed's sequence (``first`` + its place)."""
-    from .visualization import reverse_strip, save_gif, save_image
+    from .visualization import points_gif, reverse_strip, save_gif, save_image
 
     title = f"{_data_name(loaded)} · step {loaded.step}"
     prepare_output(out, folder=fmt == "folder")
@@ -77,7 +78,9 @@ def write_samples(loaded: Loaded, samples: Samples, out: Path, fmt: str, meta: d
             np.save(labels, samples.labels.numpy())
             written.append(("classes", labels))
         written.append(("scatter", save_picture(loaded, samples.data, out.with_suffix(".png"), title)))
-        written.append(("strip", reverse_strip({t: x.numpy() for t, x in samples.states.items()},
+        kept = sorted(samples.states, reverse=True)  # the strip's t (and an animation's frames)
+        strip = {min(kept, key=lambda v: abs(v - t)) for t in strip_timesteps(loaded.schedule.T)}
+        written.append(("strip", reverse_strip({t: samples.states[t].numpy() for t in strip},
                                                out.with_name(out.stem + "_strip.png"), title)))
     elif fmt == "grid":
         save_picture(loaded, samples.data, out)
@@ -87,9 +90,12 @@ def write_samples(loaded: Loaded, samples: Samples, out: Path, fmt: str, meta: d
         for i, img in enumerate(samples.data):
             save_image(img, out / f"{first + i:06d}.png")
     if animation and samples.states:
-        frames = [(t, samples.states[t]) for t in sorted(samples.states, reverse=True)]
         gif = out / "reverse.gif" if fmt == "folder" else base.with_suffix(".gif")
-        written.append(("animation", save_gif(frames, gif)))
+        if loaded.kind == "points":
+            written.append(("animation", points_gif({t: x.numpy() for t, x in samples.states.items()}, gif, title)))
+        else:
+            frames = [(t, samples.states[t]) for t in sorted(samples.states, reverse=True)]
+            written.append(("animation", save_gif(frames, gif)))
     write_json(base.with_suffix(".json"), {**meta, "seconds": samples.seconds})
     return written
 

@@ -67,6 +67,29 @@ def reverse_strip(trajectory: dict[int, np.ndarray], path: str | Path, title: st
     return _save(fig, path, title)
 
 
+def points_gif(trajectory: dict[int, np.ndarray], path: str | Path, title: str = "", ms: int = 80) -> Path:
+    """An animation of 2-D points from x_T (noise) to x_0, one frame per kept t, on the axes of
+    the last frame (as the strip), holding on it."""
+    from PIL import Image
+
+    plt = _pyplot()
+    ts = sorted(trajectory, reverse=True)
+    xlim, ylim = _limits(trajectory[ts[-1]], pad=0.6)
+    frames = []
+    for t in ts:
+        fig, ax = plt.subplots(figsize=(3.6, 3.6), dpi=80)
+        _panel(ax, trajectory[t], f"{title} t = {t}".strip(), xlim, ylim, size=1, alpha=0.4, color="tab:orange")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.tight_layout()
+        fig.canvas.draw()
+        frames.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()))
+        plt.close(fig)
+    frames += [frames[-1]] * 10
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms, loop=0)
+    return Path(path)
+
+
 def plot_bound_terms(bits_per_term: np.ndarray, path: str | Path, title: str = "") -> Path:
     """L_{t−1} (bits/dim, mean over images) against t, log scale (index t−1 holds L_{t−1})."""
     plt = _pyplot()
