@@ -78,7 +78,8 @@ def points_gif(trajectory: dict[int, np.ndarray], path: str | Path, title: str =
     frames = []
     for t in ts:
         fig, ax = plt.subplots(figsize=(3.6, 3.6), dpi=80)
-        _panel(ax, trajectory[t], f"{title} t = {t}".strip(), xlim, ylim, size=1, alpha=0.4, color="tab:orange")
+        _panel(ax, trajectory[t], f"{title} · t = {t}" if title else f"t = {t}", xlim, ylim, size=1, alpha=0.4,
+               color="tab:orange")
         ax.set_xticks([])
         ax.set_yticks([])
         fig.tight_layout()
