@@ -8,6 +8,7 @@ import torch
 
 from ddpm.api import load
 from ddpm.cli import main
+from ddpm.errors import ConfigError
 from ddpm.generation import generate
 from ddpm.visualization import make_grid
 
@@ -27,6 +28,9 @@ def test_image_i_is_the_same_at_any_batch_size(run_dir, noise):
     c = generate(loaded, n=5, seed=4, sampler=spec, batch_size=5)
     assert a.data.dtype == torch.uint8 and a.data.shape == (5, 1, 8, 8)
     assert torch.equal(a.data, b.data) and not torch.equal(a.data, c.data)
+    for bad in (0, -2, 2.5):  # the library refuses what the command line refuses (0 is not "the default")
+        with pytest.raises(ConfigError, match="the batch size must be an integer >= 1"):
+            generate(loaded, n=5, seed=3, sampler=spec, batch_size=bad)
 
 
 def test_grid_npz_folder_and_gif(run_dir, tmp_path, capsys):

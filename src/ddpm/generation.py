@@ -128,6 +128,8 @@ def in_batches(n: int, batch_size: int, steps: int, work, compiled: bool = False
     instead of made again."""
     from tqdm.auto import tqdm
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"the batch size must be an integer >= 1, got {batch_size!r}")
     padded = compiled and n > batch_size
     rows_in_all = -(-n // batch_size) * batch_size if padded else n
     bar = tqdm(total=rows_in_all * steps, disable=not progress, desc=desc, unit=" image-step", unit_scale=True,
@@ -167,7 +169,7 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
         raise ConfigError(f"{n} samples need {n} class labels, got shape {tuple(labels.shape)}")
     device = torch.device(device) if device is not None else loaded.device
     loaded.to(device)
-    batch_size = batch_size or default_batch_size(loaded, device)
+    batch_size = default_batch_size(loaded, device) if batch_size is None else batch_size
     steps = len(sampler.timesteps_for(loaded.schedule.T))
 
     def work(start: int, rows: int, bar) -> dict[str, torch.Tensor]:

@@ -96,7 +96,7 @@ def _by_batch(loaded: Loaded, n: int, batch_size: int | None, sampler: SamplerSp
     def work(start: int, rows: int, bar) -> dict[str, torch.Tensor]:
         return {"data": edit(start, torch.arange(start, start + rows).clamp_(max=n - 1), bar)}
 
-    batch_size = batch_size or default_batch_size(loaded, loaded.device)
+    batch_size = default_batch_size(loaded, loaded.device) if batch_size is None else batch_size
     return in_batches(n, batch_size, steps, work, sampler.compile, pieces, desc="edit", progress=progress)["data"]
 
 
