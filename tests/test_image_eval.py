@@ -40,6 +40,10 @@ def test_eval_nll_writes_the_breakdown_the_terms_and_rate_distortion(run_dir, tm
                  str(tmp_path / "r")]) == 0
     assert "respaced to 5 steps" in capsys.readouterr().out
     assert len(list(csv.DictReader(open(tmp_path / "r" / "nll_terms.csv")))) == 5
+    assert main(["eval", "nll", "--checkpoint", str(run_dir), "--n", "4", "--respace", "31", "--quiet", "--out",
+                 str(tmp_path / "r31")]) == 2
+    assert "--respace 31: more steps than the run's T = 30" in capsys.readouterr().err
+    assert not (tmp_path / "r31").exists()
 
 
 def test_the_estimate_agrees_with_the_full_bound(run_dir):

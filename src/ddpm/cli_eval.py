@@ -88,6 +88,8 @@ def _eval_nll(args: argparse.Namespace) -> int:
         return 0
     from .evaluation.bits_per_dim import bits_per_dim, eval_images, nll_lines, write_nll_outputs
 
+    if args.respace is not None and args.respace > loaded.schedule.T:
+        raise ConfigError(f"--respace {args.respace}: more steps than the run's T = {loaded.schedule.T}")
     out = Path(args.out) if args.out else _beside_run(loaded) / "eval" / "nll"
     prepare_output(out, folder=True)
     images = eval_images(loaded, args.split, args.data_dir, args.n)
