@@ -121,7 +121,8 @@ def test_a_class_conditional_2d_run_from_the_cli(tmp_path, capsys):
     meta = json.loads((tmp_path / "s.json").read_text())
     assert meta["class"] == "0,2" and meta["guidance"] == 2.0
     for bad, message in ((["--class", "3"], "ids must lie in [0, 2]"), (["--guidance", "1"], "needs --class"),
-                         (["--class", "1", "--guidance=-1"], "--guidance must be >= 0")):
+                         (["--class", "1", "--guidance=-1"], "--guidance must be >= 0"),
+                         (["--class", ""], "--class is empty: give an id, a comma list of ids, all or none")):
         capsys.readouterr()
         assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--out", str(out), *bad]) == 2
         assert message in capsys.readouterr().err

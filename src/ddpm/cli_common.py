@@ -131,6 +131,8 @@ def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, n
 
     if names:
         text = ",".join(str(names.index(v)) if v in names else v for v in text.split(","))
+    if not text.strip(" ,"):
+        raise ConfigError("--class is empty: give an id, a comma list of ids, all or none")
     ids = parse_timesteps(text, "--class")
     bad = [k for k in ids if not 0 <= k < num_classes]
     if bad or not ids:
