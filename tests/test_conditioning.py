@@ -155,6 +155,17 @@ def test_an_image_folder_with_one_sub_folder_per_class(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "4", "--class", "dogs,cats", "--out",
                  str(tmp_path / "s.npz"), "--quiet"]) == 0
     assert np.load(tmp_path / "s.npz")["arr_1"].tolist() == [1, 0, 1, 0]
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "4", "--class", "dogs,birds", "--out",
+                 str(tmp_path / "b.npz"), "--quiet"]) == 2
+    assert "--class birds: not a class of this run; its classes: cats, dogs" in capsys.readouterr().err
+    # the folder named by --data-dir with --data folder, as by --data DIR
+    assert argv[3:5] == ["--data", str(tmp_path / "data")]
+    assert main([*argv[:3], "--data", "folder", "--data-dir", str(tmp_path / "data"), *argv[5:-1],
+                 str(tmp_path / "r3")]) == 0
+    assert load(tmp_path / "r3").info["class_names"] == ["cats", "dogs"]
+    assert main(["train", "--data", "folder", "--preset", "digits", "--out", str(tmp_path / "r4")]) == 2
+    assert "--data folder: give the folder with --data-dir DIR (or as --data DIR)" in capsys.readouterr().err
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "data" / "loose.png")
     capsys.readouterr()
     assert main([*argv[:-1], str(tmp_path / "r2")]) == 2

@@ -130,6 +130,9 @@ def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, n
     from .samplers import parse_timesteps
 
     if names:
+        for v in (v for v in text.split(",") if v.strip() and v not in names and not v.strip().lstrip("-").isdigit()):
+            raise ConfigError(f"--class {v}: not a class of this run; its classes: {', '.join(names)} "
+                              f"(or their ids 0-{len(names) - 1}, all, none)")
         text = ",".join(str(names.index(v)) if v in names else v for v in text.split(","))
     if not text.strip(" ,"):
         raise ConfigError("--class is empty: give an id, a comma list of ids, all or none")

@@ -191,7 +191,9 @@ def points_config(args: argparse.Namespace):
     from .config import DiffusionConfig, OptimConfig, PointsTrainConfig
     from .models.mlp import MLPConfig
 
-    _refuse(args, _IMAGE_ONLY, "a 2-D run")
+    where = f"--data {args.data}" if getattr(args, "data", None) else "the default --data s_curve"
+    _refuse(args, _IMAGE_ONLY, f"a 2-D run ({where}; for images give --data mnist, digits, cifar10 or folder, "
+            "or a --preset)")
     network = _given(args, tuple(_NETWORK_FLAGS))
     if network:
         raise ConfigError(f"{', '.join(_NETWORK_FLAGS[k] for k in network)}: not read by a 2-D run (its network is "
@@ -221,13 +223,16 @@ def image_config(args: argparse.Namespace):
     _refuse(args, _POINTS_ONLY, "an image run (its network is the U-Net: --num-channels, --channel-mult, ...)")
     run = TRAIN_PRESETS[name]()
     data_cfg = run.data
-    if data is not None:
-        data_cfg = replace(data_cfg, dataset="folder" if Path(data).is_dir() else data,
-                           path=data if Path(data).is_dir() else data_cfg.path)
+    dataset, path = data_cfg.dataset, data_cfg.path
+    if data is not None:  # a name, or a folder of images given as --data
+        dataset, path = ("folder", data) if Path(data).is_dir() else (data, path)
     if hasattr(args, "data_dir"):
-        if data_cfg.dataset == "digits":
+        if dataset == "digits":
             raise ConfigError("--data-dir: the digits data set comes with scikit-learn and reads no files")
-        data_cfg = replace(data_cfg, path=args.data_dir)
+        path = args.data_dir
+    if dataset == "folder" and path is None:
+        raise ConfigError("--data folder: give the folder with --data-dir DIR (or as --data DIR)")
+    data_cfg = replace(data_cfg, dataset=dataset, path=path)  # checked once, with its folder (--data folder --data-dir D)
     data_cfg = replace(data_cfg, skip_bad_images=args.skip_bad_images)
     if hasattr(args, "random_flip"):
         data_cfg = replace(data_cfg, random_flip=args.random_flip)
