@@ -40,6 +40,17 @@ def test_dry_run_says_the_size_of_the_network_it_would_build(capsys):
     assert code == 0 and err.strip() == "network: UNet, 3,643,585 parameters"  # the larger network of docs/benchmarks.md
 
 
+def test_the_folder_presets_take_their_folder(tmp_path, capsys):
+    (tmp_path / "faces").mkdir()
+    for argv in (["--data", str(tmp_path / "faces")], ["--data", "folder", "--data-dir", str(tmp_path / "faces")]):
+        code, out, err = run(["train", "--preset", "celebahq256", *argv, "--dry-run"], capsys)
+        assert code == 0, err
+        cfg = json.loads(out)["data"]
+        assert cfg["dataset"] == "folder" and cfg["path"] == str(tmp_path / "faces") and cfg["image_size"] == 256
+    code, out, err = run(["train", "--preset", "lsun256", "--dry-run"], capsys)
+    assert code == 2 and "--preset lsun256 trains on a folder of images: give it as --data DIR" in err
+
+
 def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--help"])

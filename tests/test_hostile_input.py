@@ -76,8 +76,8 @@ BAD_ARGUMENTS = [
     (["train", *POINTS, "--seed", str(2**70)], "a seed must lie in"),
     (["train", *POINTS, "--batch-size", str(10**12)], "a batch size must lie in"),
     (["train", *POINTS, "--T", str(10**20)], "an integer must lie in"),
-    (["train", *POINTS, "--data-dir", "{tmp}"], r"--data-dir: not read by a 2-D run \(--data gmm; for images give "
-                                                 "--data mnist, digits, cifar10 or folder, or a --preset"),
+    (["train", *POINTS, "--data-dir", "{tmp}"], r"--data-dir: not read by a 2-D run \(--data gmm; for images: "
+                                                 "--data mnist, digits, cifar10, folder or --preset"),
     (["train", *POINTS, "--random-flip"], "--random-flip: not read by a 2-D run"),
     (["train", "--preset", "digits", "--data-dir", "{tmp}"], "digits data set comes with scikit-learn"),
     (["train", "--preset", "mnist", "--hidden", "64"], "--hidden: not read by an image run"),

@@ -192,8 +192,7 @@ def points_config(args: argparse.Namespace):
     from .models.mlp import MLPConfig
 
     where = f"--data {args.data}" if getattr(args, "data", None) else "the default --data s_curve"
-    _refuse(args, _IMAGE_ONLY, f"a 2-D run ({where}; for images give --data mnist, digits, cifar10 or folder, "
-            "or a --preset)")
+    _refuse(args, _IMAGE_ONLY, f"a 2-D run ({where}; for images: --data mnist, digits, cifar10, folder or --preset)")
     network = _given(args, tuple(_NETWORK_FLAGS))
     if network:
         raise ConfigError(f"{', '.join(_NETWORK_FLAGS[k] for k in network)}: not read by a 2-D run (its network is "
@@ -221,19 +220,21 @@ def image_config(args: argparse.Namespace):
     if name not in TRAIN_PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}")
     _refuse(args, _POINTS_ONLY, "an image run (its network is the U-Net: --num-channels, --channel-mult, ...)")
-    run = TRAIN_PRESETS[name]()
-    data_cfg = run.data
-    dataset, path = data_cfg.dataset, data_cfg.path
+    folder = data if data is not None and Path(data).is_dir() else None
+    try:  # the folder presets (celebahq256, lsun256) are made with their folder
+        run = TRAIN_PRESETS[name](getattr(args, "data_dir", folder))
+    except ConfigError:
+        raise ConfigError(f"--preset {name} trains on a folder of images: give it as --data DIR") from None
+    dataset, path = run.data.dataset, run.data.path
     if data is not None:  # a name, or a folder of images given as --data
-        dataset, path = ("folder", data) if Path(data).is_dir() else (data, path)
+        dataset, path = ("folder", data) if folder else (data, path)
     if hasattr(args, "data_dir"):
         if dataset == "digits":
             raise ConfigError("--data-dir: the digits data set comes with scikit-learn and reads no files")
         path = args.data_dir
     if dataset == "folder" and path is None:
         raise ConfigError("--data folder: give the folder with --data-dir DIR (or as --data DIR)")
-    data_cfg = replace(data_cfg, dataset=dataset, path=path)  # checked once, with its folder (--data folder --data-dir D)
-    data_cfg = replace(data_cfg, skip_bad_images=args.skip_bad_images)
+    data_cfg = replace(run.data, dataset=dataset, path=path, skip_bad_images=args.skip_bad_images)  # checked once
     if hasattr(args, "random_flip"):
         data_cfg = replace(data_cfg, random_flip=args.random_flip)
     diffusion, optim = _override(args, run.diffusion, run.optim)
