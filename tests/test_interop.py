@@ -126,3 +126,29 @@ def test_a_network_chosen_on_the_command_line_trains_and_exports_with_the_same_o
     with torch.no_grad():
         assert (loaded.model(x, t) - theirs(x, t - 1).sample).abs().max() < 1e-5
     capsys.readouterr()
+
+
+def test_an_import_records_what_the_weights_were_trained_on(tmp_path, capsys):
+    from PIL import Image
+
+    from ddpm.cli import main
+    from ddpm.errors import ConfigError
+
+    random_reference(SMALL).save_pretrained(tmp_path / "src", safe_serialization=True)
+    (tmp_path / "faces").mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(tmp_path / "faces" / f"{i}.png")
+    import_diffusers(tmp_path / "src", tmp_path / "run", data=str(tmp_path / "faces"))
+    data = load(tmp_path / "run").config.data
+    assert data.dataset == "folder" and data.path == str(tmp_path / "faces")
+    nll = ["eval", "nll", "--n", "2", "--terms", "2", "--quiet", "--out"]
+    assert main([*nll, str(tmp_path / "nll"), "--checkpoint", str(tmp_path / "run")]) == 0  # reads the folder
+    import_diffusers(tmp_path / "src", tmp_path / "bare")
+    capsys.readouterr()
+    assert main([*nll, str(tmp_path / "nll2"), "--checkpoint", str(tmp_path / "bare")]) == 2
+    assert "names no data set (a diffusers import?): import it with --data" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="--data mnist: its images have 1 channel"):
+        import_diffusers(tmp_path / "src", tmp_path / "m", data="mnist")
+    with pytest.raises(ConfigError, match="--data-dir: give --data too"):
+        import_diffusers(tmp_path / "src", tmp_path / "m", data_dir=str(tmp_path))
+    assert not (tmp_path / "m").exists()

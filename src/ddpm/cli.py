@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "a checkpoint", formatter_class=fmt)
     imp.add_argument("src", help="folder with config.json and diffusion_pytorch_model.safetensors (or unet/)")
     imp.add_argument("out", help="run directory to write")
+    imp.add_argument("--data", default=None, help="what the weights were trained on (mnist, digits, cifar10, or an "
+                     "image folder), recorded so that eval, interpolate and inpaint read its images")
+    imp.add_argument("--data-dir", default=None, help="with --data: the folder of its files (CIFAR-10 batches, "
+                     "MNIST idx files)")
     exp = sub.add_parser("export-diffusers", help="write a checkpoint as a diffusers UNet2DModel folder",
                          formatter_class=fmt)
     exp.add_argument("checkpoint", help="a run directory (newest checkpoint) or a checkpoint")
@@ -161,7 +165,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from .interop import import_diffusers
 
-    print(f"checkpoint: {import_diffusers(args.src, args.out)}")
+    print(f"checkpoint: {import_diffusers(args.src, args.out, args.data, args.data_dir)}")
     return 0
 
 

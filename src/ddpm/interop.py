@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from .checkpoint import Checkpoint
 from .config import DiffusionConfig, ImageDataConfig, ImageTrainConfig, OptimConfig, to_dict
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .files import prepare_output, read_json, write_json
 from .models.diffusers_interop import (
     diffusers_config_from_unet,
@@ -63,8 +63,10 @@ def _new_folder(out: str | Path) -> Path:
     return prepare_output(out, folder=True)
 
 
-def import_diffusers(src: str | Path, out: str | Path) -> Path:
-    """Convert a diffusers UNet2DModel folder (DDPM configuration) into our checkpoint under ``out``."""
+def import_diffusers(src: str | Path, out: str | Path, data: str | None = None, data_dir: str | None = None) -> Path:
+    """Convert a diffusers UNet2DModel folder (DDPM configuration) into our checkpoint under ``out``.
+    ``data`` (mnist, digits, cifar10 or an image folder; ``data_dir`` its files) records what the
+    weights were trained on, so that evaluation reads its images; without it the run names none."""
     src = Path(src)
     if not src.is_dir():
         raise CheckpointError(f"{src}: no such directory")
@@ -84,10 +86,19 @@ def import_diffusers(src: str | Path, out: str | Path) -> Path:
     sd = state_dict_from_diffusers(weights, unet, where=str(weights_path))
     sched_path = _find(src, "scheduler_config.json", "scheduler/scheduler_config.json")
     diffusion = diffusion_from_scheduler(read_json(sched_path, CheckpointError), str(sched_path)) if sched_path else DiffusionConfig(clip_x0=True)
-    config = ImageTrainConfig(
-        data=ImageDataConfig(dataset="none", image_size=unet.image_size, channels=unet.in_channels, random_flip=False),
-        model=unet, diffusion=diffusion, optim=OptimConfig(), steps=0,
-    )
+    if data_dir is not None and data is None:
+        raise ConfigError("--data-dir: give --data too (the data set whose files it holds)")
+    dataset, path = ("folder", data) if data is not None and Path(data).is_dir() else (data or "none", data_dir)
+    channels = {"mnist": 1, "digits": 1, "cifar10": 3}.get(dataset, unet.in_channels)
+    if channels != unet.in_channels:
+        raise CheckpointError(f"--data {data}: its images have {channels} channel(s), the network takes "
+                              f"{unet.in_channels}")
+    try:
+        data_cfg = ImageDataConfig(dataset=dataset, path=path, image_size=unet.image_size, channels=unet.in_channels,
+                                   random_flip=False)
+    except ConfigError as exc:
+        raise ConfigError(f"--data {data}: {exc}") from None
+    config = ImageTrainConfig(data=data_cfg, model=unet, diffusion=diffusion, optim=OptimConfig(), steps=0)
     out = _new_folder(out)
     write_json(out / "config.json", to_dict(config))
     return Checkpoint("image", 0, config, sd, sd, info={"source": f"diffusers:{src.resolve()}"}).write(out)

@@ -57,7 +57,8 @@ def build_image_data(cfg: ImageDataConfig, split: str = "train", min_images: int
         return ImageFolder(cfg.path, cfg.image_size, cfg.channels, skip_bad=cfg.skip_bad_images,
                            min_images=min_images)
     else:
-        raise DataError(f"data set {cfg.dataset!r} has no images to train on")
+        raise DataError("this run names no data set (a diffusers import?): import it with --data mnist, digits, "
+                        "cifar10 or an image folder to read its images")
     if data.shape[1] != cfg.channels:
         raise DataError(f"{cfg.dataset} has {data.shape[1]} channel(s), the config asks for {cfg.channels}")
     if data.shape[0] < min_images:
