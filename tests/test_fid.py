@@ -60,6 +60,29 @@ def test_damaged_weights_give_one_line_naming_the_file(monkeypatch, tmp_path):
         fidmod.InceptionFeatures()
 
 
+def test_a_named_reference_is_cached_by_the_images_it_gave(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDPM_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "w.pt").write_bytes(b"weights")
+
+    class Fake:  # features from pixels: the cache, not Inception, is under test
+        path, calls = tmp_path / "w.pt", 0
+
+        def __call__(self, images, progress=False):
+            Fake.calls += 1
+            return images.reshape(len(images), -1)[:, :8].double().numpy()
+
+    rng = np.random.default_rng(0)
+    a, b = (torch.from_numpy(rng.integers(0, 256, (6, 1, 8, 8), dtype=np.uint8)) for _ in range(2))
+    first, label = fidmod.reference_stats("mnist:test", lambda: a, 5, Fake())
+    again, _ = fidmod.reference_stats("mnist:test", lambda: a, 5, Fake())
+    assert Fake.calls == 1 and label == "mnist:test[:5]" and np.array_equal(first.mu, again.mu)  # from the cache
+    other, _ = fidmod.reference_stats("mnist:test", lambda: b, 5, Fake())  # the same name read from other files
+    assert Fake.calls == 2 and not np.array_equal(first.mu, other.mu)
+    assert len(list((tmp_path / "cache" / "fid").glob("*.npz"))) == 2
+    with pytest.raises(DataError, match="reference mnist:test has 6 images, fewer than the 7 asked for"):
+        fidmod.reference_stats("mnist:test", lambda: a, 7, Fake())
+
+
 def test_sample_files_are_checked(tmp_path):
     np.savez(tmp_path / "bad.npz", arr_0=np.zeros((4, 8, 8), np.float32))
     with pytest.raises(DataError, match="arr_0 must be uint8"):

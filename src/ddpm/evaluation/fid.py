@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
-from ..files import digest_file, digest_tree
+from ..files import digest_bytes, digest_file, digest_tree
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -190,14 +190,19 @@ def compare(samples: FeatureStats, reference: FeatureStats, reference_name: str)
 
 def reference_stats(name: str, images_fn, n: int | None, extractor: InceptionFeatures,
                     progress: bool = False, content: str = "") -> tuple[FeatureStats, str]:
-    """Statistics of a named reference set, cached under ``$DDPM_CACHE/fid`` (default ~/.cache/ddpm).
+    """Statistics of a reference set, cached under ``$DDPM_CACHE/fid`` (default ~/.cache/ddpm).
 
     ``images_fn()`` returns all its uint8 images; the first ``n`` are used (all if None). The
-    cache key holds the name, n and a digest of the Inception weights; ``content`` (a digest of
-    a reference file's bytes, see :func:`content_id`) keys a file by what it holds, not by its
-    path, so a file overwritten with other images is measured again.
+    cache key holds the name, n, a digest of the Inception weights and one of the content:
+    ``content`` for a reference file (a digest of its bytes, see :func:`content_id`), else a
+    digest of the images ``images_fn`` gives, so a named set read from other files (another
+    --data-dir) or a file overwritten with other images is measured again, never confused.
     """
     label = f"{name}[:{n}]" if n else name
+    images = None
+    if not content:  # a named data set: reading it (seconds) is cheap beside Inception (minutes)
+        images = _first(images_fn(), n, name)
+        content = "images:" + digest_bytes(np.ascontiguousarray(images.numpy()).data)
     key = hashlib.sha1(f"{label}|{content}|{weights_id(extractor.path)}".encode()).hexdigest()[:16]
     path = cache_dir() / f"{name.replace(':', '_').replace('/', '_')}-{n or 'all'}-{key}.npz"
     if path.is_file():
@@ -206,17 +211,19 @@ def reference_stats(name: str, images_fn, n: int | None, extractor: InceptionFea
             return stats, label
         except DataError as exc:  # a cache: measured again and written over
             print(f"warning: {exc}; measuring the reference again", file=sys.stderr)
-    images = images_fn()
-    if n is not None:
-        if images.shape[0] < n:
-            raise DataError(f"reference {name} has {images.shape[0]} images, fewer than the {n} asked for")
-        images = images[:n]
+    images = _first(images_fn(), n, name) if images is None else images
     stats = FeatureStats.of(extractor(images, progress=progress))
     try:
         stats.save(path, {"reference": label, "weights": str(extractor.path), "n": stats.n})
     except OSError as exc:
         print(f"warning: {path}: the reference statistics are not cached ({exc.strerror})", file=sys.stderr)
     return stats, label
+
+
+def _first(images: torch.Tensor, n: int | None, name: str) -> torch.Tensor:
+    if n is not None and images.shape[0] < n:
+        raise DataError(f"reference {name} has {images.shape[0]} images, fewer than the {n} asked for")
+    return images if n is None else images[:n]
 
 
 def content_id(path: str | Path) -> str:
