@@ -92,7 +92,7 @@ def _add_sampler_options(p: argparse.ArgumentParser, compile: bool = False) -> N
                    "sample: the samples ddpm 0.1 drew)")
     g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="the network's precision: bf16 "
                    "runs it under bfloat16 autocast: fast on GPUs and on CPUs with AVX512-BF16 or AMX (1.56x on a "
-                   "2-core EPYC, FID 6.4 -> 7.3 on 2,000 MNIST samples: docs/benchmarks.md), emulated and slow on others")
+                   "2-core EPYC, FID 6.4 -> 7.3 on 2,000 MNIST samples: docs/benchmarks.md), slow where emulated")
     if compile:
         g.add_argument("--compile", action="store_true", help=COMPILE_HELP)
 

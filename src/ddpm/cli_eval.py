@@ -131,11 +131,12 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
     if ref is None:
         if loaded is None:
             raise ConfigError("--ref is needed with --samples (e.g. --ref mnist:test)")
-        if loaded.config.data.dataset not in ("mnist", "cifar10", "digits"):
-            where = "an image folder" if loaded.config.data.dataset == "folder" else "data it does not name (an import?)"
+        dataset = loaded.config.data.dataset
+        if dataset not in ("mnist", "cifar10", "digits"):
+            where = "an image folder" if dataset == "folder" else "data it does not name (an import?)"
             raise ConfigError(f"--ref is needed: this run trained on {where}; give a folder or .npz of reference "
                               "images, or mnist, cifar10 or digits with :train or :test")
-        ref = f"{loaded.config.data.dataset}:test"
+        ref = f"{dataset}:test"
     name, _, split = ref.partition(":")
     if name in ("mnist", "cifar10", "digits"):
         from .config import ImageDataConfig

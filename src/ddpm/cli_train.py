@@ -213,7 +213,7 @@ def points_config(args: argparse.Namespace):
 
 def image_config(args: argparse.Namespace):
     from .data.sources import image_classes
-    from .presets import TRAIN_PRESETS
+    from .presets import FOLDER_PRESETS, TRAIN_PRESETS
 
     data = getattr(args, "data", None)
     name = args.preset or ("mnist" if data in (None, "mnist") else "digits" if data == "digits" else "cifar10")
@@ -221,10 +221,10 @@ def image_config(args: argparse.Namespace):
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}")
     _refuse(args, _POINTS_ONLY, "an image run (its network is the U-Net: --num-channels, --channel-mult, ...)")
     folder = data if data is not None and Path(data).is_dir() else None
-    try:  # the folder presets (celebahq256, lsun256) are made with their folder
-        run = TRAIN_PRESETS[name](getattr(args, "data_dir", folder))
-    except ConfigError:
-        raise ConfigError(f"--preset {name} trains on a folder of images: give it as --data DIR") from None
+    given = getattr(args, "data_dir", folder)
+    if name in FOLDER_PRESETS and given is None:  # they are made with their folder
+        raise ConfigError(f"--preset {name} trains on a folder of images: give it as --data DIR")
+    run = TRAIN_PRESETS[name](given)
     dataset, path = run.data.dataset, run.data.path
     if data is not None:  # a name, or a folder of images given as --data
         dataset, path = ("folder", data) if folder else (data, path)

@@ -10,7 +10,7 @@ from typing import Callable
 
 from .models.unet import UNetConfig
 
-__all__ = ["UNET_PRESETS", "TRAIN_PRESETS", "cifar10", "celebahq256", "lsun256", "mnist"]
+__all__ = ["UNET_PRESETS", "TRAIN_PRESETS", "FOLDER_PRESETS", "cifar10", "celebahq256", "lsun256", "mnist"]
 
 
 def cifar10_unet() -> UNetConfig:
@@ -108,3 +108,4 @@ def digits(data_dir: str | None = None):
 
 TRAIN_PRESETS = {"cifar10": cifar10, "celebahq256": celebahq256, "lsun256": lsun256, "mnist": mnist,
                  "digits": digits}
+FOLDER_PRESETS = ("celebahq256", "lsun256")  # the runs on a folder of images: made with that folder
