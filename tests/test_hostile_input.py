@@ -65,6 +65,8 @@ BAD_ARGUMENTS = [
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
     (["train", *POINTS, "--device", "tpu"], "--device 'tpu': not a device name; use cpu or cuda"),
     (["train", *POINTS, "--device", "meta"], "--device meta: use cpu or cuda"),
+    (["train", "--preset", "cifar10", "--data", "mnist", "--steps", "1"],
+     r"data.channels: mnist images have 1 channel\(s\), not 3"),
     (["train", *POINTS, "--lr", "nan"], "finite number, got nan"),
     (["train", *POINTS, "--lr", "inf"], "finite number, got inf"),
     (["train", *POINTS, "--grad-clip", "nan"], "finite number"),

@@ -147,7 +147,7 @@ def test_an_import_records_what_the_weights_were_trained_on(tmp_path, capsys):
     capsys.readouterr()
     assert main([*nll, str(tmp_path / "nll2"), "--checkpoint", str(tmp_path / "bare")]) == 2
     assert "names no data set (a diffusers import?): import it with --data" in capsys.readouterr().err
-    with pytest.raises(CheckpointError, match="--data mnist: its images have 1 channel"):
+    with pytest.raises(ConfigError, match="--data mnist: data.channels: mnist images have 1 channel\\(s\\), not 3"):
         import_diffusers(tmp_path / "src", tmp_path / "m", data="mnist")
     with pytest.raises(ConfigError, match="--data-dir: give --data too"):
         import_diffusers(tmp_path / "src", tmp_path / "m", data_dir=str(tmp_path))

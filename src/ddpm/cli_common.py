@@ -110,9 +110,8 @@ def _add_class_options(p: argparse.ArgumentParser) -> None:
 
 def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, names: list[str] | None = None,
                   first: int = 0):
-    """(n,) class ids of samples first … first+n−1 from --class (None when it was not given; a
-    list or 'all' cycles from sample 0), checked against the run; a run trained on a folder's
-    class sub-folders also takes their ``names``."""
+    """(n,) class ids of samples first … first+n−1 from --class (None when it was not given; a list or
+    'all' cycles from sample 0), checked against the run; a folder run's class ``names`` are taken too."""
     import torch
 
     if guidance < 0:
@@ -130,8 +129,9 @@ def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, n
     from .samplers import parse_timesteps
 
     if names:
-        for v in (v for v in text.split(",") if v.strip() and v not in names and not v.strip().lstrip("-").isdigit()):
-            raise ConfigError(f"--class {v}: not a class of this run; its classes: {', '.join(names)} "
+        unknown = [v for v in text.split(",") if v.strip() and v not in names and not v.strip().lstrip("-").isdigit()]
+        if unknown:
+            raise ConfigError(f"--class {unknown[0]}: not a class of this run; its classes: {', '.join(names)} "
                               f"(or their ids 0-{len(names) - 1}, all, none)")
         text = ",".join(str(names.index(v)) if v in names else v for v in text.split(","))
     if not text.strip(" ,"):

@@ -125,6 +125,7 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
     samples' ``size`` (given, or the checkpoint's) where it has that size (MNIST and the digits
     zero-padded to any size from their own up), else at its usual one: 28-pixel digits against
     32-pixel padded ones would count the padding."""
+    from .data.sources import NAMED_CHANNELS
     from .evaluation.fid import images_from_path
 
     ref = args.ref
@@ -132,13 +133,13 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
         if loaded is None:
             raise ConfigError("--ref is needed with --samples (e.g. --ref mnist:test)")
         dataset = loaded.config.data.dataset
-        if dataset not in ("mnist", "cifar10", "digits"):
+        if dataset not in NAMED_CHANNELS:
             where = "an image folder" if dataset == "folder" else "data it does not name (an import?)"
             raise ConfigError(f"--ref is needed: this run trained on {where}; give a folder or .npz of reference "
                               "images, or mnist, cifar10 or digits with :train or :test")
         ref = f"{dataset}:test"
     name, _, split = ref.partition(":")
-    if name in ("mnist", "cifar10", "digits"):
+    if name in NAMED_CHANNELS:
         from .config import ImageDataConfig
         from .data.sources import build_image_data
 
@@ -149,7 +150,7 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
         native, usual = {"mnist": (28, 32), "cifar10": (32, 32), "digits": (8, 8)}[name]
         fits = size is not None and (size >= native if name != "cifar10" else size == native)  # zero-padded
         cfg = ImageDataConfig(dataset=name, path=args.data_dir, image_size=size if fits else usual,
-                              channels=3 if name == "cifar10" else 1, random_flip=False)
+                              channels=NAMED_CHANNELS[name], random_flip=False)
         return f"{name}:{split}@{cfg.image_size}px", lambda: build_image_data(cfg, split)
     path = Path(ref)
     if not path.exists():

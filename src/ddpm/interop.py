@@ -89,11 +89,7 @@ def import_diffusers(src: str | Path, out: str | Path, data: str | None = None, 
     if data_dir is not None and data is None:
         raise ConfigError("--data-dir: give --data too (the data set whose files it holds)")
     dataset, path = ("folder", data) if data is not None and Path(data).is_dir() else (data or "none", data_dir)
-    channels = {"mnist": 1, "digits": 1, "cifar10": 3}.get(dataset, unet.in_channels)
-    if channels != unet.in_channels:
-        raise CheckpointError(f"--data {data}: its images have {channels} channel(s), the network takes "
-                              f"{unet.in_channels}")
-    try:
+    try:  # a data set whose images are not the network's channels is refused here
         data_cfg = ImageDataConfig(dataset=dataset, path=path, image_size=unet.image_size, channels=unet.in_channels,
                                    random_flip=False)
     except ConfigError as exc:

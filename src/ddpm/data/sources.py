@@ -13,6 +13,8 @@ from .images import load_cifar10, load_cifar10_labels, load_digits, load_digits_
 
 
 ImageDataset = typing.Literal["mnist", "digits", "cifar10", "folder", "none"]
+#: The data sets known by name, and their images' channels.
+NAMED_CHANNELS = {"mnist": 1, "digits": 1, "cifar10": 3}
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class ImageDataConfig:
         check_choice("data.channels", self.channels, (1, 3))
         if self.dataset == "folder" and not self.path:
             raise ConfigError("data.path: an image folder needs a path")
+        if self.dataset in NAMED_CHANNELS and self.channels != NAMED_CHANNELS[self.dataset]:
+            raise ConfigError(f"data.channels: {self.dataset} images have {NAMED_CHANNELS[self.dataset]} channel(s), "
+                              f"not {self.channels}")
         # the fixed-size sets are zero-padded, never shrunk (CIFAR-10 stays 32): refused before any reading
         smallest = {"mnist": 28, "digits": 8, "cifar10": 32}.get(self.dataset)
         if smallest and (self.image_size < smallest or self.dataset == "cifar10" and self.image_size != 32):
