@@ -36,6 +36,12 @@ def test_a_pack_holds_float16_ema_weights_and_draws_nearly_the_same_images(run_d
     assert (a.float() - b.float()).abs().mean() < 1.0  # float16 rounding of the weights moves few pixels by a level
     with pytest.raises(CheckpointError, match="already exists"):
         pack(run_dir, out)
+    (tmp_path / "empty").mkdir()  # a folder made for it is taken, as import/export-diffusers take one
+    assert sorted(f.name for f in pack(run_dir, tmp_path / "empty").iterdir()) == ["ema.safetensors", "state.json"]
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(CheckpointError, match="f: already exists"):
+        pack(run_dir, tmp_path / "f")
+    assert (tmp_path / "f").read_text() == "x"
 
 
 def test_pretrained_names_resolve_and_an_unknown_one_is_one_line(shelf, tmp_path, capsys, monkeypatch):

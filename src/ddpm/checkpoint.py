@@ -250,7 +250,7 @@ def pack(checkpoint: str | Path, out: str | Path, use_ema: bool = True, note: st
     meta = {**ckpt.info, "kind": ckpt.kind, "config": to_dict(ckpt.config), "train_seconds": ckpt.train_seconds,
             "packed": {"from": str(ckpt.path), "weights": f"{name} in float16", "note": note}}
     out = Path(out)
-    if out.exists():
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # an empty folder is taken (made just for it)
         raise CheckpointError(f"{out}: already exists; give a new folder")
     try:
         return _write_into(out.parent, ckpt.step, files, meta, final=out)

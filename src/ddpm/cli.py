@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder that sample, inpaint, edit and eval read (how the pretrained: weights are made)",
                         formatter_class=fmt)
     pk.add_argument("checkpoint", help="a run directory (newest checkpoint) or a checkpoint")
-    pk.add_argument("out", help="the folder to write (must not exist)")
+    pk.add_argument("out", help="the folder to write (a new or an empty one)")
     pk.add_argument("--no-ema", action="store_true", help="pack the raw weights instead of the EMA")
     pk.add_argument("--note", default="", help="how the weights were trained, kept in state.json")
     from .samplers import SAMPLERS
