@@ -59,6 +59,17 @@ def test_help_shows_defaults(capsys):
     assert "(paper: 2e-4)" in text and "(default: 0)" in text and "(default: auto)" in text
 
 
+def test_version_names_the_package_and_torch(capsys):
+    import torch
+
+    import ddpm
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ddpm {ddpm.__version__} (torch {torch.__version__})"
+
+
 def test_train_then_sample_writes_safetensors_json_and_plots(tmp_path, capsys):
     run_dir = tmp_path / "run"
     code, out, err = run(["train", "--data", "moons", "--out", str(run_dir), *TINY], capsys)

@@ -1,6 +1,7 @@
 """Packed float16 weights and the pretrained:NAME checkpoints that ship with the package."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -115,3 +116,34 @@ def test_a_bad_packed_sampler_is_one_line_and_writes_nothing(run_dir, tmp_path, 
         assert main(["sample", "--checkpoint", str(tmp_path / "q"), "--n", "2", "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert "state.json: default_sampler" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_info_says_what_a_checkpoint_is_and_lists_the_shipped_ones(shelf, run_dir, tmp_path, capsys):
+    def info(*args):
+        assert main(["info", *args]) == 0
+        return dict(re.match(r"(.*?):\s+(.*)$", line).groups() for line in capsys.readouterr().out.splitlines())
+
+    n = sum(p.numel() for p in load(run_dir).model.parameters())  # counted from the network, not the file
+    assert info() == {"pretrained:tiny": f"step 4; {n / 1e6:.1f}M parameters ({n:,}); classes: none"}
+    facts = info("pretrained:tiny")
+    assert facts["note"] == "4 steps of the digits preset" and facts["step"] == "4 of batch 16"
+    assert facts["diffusion"].startswith("T 30, linear β 0.0001 → 0.02; predicts eps, variance fixed_small")
+    assert facts["network"].endswith("U-Net, ch 32, mult 1,2, 1 res block, attention at 4, dropout 0, 8×8×1")
+    assert facts["data"] == "digits, 8×8, 1 channel, no flips" and facts["classes"] == "none (unconditional)"
+    assert "run" not in facts and "sampler" not in facts  # packed without a sampler: not a run
+    facts = info(str(run_dir))
+    assert facts["run"] == f"{run_dir}: checkpoints at steps 4" and "note" not in facts
+
+    cond = tmp_path / "cond"
+    assert main(["train", "--data", "8gaussians", "--class-conditional", "--label-dropout", "0.2", "--steps", "2",
+                 "--quiet", "--out", str(cond)]) == 0
+    capsys.readouterr()
+    facts = info(str(cond))
+    assert facts["classes"] == "8 (0, 1, 2, 3, 4, 5, 6, 7) and 'no class'; label dropout 0.2"
+    assert facts["network"].split(": ")[1] == "MLP, 3 blocks of 128, time embedding 64"
+    assert main(["pack", str(run_dir), str(tmp_path / "p"), "--sampler", "ddim", "--steps", "4", "--eta", "1"]) == 0
+    capsys.readouterr()
+    assert info(str(tmp_path / "p"))["sampler"] == "ddim, 4 steps, η 1 (used when no --sampler is given)"
+    assert main(["info", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"ddpm info: error: {tmp_path / 'nowhere'}: no such checkpoint or run directory"

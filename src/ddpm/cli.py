@@ -15,15 +15,29 @@ from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, 
                          _sampler_spec, _sampling_pieces)
 from .cli_edit import EDIT_COMMANDS, _add_editing_parsers
 from .cli_eval import EVAL_COMMANDS, _add_evaluation_parsers
+from .cli_info import INFO_COMMANDS, _add_info_parser
 from .cli_pictures import PICTURE_COMMANDS, _add_picture_parsers
 from .cli_train import _add_train_options, _cmd_train
 from .errors import ConfigError, DDPMError
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    try:
+        torch = version("torch")
+    except PackageNotFoundError:  # a source tree on the path without an installed torch distribution
+        torch = "not installed"
+    return f"ddpm {__version__} (torch {torch})"
 
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = _HelpFormatter
     parser = _Parser(prog="ddpm", description="Denoising Diffusion Probabilistic Models (Ho et al. 2020).",
                      formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train_options(sub.add_parser("train", help="train a model, or resume it, into a run directory",
                                       formatter_class=fmt))
@@ -91,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_parsers(sub, fmt)
     _add_picture_parsers(sub, fmt)
     _add_editing_parsers(sub, fmt)
+    _add_info_parser(sub, fmt)
     return parser
 
 
@@ -190,7 +205,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "data": _cmd_data, "import-diffusers": _cmd_import,
             "export-diffusers": _cmd_export, "pack": _cmd_pack, **EVAL_COMMANDS, **PICTURE_COMMANDS,
-            **EDIT_COMMANDS}
+            **EDIT_COMMANDS, **INFO_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,125 @@
+"""``ddpm info``: what a checkpoint holds (network, diffusion, training, data, classes, sampler),
+or which weights ship with the package, read from state.json and the weights' shapes alone."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .cli_common import CHECKPOINT_HELP
+
+
+def _add_info_parser(sub, fmt) -> None:
+    info = sub.add_parser("info", help="describe a checkpoint (network, diffusion, training, data, classes); "
+                          "without one, list the weights that ship with the package", formatter_class=fmt)
+    info.add_argument("checkpoint", nargs="?", default=None, help=CHECKPOINT_HELP)
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _network(config, parameters: int) -> str:
+    m = config.model
+    if hasattr(m, "ch_mult"):  # the U-Net
+        attn = ",".join(map(str, m.attn_resolutions)) or "none"
+        shape = (f"U-Net, ch {m.ch}, mult {','.join(map(str, m.ch_mult))}, {_plural(m.num_res_blocks, 'res block')}, "
+                 f"attention at {attn}, dropout {m.dropout:g}, {m.image_size}×{m.image_size}×{m.in_channels}")
+    else:
+        shape = f"MLP, {_plural(m.blocks, 'block')} of {m.hidden}, time embedding {m.time_embed_dim}"
+    return f"{_count(parameters)} parameters ({parameters:,}): {shape}"
+
+
+def _diffusion(d) -> str:
+    from .schedules import make_betas
+
+    betas = make_betas(d.schedule, d.T, **d.schedule_params)
+    params = "".join(f", {k} {v:g}" for k, v in d.schedule_params.items())
+    loss = {"simple": "L_simple", "vlb": "the true bound (L_vlb)", "hybrid": f"L_hybrid (λ {d.hybrid_weight:g})"}
+    return (f"T {d.T}, {d.schedule} β {float(betas[0]):.3g} → {float(betas[-1]):.3g}{params}; predicts "
+            f"{d.parameterization}, variance {d.variance}{', x0 clipped' if d.clip_x0 else ''}; "
+            f"trained on {loss.get(d.loss, d.loss)}, t {d.timestep_sampler}")
+
+
+def _data(config, kind: str) -> str:
+    if kind == "points":
+        return f"{config.data} (2-D points)"
+    d = config.data
+    where = f" from {d.path}" if d.path else ""
+    flips = "random horizontal flips" if d.random_flip else "no flips"
+    return f"{d.dataset}{where}, {d.image_size}×{d.image_size}, {_plural(d.channels, 'channel')}, {flips}"
+
+
+def describe(checkpoint: str | Path) -> list[tuple[str, str]]:
+    """(label, text) rows that say what ``checkpoint`` is: read without building the network."""
+    from .checkpoint import Checkpoint, checkpoints_of
+
+    ckpt = Checkpoint.read(checkpoint, parts=("ema",))
+    config, info = ckpt.config, ckpt.info
+    parameters = sum(v.numel() for v in ckpt.ema.values() if v.is_floating_point())
+    packed = info.get("packed")
+    minutes = f", {ckpt.train_seconds / 60:.0f} min of training recorded" if ckpt.train_seconds else ""
+    rows = [("checkpoint", str(ckpt.path)),
+            ("step", f"{ckpt.step:,} of batch {config.optim.batch_size}{minutes}"),
+            ("network", _network(config, parameters)),
+            ("diffusion", _diffusion(config.diffusion))]
+    o = config.optim
+    clip = f"clip {o.grad_clip:g}" if o.grad_clip else "no clipping"
+    rows.append(("optimizer", f"Adam lr {o.lr:g} ({o.warmup} warm-up steps), {clip}, EMA {o.ema_decay:g}, "
+                              f"seed {config.seed}, {config.precision}"))
+    rows.append(("data", _data(config, ckpt.kind)))
+    classes = config.model.num_classes
+    if classes:
+        names = info.get("class_names") or list(map(str, range(classes)))
+        shown = ", ".join(names[:12]) + (", …" if classes > 12 else "")
+        rows.append(("classes", f"{classes} ({shown}) and 'no class'; label dropout {config.label_dropout:g}"))
+    else:
+        rows.append(("classes", "none (unconditional)"))
+    if config.init:
+        rows.append(("began from", str(config.init)))
+    if "source" in info:
+        rows.append(("imported", str(info["source"])))
+    if packed:
+        rows.append(("packed", f"{packed.get('weights', '')} from {packed.get('from', '?')}"))
+        if packed.get("note"):
+            rows.append(("note", str(packed["note"])))
+    if info.get("default_sampler"):
+        s = info["default_sampler"]
+        rows.append(("sampler", f"{s['sampler']}, {s.get('steps') or config.diffusion.T} steps"
+                                f"{', η %g' % s['eta'] if s['sampler'] == 'ddim' else ''} (used when no --sampler "
+                                "is given)"))
+    run = ckpt.path.parent.parent if ckpt.path.parent.name == "checkpoints" else None
+    if run is not None:
+        steps = [int(p.name.split("_")[-1]) for p in checkpoints_of(run)]
+        rows.append(("run", f"{run}: checkpoints at steps {', '.join(f'{s:,}' for s in sorted(steps))}"
+                            f"{'' if (ckpt.path / 'optimizer.safetensors').is_file() else ' (weights only)'}"))
+    return rows
+
+
+def shipped() -> list[tuple[str, str]]:
+    """One row for each ``pretrained:NAME`` with its network and classes."""
+    from .checkpoint import pretrained_names
+
+    rows = []
+    for name in pretrained_names():
+        facts = dict(describe(f"pretrained:{name}"))
+        rows.append((f"pretrained:{name}", f"step {facts['step'].split(' ')[0]}; {facts['network'].split(':')[0]}; "
+                                           f"classes: {facts['classes'].split(' (')[0]}"))
+    return rows
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    rows = describe(args.checkpoint) if args.checkpoint else shipped()
+    if not rows:
+        print("no weights ship with this installation")
+    width = max((len(label) for label, _ in rows), default=0) + 1
+    for label, text in rows:
+        print(f"{label + ':':{width}s} {text}")
+    return 0
+
+
+INFO_COMMANDS = {"info": _cmd_info}
