@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ddpm.api import load
+from ddpm.cli_info import describe
 from ddpm.errors import CheckpointError
 from ddpm.interop import export_diffusers, import_diffusers
 from ddpm.models.diffusers_interop import diffusers_config_from_unet
@@ -51,6 +52,9 @@ def test_import_gives_the_same_output_and_export_round_trips(tmp_path):
     with torch.no_grad():
         ours, theirs = loaded.model(x, t), ref(x, t - 1).sample
     assert (ours - theirs).abs().max() < 1e-5
+    facts = dict(describe(tmp_path / "run"))  # `ddpm info`: where it came from, diffusers' parameter count
+    assert facts["imported"] == f"diffusers:{(tmp_path / 'src').resolve()}"
+    assert f"({sum(p.numel() for p in ref.parameters()):,})" in facts["network"]
 
     export_diffusers(tmp_path / "run", tmp_path / "back")
     again = diffusers.UNet2DModel.from_pretrained(tmp_path / "back").eval()

@@ -1,6 +1,7 @@
 """Packed float16 weights and the pretrained:NAME checkpoints that ship with the package."""
 
 import json
+import os
 import re
 
 import numpy as np
@@ -13,6 +14,7 @@ from ddpm.api import load
 from ddpm.checkpoint import pack, pretrained_names, resolve
 from ddpm.cli import main
 from ddpm.errors import CheckpointError
+from ddpm.files import FolderLock
 from ddpm.generation import generate
 from ddpm.samplers import SamplerSpec
 
@@ -140,6 +142,16 @@ def test_info_says_what_a_checkpoint_is_and_lists_the_shipped_ones(shelf, run_di
     capsys.readouterr()
     facts = info(str(cond))
     assert facts["classes"] == "8 (0, 1, 2, 3, 4, 5, 6, 7) and 'no class'; label dropout 0.2"
+    assert "log" not in facts and "training" not in facts  # no log row yet; nobody trains it now
+    with open(cond / "log.csv", "a") as f:
+        f.write("2,0.5,2e-05,3.25\n")
+    with FolderLock(cond):  # as a `ddpm train` of it would hold it
+        facts = info(str(cond))
+    assert facts["log"] == "step 2: loss 0.5, lr 2e-05, 3.25 steps/s (log.csv's last row)"
+    assert facts["training"] == f"now, in process {os.getpid()}"
+    with open(cond / "log.csv", "a") as f:
+        f.write("garbage,,\n")
+    assert "log" not in info(str(cond))  # a damaged log is left out, not an error
     assert facts["network"].split(": ")[1] == "MLP, 3 blocks of 128, time embedding 64"
     assert main(["pack", str(run_dir), str(tmp_path / "p"), "--sampler", "ddim", "--steps", "4", "--eta", "1"]) == 0
     capsys.readouterr()

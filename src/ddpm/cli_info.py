@@ -56,7 +56,7 @@ def _data(config, kind: str) -> str:
 
 def describe(checkpoint: str | Path) -> list[tuple[str, str]]:
     """(label, text) rows that say what ``checkpoint`` is: read without building the network."""
-    from .checkpoint import Checkpoint, checkpoints_of
+    from .checkpoint import Checkpoint
 
     ckpt = Checkpoint.read(checkpoint, parts=("ema",))
     config, info = ckpt.config, ckpt.info
@@ -94,9 +94,34 @@ def describe(checkpoint: str | Path) -> list[tuple[str, str]]:
                                 "is given)"))
     run = ckpt.path.parent.parent if ckpt.path.parent.name == "checkpoints" else None
     if run is not None:
-        steps = [int(p.name.split("_")[-1]) for p in checkpoints_of(run)]
-        rows.append(("run", f"{run}: checkpoints at steps {', '.join(f'{s:,}' for s in sorted(steps))}"
-                            f"{'' if (ckpt.path / 'optimizer.safetensors').is_file() else ' (weights only)'}"))
+        rows += _run_rows(run, ckpt)
+    return rows
+
+
+def _run_rows(run: Path, ckpt) -> list[tuple[str, str]]:
+    """A run directory's checkpoints, its last log row and whether a process trains it now."""
+    import csv
+
+    from .checkpoint import checkpoints_of
+    from .files import FolderLock
+
+    steps = sorted(int(p.name.split("_")[-1]) for p in checkpoints_of(run))
+    rows = [("run", f"{run}: checkpoints at steps {', '.join(f'{s:,}' for s in steps)}"
+                    f"{'' if (ckpt.path / 'optimizer.safetensors').is_file() else ' (weights only)'}")]
+    try:
+        with open(run / "log.csv", newline="") as f:
+            last = None
+            for last in csv.DictReader(f):
+                pass
+        if last and last.get("step") and last.get("loss"):
+            rate = f", {float(last['steps_per_s']):.2f} steps/s" if last.get("steps_per_s") else ""
+            rows.append(("log", f"step {int(last['step']):,}: loss {float(last['loss']):.4g}, "
+                                f"lr {float(last['lr']):.3g}{rate} (log.csv's last row)"))
+    except (OSError, ValueError, KeyError, csv.Error):  # no log or a damaged one: the checkpoint is what counts
+        pass
+    holder = FolderLock(run).holder()
+    if holder is not None:
+        rows.append(("training", f"now, in process {holder}"))
     return rows
 
 
