@@ -28,7 +28,7 @@ def test_dry_run_prints_the_papers_defaults(capsys):
     assert cfg["diffusion"]["T"] == 1000 and cfg["diffusion"]["schedule"] == "linear"
     assert cfg["diffusion"]["parameterization"] == "eps" and cfg["diffusion"]["loss"] == "simple"
     assert cfg["optim"] == {"lr": 2e-4, "warmup": 5000, "grad_clip": 1.0, "ema_decay": 0.9999,
-                            "ema_warmup": True, "batch_size": 128}
+                            "ema_warmup": True, "batch_size": 128, "grad_accum": 1}
 
 
 def test_dry_run_says_the_size_of_the_network_it_would_build(capsys):

@@ -89,12 +89,15 @@ BAD_ARGUMENTS = [
     (["train", "--preset", "mnist", "--channel-mult", "1,2,2,2"], "--channel-mult 1,2,2,2: .*28 must be divisible"),
     (["train", "--preset", "mnist", "--image-size", "32"], "--image-size 32: .*attention at 7, but the feature "
      "maps are 32, 16, 8"),
-    (["train", "--preset", "mnist", "--channel-mult", "1,x"], "comma-separated integers, got '1,x'"),
+    (["train", "--preset", "mnist", "--channel-mult", "1,x"], "comma-separated integers >= 1, got '1,x'"),
     (["train", "--preset", "mnist", "--dropout", "1"], r"must lie in \[0, 1\), got 1"),
     (["train", "--preset", "cifar10", "--image-size", "64", "--data-dir", "{tmp}"], "--image-size 64: "
      "data.image_size: cifar10 images are 32×32, not 64"),
     (["train", "--preset", "mnist", "--image-size", "24", "--attention-resolutions", "6"], "mnist images are 28×28"),
     (["train", "--preset", "digits", "--precision", "fp64"], "invalid choice: 'fp64'"),
+    (["train", "--preset", "digits", "--batch-size", "16", "--grad-accum", "17"], "grad_accum 17: more "
+     "micro-batches than the batch's 16 examples"),
+    (["train", *POINTS, "--grad-accum", "0"], "grad_accum must be an integer >= 1, got 0"),
     (["train", *POINTS, "--resume", "{tmp}/nowhere"], "nowhere: no such checkpoint"),
     (["eval", "nll", "--checkpoint", "{run}", "--n", "0"], "--n must be >= 1"),
     (["eval", "fid", "--samples", "{tmp}/none.npz", "--ref", "{tmp}/none2.npz", "--ref-n", "1"], "ref-n must be >= 2|no such file"),

@@ -57,6 +57,31 @@ def test_resume_is_bitwise_exact(tmp_path):
         assert list((tmp_path / "b" / "tb").glob("events.out.tfevents.*"))
 
 
+def _largest_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_grad_accum_takes_the_same_steps_in_micro_batches(tmp_path, capsys):
+    """K micro-batches (here 6, 5 and 5 of 16) with the t, ε and labels drawn for the whole batch sum
+    to the batch's gradient: the run's weights, EMA and losses are the one-batch run's up to rounding."""
+    one = train_images(tiny(4, dropout=0.0), tmp_path / "one", progress=False).state
+    run = tiny(4, dropout=0.0)
+    three = train_images(replace(run, optim=replace(run.optim, grad_accum=3)), tmp_path / "three", progress=False)
+    assert _largest_difference(one.model.state_dict(), three.state.model.state_dict()) < 1e-5
+    assert _largest_difference(one.ema.shadow, three.state.ema.shadow) < 1e-5
+    assert one.losses == pytest.approx(three.state.losses, rel=1e-5)
+    assert one.losses != three.state.losses or _largest_difference(one.model.state_dict(),
+                                                                   three.state.model.state_dict()) > 0
+    # the same run resumed with another K (a smaller GPU) needs no --allow-changes and goes on
+    argv = ["train", *CLI, "--dropout", "0", "--out", str(tmp_path / "cli")]
+    assert main([*argv, "--steps", "2", "--grad-accum", "4"]) == 0
+    assert main(["info", str(tmp_path / "cli")]) == 0
+    assert "step:       2 of batch 16 in 4 micro-batches\n" in capsys.readouterr().out
+    assert main([*argv, "--steps", "3"]) == 0, capsys.readouterr().err
+    assert "resuming with changed settings" not in capsys.readouterr().err
+
+
 def test_a_damaged_newest_checkpoint_is_skipped(tmp_path, capsys):
     config = tiny(8)
     straight = train_images(config, tmp_path / "a", progress=False)
@@ -166,9 +191,12 @@ def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path)
     if torchrun is None:
         pytest.skip("torchrun is not installed beside this python")
     # each rank reads only its share of the global batch and takes its share of the global flips
+    # and each rank computes its 8 in two micro-batches (--grad-accum 2): DDP averages the gradients once,
+    # after the second, as it would one batch's
     argv = ["train", *CLI, "--random-flip", "--steps", "6", "--checkpoint-every", "3", "--out", str(tmp_path / "ddp")]
     proc = subprocess.run([torchrun, "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-                           "-m", "ddpm", *argv], capture_output=True, text=True, timeout=300, env=subprocess_env())
+                           "-m", "ddpm", *argv, "--grad-accum", "2"], capture_output=True, text=True, timeout=300,
+                          env=subprocess_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     single = train_images(image_config(build_parser().parse_args(argv)), tmp_path / "one", progress=False)
     assert single.state.step == 6 and image_config(build_parser().parse_args(argv)).data.random_flip

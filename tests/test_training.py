@@ -37,7 +37,8 @@ def test_a_non_finite_step_is_recorded_on_the_device_and_halts_at_the_next_sync(
         state.sync()
 
 
-def test_a_training_step_never_waits_for_the_device(monkeypatch):
+@pytest.mark.parametrize("micro", [1, 3])
+def test_a_training_step_never_waits_for_the_device(monkeypatch, micro):
     """No aten::_local_scalar_dense (.item(), float(), bool() of a tensor) in a step or in the log's
     record between rows; the sync reads the losses and the health once. check_t's readable range
     error on the CPU is replaced by what it does on a GPU (an asynchronous assert)."""
@@ -54,7 +55,7 @@ def test_a_training_step_never_waits_for_the_device(monkeypatch):
             Reads.count += func is torch.ops.aten._local_scalar_dense.default
             return func(*args, **(kwargs or {}))
 
-    diffusion, optim = DiffusionConfig(T=10), OptimConfig(warmup=2, lr=0.1)
+    diffusion, optim = DiffusionConfig(T=10), OptimConfig(warmup=2, lr=0.1, grad_accum=micro)
     state = make_train_state(Scaled(0.5), diffusion, optim)
     schedule, log = diffusion.make_schedule(), TrainLog(Path("."), 10, every=1000, active=False)
     log.active = True  # records without a file: no row is due before step 1000
@@ -79,6 +80,29 @@ def test_a_step_updates_weights_ema_and_counters():
     assert model.w.item() != 0.5
     # first EMA decay with warm-up is min(0.9999, 1/10) = 0.1
     assert state.ema.shadow["w"].item() == pytest.approx(0.1 * 0.5 + 0.9 * model.w.item())
+
+
+def test_micro_batches_keep_each_examples_draws_and_labels_and_sum_to_the_batchs_step(tmp_path):
+    from ddpm.training.run import train
+    from ddpm.training.trainer import Batch, micro_batches
+
+    batch = Batch(*(torch.arange(10.0) + i for i in range(4)), y=torch.arange(10))
+    parts = micro_batches(batch, 4)
+    assert [len(p.x0) for p in parts] == [2, 3, 2, 3]
+    assert all(torch.equal(torch.cat([getattr(p, f) for p in parts]), getattr(batch, f)) for f in Batch._fields)
+    with pytest.raises(ConfigError, match="grad_accum 11: more micro-batches than the 10 examples"):
+        micro_batches(batch, 11)
+    # a class-conditional 2-D run: its labels (and label dropout) follow their examples into the parts
+    run = PointsTrainConfig(data="gmm", steps=3, diffusion=DiffusionConfig(T=20, decoder="gaussian"),
+                            optim=OptimConfig(batch_size=30, warmup=0, lr=1e-2), label_dropout=0.3)
+    run = from_dict(PointsTrainConfig, {**to_dict(run), "model": {**to_dict(run)["model"], "num_classes": 3}})
+    one = train(run, tmp_path / "one", progress=False).state
+    four = train(from_dict(PointsTrainConfig, {**to_dict(run), "optim": {**to_dict(run)["optim"], "grad_accum": 4}}),
+                 tmp_path / "four", progress=False).state
+    a, b = one.model.state_dict(), four.model.state_dict()
+    assert one.losses == pytest.approx(four.losses, rel=1e-6)  # (3e-8 here)
+    # Adam's first steps divide each gradient by its own size, so rounding moves small ones' weights most
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4  # (3e-5 here; 1e-2 is a step)
 
 
 def test_ema_warmup_and_plain_decay():

@@ -63,8 +63,9 @@ def describe(checkpoint: str | Path) -> list[tuple[str, str]]:
     parameters = sum(v.numel() for v in ckpt.ema.values() if v.is_floating_point())
     packed = info.get("packed")
     minutes = f", {ckpt.train_seconds / 60:.0f} min of training recorded" if ckpt.train_seconds else ""
+    micro = f" in {config.optim.grad_accum} micro-batches" if config.optim.grad_accum > 1 else ""
     rows = [("checkpoint", str(ckpt.path)),
-            ("step", f"{ckpt.step:,} of batch {config.optim.batch_size}{minutes}"),
+            ("step", f"{ckpt.step:,} of batch {config.optim.batch_size}{micro}{minutes}"),
             ("network", _network(config, parameters)),
             ("diffusion", _diffusion(config.diffusion))]
     o = config.optim

@@ -32,9 +32,9 @@ def _positive_ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
     return values
 
 
@@ -86,7 +86,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-changes", action="store_true", help="resume a run although this command's settings "
                    "differ from its own (seed, learning rate, batch size, schedule, model, data, …); without it "
                    "such a resume stops and lists them. The steps, the cadences, --time-limit, --compile, "
-                   "--channels-last and the device may always change")
+                   "--channels-last, --grad-accum and the device may always change")
     p.add_argument("--checkpoint-every", type=INT, default=S, help="steps between checkpoints (default: 1000 for "
                    "2-D, the preset's)")
     p.add_argument("--time-limit", type=_finite, default=None, metavar="MINUTES", help="stop with a checkpoint after "
@@ -129,6 +129,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timestep-sampler", default=S, help="uniform (paper), importance")
     o = p.add_argument_group("optimisation (default: Ho et al. 2020, or the preset's)")
     o.add_argument("--batch-size", type=BATCH, default=S, help="paper: 128")
+    o.add_argument("--grad-accum", type=INT, default=S, metavar="K", help="each batch as K micro-batches whose "
+                   "gradients add up: the same steps (up to rounding, dropout) in ~1/K of the memory (default 1)")
     o.add_argument("--lr", type=_finite, default=S, help="Adam learning rate (paper: 2e-4)")
     o.add_argument("--warmup", type=INT, default=S, help="linear learning-rate warm-up steps (paper: 5000)")
     o.add_argument("--grad-clip", type=_finite, default=S, help="gradient-norm clip, 0: off (paper: 1.0)")
@@ -140,7 +142,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 # options whose names are their config fields', taken only when given (the rest keep the defaults)
 _DIFFUSION_KEYS = ("T", "schedule", "parameterization", "variance", "loss", "timestep_sampler")
-_OPTIM_KEYS = ("batch_size", "lr", "warmup", "grad_clip", "ema_decay")
+_OPTIM_KEYS = ("batch_size", "grad_accum", "lr", "warmup", "grad_clip", "ema_decay")
 _RUN_KEYS = ("steps", "checkpoint_every", "sample_every", "precision", "label_dropout")
 
 
@@ -166,8 +168,7 @@ def _override(args: argparse.Namespace, diffusion, optim):
     if hasattr(args, "schedule_param"):
         d["schedule_params"] = dict(args.schedule_param)
     o = {**vars(optim), **_given(args, _OPTIM_KEYS)}
-    if args.no_ema_warmup:
-        o["ema_warmup"] = False
+    o["ema_warmup"] = o["ema_warmup"] and not args.no_ema_warmup
     return DiffusionConfig(**d), OptimConfig(**o)
 
 
@@ -258,11 +259,10 @@ def _network(args: argparse.Namespace, preset):
         return preset
     flags = ", ".join(f"{_NETWORK_FLAGS[k]} {_show(v)}" for k, v in given.items())
     try:
-        model = replace(preset, **given)
+        return replace(preset, **given)
     except ConfigError as exc:
         hint = " (--num-groups sets them)" if "groups" in str(exc) and "num_groups" not in given else ""
         raise ConfigError(f"{flags}: {exc}{hint}") from None
-    return model
 
 
 def _show(value) -> str:

@@ -74,6 +74,7 @@ class OptimConfig:
     ema_decay: float = 0.9999
     ema_warmup: bool = True
     batch_size: int = 128
+    grad_accum: int = 1  # the batch's gradient summed over this many micro-batches: the same step in less memory
 
     def __post_init__(self) -> None:
         check_float("lr", self.lr, 0.0, low_open=True)
@@ -81,6 +82,10 @@ class OptimConfig:
         check_float("grad_clip", self.grad_clip, 0.0)
         check_float("ema_decay", self.ema_decay, 0.0, 1.0)
         check_int("batch_size", self.batch_size, 1)
+        check_int("grad_accum", self.grad_accum, 1)
+        if self.grad_accum > self.batch_size:
+            raise ConfigError(f"grad_accum {self.grad_accum}: more micro-batches than the batch's {self.batch_size} "
+                              "examples")
 
 
 @dataclass(frozen=True)

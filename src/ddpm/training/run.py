@@ -62,10 +62,10 @@ def restore(ckpt: Checkpoint, state: TrainState, data: TrainingData) -> None:
         set_global_rng_state(ckpt.rng)
 
 
-#: Settings a resumed run may change: its length and the cadence of what it writes (and how it
-#: runs: the device, the time limit, --compile and --channels-last leave the arithmetic as it was).
+#: Settings a resumed run may change: its length and the cadence of what it writes (and how it runs: the
+#: device, the time limit, --compile, --channels-last, --grad-accum keep the arithmetic, up to rounding).
 MAY_CHANGE = {"steps", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every", "compile",
-              "channels_last", "init"}  # init: a resumed run's weights come from its checkpoint
+              "channels_last", "init", "optim.grad_accum"}  # init: a resumed run's weights come from its checkpoint
 
 
 def changed_settings(old: RunConfig, new: RunConfig) -> list[str]:

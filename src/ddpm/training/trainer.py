@@ -18,6 +18,7 @@ first bad step; nothing after the step before it is ever saved.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from ..config import DiffusionConfig, OptimConfig
-from ..errors import DDPMError
+from ..errors import ConfigError, DDPMError
 from ..rng import CounterNoise, seed_for, to_device
 from ..losses import training_loss
 from ..schedules import NoiseSchedule
@@ -129,7 +130,16 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+def check_grad_accum(optim: OptimConfig) -> None:
+    """Refuse more micro-batches than each process's share of the batch has examples."""
+    share = optim.batch_size // dist.world_size()
+    if optim.grad_accum > share:
+        raise ConfigError(f"grad_accum {optim.grad_accum}: more micro-batches than the {share} examples each of "
+                          f"the {dist.world_size()} processes takes of the batch {optim.batch_size}")
+
+
 def make_train_state(model: nn.Module, diffusion: DiffusionConfig, optim: OptimConfig) -> TrainState:
+    check_grad_accum(optim)  # on every process, before a run writes anything
     optimizer = make_optimizer(model.parameters(), optim.lr)
     return TrainState(model, EMA(model, optim.ema_decay, optim.ema_warmup), optimizer,
                       TimestepSampler(diffusion.T, diffusion.timestep_sampler))
@@ -171,20 +181,49 @@ def draw_batch(state: TrainState, x0: torch.Tensor, generator: torch.Generator,
                  to_device(y, device) if y is not None else None)
 
 
+def micro_batches(batch: Batch, k: int) -> list[Batch]:
+    """``batch`` cut into ``k`` consecutive parts (sizes differing by at most one), each example
+    with the t, ε, weight and label drawn for it in the whole batch."""
+    n = batch.x0.shape[0]
+    if not 1 <= k <= n:
+        raise ConfigError(f"grad_accum {k}: more micro-batches than the {n} examples of this process's batch")
+    bounds = [n * i // k for i in range(k + 1)]
+    return [Batch(*(None if v is None else v[a:b] for v in batch)) for a, b in zip(bounds, bounds[1:])]
+
+
+def _backward(state: TrainState, schedule: NoiseSchedule, part: Batch, diffusion: DiffusionConfig, share: float,
+              last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward of one micro-batch holding ``share`` of the batch; DDP's gradient
+    all-reduce waits for the ``last`` one. Returns (its part of the mean loss, per-example losses)."""
+    forward = state.forward if part.y is None else (lambda x, t: state.forward(x, t, part.y))
+    hold = state.forward.no_sync() if not last and hasattr(state.forward, "no_sync") else contextlib.nullcontext()
+    with hold:
+        with torch.autocast(part.x0.device.type, dtype=state.autocast or torch.bfloat16,
+                            enabled=state.autocast is not None):
+            out = training_loss(forward, schedule, part.x0, part.t, diffusion.prediction(),
+                                diffusion.loss_config(), noise=part.noise)
+        loss = (out.loss * part.weights).mean()
+        loss = loss * share if share != 1.0 else loss  # one micro-batch: the graph exactly as it always was
+        loss.backward()
+    return loss.detach(), out.loss.detach()
+
+
 def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusion: DiffusionConfig,
                optim: OptimConfig) -> torch.Tensor:
     """One gradient step; returns the mean loss (a device tensor; the step does not wait for it).
-    A non-finite loss or gradient is recorded in ``state.health`` for the next sync."""
+    A non-finite loss or gradient is recorded in ``state.health`` for the next sync. With
+    ``optim.grad_accum`` = K the batch's gradient is summed over K micro-batches, each weighted by
+    its share of the batch: the same step in about 1/K of the activation memory."""
     state.forward.train()
-    device_type = batch.x0.device.type
-    forward = state.forward if batch.y is None else (lambda x, t: state.forward(x, t, batch.y))
-    with torch.autocast(device_type, dtype=state.autocast or torch.bfloat16, enabled=state.autocast is not None):
-        out = training_loss(forward, schedule, batch.x0, batch.t, diffusion.prediction(),
-                            diffusion.loss_config(), noise=batch.noise)
-    loss = (out.loss * batch.weights).mean()
-    step = state.step + 1
+    parts = micro_batches(batch, optim.grad_accum)
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    n, losses, examples = batch.x0.shape[0], [], []
+    for i, part in enumerate(parts):
+        loss, per_example = _backward(state, schedule, part, diffusion, part.x0.shape[0] / n, i == len(parts) - 1)
+        losses.append(loss)
+        examples.append(per_example)
+    loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+    step = state.step + 1
     params = [p for p in state.model.parameters() if p.grad is not None]
     max_norm = optim.grad_clip if optim.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
@@ -193,11 +232,11 @@ def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusi
         group["lr"] = learning_rate(optim, state.step)
     state.optimizer.step()
     state.ema.update(state.model)
-    t_all, loss_all = dist.all_gather_cat(batch.t), dist.all_gather_cat(out.loss.detach())
+    t_all, loss_all = dist.all_gather_cat(batch.t), dist.all_gather_cat(torch.cat(examples))
     state.timesteps.update(t_all, loss_all)
     state.last_t, state.last_example_losses = t_all, loss_all
     state.step = step
-    value = (loss_all.mean() if dist.world_size() > 1 else loss).detach()
+    value = loss_all.mean() if dist.world_size() > 1 else loss
     state.pending.append(value)
     return value
 
