@@ -1,6 +1,7 @@
 """The training loop's guards, EMA, warm-up and checkpoints."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,19 @@ def test_micro_batches_keep_each_examples_draws_and_labels_and_sum_to_the_batchs
     assert one.losses == pytest.approx(four.losses, rel=1e-6)  # (3e-8 here)
     # Adam's first steps divide each gradient by its own size, so rounding moves small ones' weights most
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4  # (3e-5 here; 1e-2 is a step)
+
+
+def test_progress_into_a_file_is_a_plain_line_per_log_row(tmp_path, capsys):
+    """A bar redrawn with carriage returns fills a batch job's log file: there, one line a log row."""
+    from ddpm.training.run import train
+
+    run = PointsTrainConfig(data="moons", steps=4, log_every=2, diffusion=DiffusionConfig(T=20, decoder="gaussian"))
+    train(run, tmp_path / "r", progress=True)
+    err = capsys.readouterr().err
+    rows = [line for line in err.splitlines() if line.startswith("step ")]
+    assert "\r" not in err and len(rows) == 2, err
+    assert re.fullmatch(r"step 2/4: loss \d+\.\d{4}, lr 8\.00e-08, \d+\.\d\d steps/s, 0m 0\ds left", rows[0])
+    assert rows[1].startswith("step 4/4: ") and rows[1].endswith(", 0m 00s left")
 
 
 def test_ema_warmup_and_plain_decay():

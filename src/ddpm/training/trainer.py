@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
@@ -130,16 +131,11 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def check_grad_accum(optim: OptimConfig) -> None:
-    """Refuse more micro-batches than each process's share of the batch has examples."""
+def make_train_state(model: nn.Module, diffusion: DiffusionConfig, optim: OptimConfig) -> TrainState:
     share = optim.batch_size // dist.world_size()
-    if optim.grad_accum > share:
+    if optim.grad_accum > share:  # every process refuses, before a run writes anything
         raise ConfigError(f"grad_accum {optim.grad_accum}: more micro-batches than the {share} examples each of "
                           f"the {dist.world_size()} processes takes of the batch {optim.batch_size}")
-
-
-def make_train_state(model: nn.Module, diffusion: DiffusionConfig, optim: OptimConfig) -> TrainState:
-    check_grad_accum(optim)  # on every process, before a run writes anything
     optimizer = make_optimizer(model.parameters(), optim.lr)
     return TrainState(model, EMA(model, optim.ema_decay, optim.ema_warmup), optimizer,
                       TimestepSampler(diffusion.T, diffusion.timestep_sampler))
@@ -241,6 +237,11 @@ def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusi
     return value
 
 
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m {int(seconds % 60):02d}s"
+
+
 def run_training(
     state: TrainState,
     schedule: NoiseSchedule,
@@ -256,13 +257,17 @@ def run_training(
     """Train until ``state.step == steps``, drawing global x_0 batches from ``batches(generator)``.
 
     ``after_step(state)`` runs after every step (checkpoints, logs); returning True stops early.
-    A progress bar on the main process shows the loss, steps/s and the time left.
+    On the main process a progress bar shows the loss, steps/s and the time left; when stderr is a
+    file (nohup, a batch job's log) a plain line says the same every ``log_every`` steps instead.
     """
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=steps, initial=state.step, disable=not progress or not dist.is_main(), desc="train",
+    show = progress and dist.is_main()
+    lines = show and not sys.stderr.isatty()
+    bar = tqdm(total=steps, initial=state.step, disable=not show or lines, desc="train",
                unit="step", dynamic_ncols=True, mininterval=1.0)
     start, window = time.perf_counter(), 0
+    since = (start, state.step)
     try:
         while state.step < steps:
             got = batches(generator)  # the global batch, or (this process's slice, the global size[, labels])
@@ -274,7 +279,14 @@ def run_training(
             if state.step % log_every == 0 or state.step == steps:
                 state.sync()  # the one wait for the device in log_every steps
                 recent = state.losses[-window:]
-                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{learning_rate(optim, state.step - 1):.2e}")
+                loss, lr = f"{sum(recent) / len(recent):.4f}", f"{learning_rate(optim, state.step - 1):.2e}"
+                bar.set_postfix(loss=loss, lr=lr)
+                if lines:
+                    now = time.perf_counter()
+                    rate = (state.step - since[1]) / max(now - since[0], 1e-9)
+                    print(f"step {state.step}/{steps}: loss {loss}, lr {lr}, {rate:.2f} steps/s, "
+                          f"{_duration((steps - state.step) / rate)} left", file=sys.stderr, flush=True)
+                    since = (now, state.step)
                 window = 0
             if after_step is not None and after_step(state):
                 break
