@@ -135,6 +135,15 @@ def test_info_says_what_a_checkpoint_is_and_lists_the_shipped_ones(shelf, run_di
     assert "run" not in facts and "sampler" not in facts  # packed without a sampler: not a run
     facts = info(str(run_dir))
     assert facts["run"] == f"{run_dir}: checkpoints at steps 4" and "note" not in facts
+    young = tmp_path / "young"  # a run that has not written its first checkpoint: its config.json speaks
+    young.mkdir()
+    (young / "config.json").write_text((run_dir / "config.json").read_text())
+    (young / "log.csv").write_text("step,loss,lr,steps_per_s\n2,0.25,1e-05,7.5\n")
+    with FolderLock(young):
+        facts = info(str(young))
+    assert facts["checkpoint"] == "none yet (the first at step 500)" and facts["steps"] == "4 of batch 16"
+    assert facts["network"] == info(str(run_dir))["network"] and facts["classes"] == "none (unconditional)"
+    assert facts["log"].startswith("step 2: loss 0.25") and facts["training"] == f"now, in process {os.getpid()}"
 
     cond = tmp_path / "cond"
     assert main(["train", "--data", "8gaussians", "--class-conditional", "--label-dropout", "0.2", "--steps", "2",

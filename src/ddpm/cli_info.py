@@ -54,36 +54,49 @@ def _data(config, kind: str) -> str:
     return f"{d.dataset}{where}, {d.image_size}×{d.image_size}, {_plural(d.channels, 'channel')}, {flips}"
 
 
-def describe(checkpoint: str | Path) -> list[tuple[str, str]]:
-    """(label, text) rows that say what ``checkpoint`` is: read without building the network."""
-    from .checkpoint import Checkpoint
-
-    ckpt = Checkpoint.read(checkpoint, parts=("ema",))
-    config, info = ckpt.config, ckpt.info
-    parameters = sum(v.numel() for v in ckpt.ema.values() if v.is_floating_point())
-    packed = info.get("packed")
-    minutes = f", {ckpt.train_seconds / 60:.0f} min of training recorded" if ckpt.train_seconds else ""
-    micro = f" in {config.optim.grad_accum} micro-batches" if config.optim.grad_accum > 1 else ""
-    rows = [("checkpoint", str(ckpt.path)),
-            ("step", f"{ckpt.step:,} of batch {config.optim.batch_size}{micro}{minutes}"),
-            ("network", _network(config, parameters)),
-            ("diffusion", _diffusion(config.diffusion))]
+def _config_rows(config, kind: str, parameters: int, class_names=None) -> list[tuple[str, str]]:
+    """What a run's config says: network, diffusion, optimizer, data, classes, where it began."""
     o = config.optim
     clip = f"clip {o.grad_clip:g}" if o.grad_clip else "no clipping"
-    rows.append(("optimizer", f"Adam lr {o.lr:g} ({o.warmup} warm-up steps), {clip}, EMA {o.ema_decay:g}, "
-                              f"seed {config.seed}, {config.precision}"))
-    rows.append(("data", _data(config, ckpt.kind)))
+    rows = [("network", _network(config, parameters)), ("diffusion", _diffusion(config.diffusion)),
+            ("optimizer", f"Adam lr {o.lr:g} ({o.warmup} warm-up steps), {clip}, EMA {o.ema_decay:g}, "
+                          f"seed {config.seed}, {config.precision}"),
+            ("data", _data(config, kind))]
     classes = config.model.num_classes
     if classes:
-        names = info.get("class_names") or list(map(str, range(classes)))
+        names = class_names or list(map(str, range(classes)))
         shown = ", ".join(names[:12]) + (", …" if classes > 12 else "")
         rows.append(("classes", f"{classes} ({shown}) and 'no class'; label dropout {config.label_dropout:g}"))
     else:
         rows.append(("classes", "none (unconditional)"))
     if config.init:
         rows.append(("began from", str(config.init)))
+    return rows
+
+
+def _batch(config) -> str:
+    micro = f" in {config.optim.grad_accum} micro-batches" if config.optim.grad_accum > 1 else ""
+    return f"batch {config.optim.batch_size}{micro}"
+
+
+def describe(checkpoint: str | Path) -> list[tuple[str, str]]:
+    """(label, text) rows that say what ``checkpoint`` is: read without building the network
+    (a run that has written no checkpoint yet: from its config.json, the network built to count it)."""
+    from .checkpoint import Checkpoint, checkpoints_of
+
+    path = Path(checkpoint)
+    if not str(checkpoint).startswith("pretrained:") and (path / "config.json").is_file() and \
+            not (path / "state.json").is_file() and not checkpoints_of(path):
+        return _describe_new_run(path)
+    ckpt = Checkpoint.read(checkpoint, parts=("ema",))
+    config, info = ckpt.config, ckpt.info
+    parameters = sum(v.numel() for v in ckpt.ema.values() if v.is_floating_point())
+    minutes = f", {ckpt.train_seconds / 60:.0f} min of training recorded" if ckpt.train_seconds else ""
+    rows = [("checkpoint", str(ckpt.path)), ("step", f"{ckpt.step:,} of {_batch(config)}{minutes}"),
+            *_config_rows(config, ckpt.kind, parameters, info.get("class_names"))]
     if "source" in info:
         rows.append(("imported", str(info["source"])))
+    packed = info.get("packed")
     if packed:
         rows.append(("packed", f"{packed.get('weights', '')} from {packed.get('from', '?')}"))
         if packed.get("note"):
@@ -95,20 +108,35 @@ def describe(checkpoint: str | Path) -> list[tuple[str, str]]:
                                 "is given)"))
     run = ckpt.path.parent.parent if ckpt.path.parent.name == "checkpoints" else None
     if run is not None:
-        rows += _run_rows(run, ckpt)
+        steps = sorted(int(p.name.split("_")[-1]) for p in checkpoints_of(run))
+        rows.append(("run", f"{run}: checkpoints at steps {', '.join(f'{s:,}' for s in steps)}"
+                            f"{'' if (ckpt.path / 'optimizer.safetensors').is_file() else ' (weights only)'}"))
+        rows += _progress_rows(run)
     return rows
 
 
-def _run_rows(run: Path, ckpt) -> list[tuple[str, str]]:
-    """A run directory's checkpoints, its last log row and whether a process trains it now."""
+def _describe_new_run(run: Path) -> list[tuple[str, str]]:
+    from .config import ImageTrainConfig, PointsTrainConfig, from_dict
+    from .errors import CheckpointError
+    from .files import read_json
+    from .kinds import kind_of
+
+    data = read_json(run / "config.json", CheckpointError)
+    image = isinstance(data, dict) and isinstance(data.get("data"), dict)  # an image run's data is a section
+    config = from_dict(ImageTrainConfig if image else PointsTrainConfig, data, str(run / "config.json"))
+    parameters = sum(p.numel() for p in kind_of(config).model(config).parameters())
+    return [("checkpoint", f"none yet (the first at step {config.checkpoint_every:,})"),
+            ("steps", f"{config.steps:,} of {_batch(config)}"),
+            *_config_rows(config, "image" if image else "points", parameters), *_progress_rows(run)]
+
+
+def _progress_rows(run: Path) -> list[tuple[str, str]]:
+    """A run directory's last log row and whether a process trains it now."""
     import csv
 
-    from .checkpoint import checkpoints_of
     from .files import FolderLock
 
-    steps = sorted(int(p.name.split("_")[-1]) for p in checkpoints_of(run))
-    rows = [("run", f"{run}: checkpoints at steps {', '.join(f'{s:,}' for s in steps)}"
-                    f"{'' if (ckpt.path / 'optimizer.safetensors').is_file() else ' (weights only)'}")]
+    rows = []
     try:
         with open(run / "log.csv", newline="") as f:
             last = None
