@@ -115,8 +115,8 @@ def test_progress_into_a_file_is_a_plain_line_per_log_row(tmp_path, capsys):
     err = capsys.readouterr().err
     rows = [line for line in err.splitlines() if line.startswith("step ")]
     assert "\r" not in err and len(rows) == 2, err
-    assert re.fullmatch(r"step 2/4: loss \d+\.\d{4}, lr 8\.00e-08, \d+\.\d\d steps/s, 0m 0\ds left", rows[0])
-    assert rows[1].startswith("step 4/4: ") and rows[1].endswith(", 0m 00s left")
+    assert re.fullmatch(r"step 2/4: loss \d+\.\d{4}, lr 8\.00e-08, \d+\.\d\d steps/s, 00:0\d left", rows[0])
+    assert rows[1].startswith("step 4/4: ") and rows[1].endswith(", 00:00 left")
 
 
 def test_ema_warmup_and_plain_decay():

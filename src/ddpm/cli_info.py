@@ -19,6 +19,10 @@ def _count(n: float) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
 
 
+def _parameters(ckpt) -> int:
+    return sum(v.numel() for v in ckpt.ema.values() if v.is_floating_point())
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -90,7 +94,7 @@ def describe(checkpoint: str | Path) -> list[tuple[str, str]]:
         return _describe_new_run(path)
     ckpt = Checkpoint.read(checkpoint, parts=("ema",))
     config, info = ckpt.config, ckpt.info
-    parameters = sum(v.numel() for v in ckpt.ema.values() if v.is_floating_point())
+    parameters = _parameters(ckpt)
     minutes = f", {ckpt.train_seconds / 60:.0f} min of training recorded" if ckpt.train_seconds else ""
     rows = [("checkpoint", str(ckpt.path)), ("step", f"{ckpt.step:,} of {_batch(config)}{minutes}"),
             *_config_rows(config, ckpt.kind, parameters, info.get("class_names"))]
@@ -155,14 +159,15 @@ def _progress_rows(run: Path) -> list[tuple[str, str]]:
 
 
 def shipped() -> list[tuple[str, str]]:
-    """One row for each ``pretrained:NAME`` with its network and classes."""
-    from .checkpoint import pretrained_names
+    """One row for each ``pretrained:NAME`` with its step, size and classes."""
+    from .checkpoint import Checkpoint, pretrained_names
 
     rows = []
     for name in pretrained_names():
-        facts = dict(describe(f"pretrained:{name}"))
-        rows.append((f"pretrained:{name}", f"step {facts['step'].split(' ')[0]}; {facts['network'].split(':')[0]}; "
-                                           f"classes: {facts['classes'].split(' (')[0]}"))
+        ckpt = Checkpoint.read(f"pretrained:{name}", parts=("ema",))
+        n = _parameters(ckpt)
+        rows.append((f"pretrained:{name}", f"step {ckpt.step:,}; {_count(n)} parameters ({n:,}); "
+                                           f"classes: {ckpt.config.model.num_classes or 'none'}"))
     return rows
 
 

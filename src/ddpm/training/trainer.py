@@ -228,18 +228,14 @@ def train_step(state: TrainState, schedule: NoiseSchedule, batch: Batch, diffusi
         group["lr"] = learning_rate(optim, state.step)
     state.optimizer.step()
     state.ema.update(state.model)
-    t_all, loss_all = dist.all_gather_cat(batch.t), dist.all_gather_cat(torch.cat(examples))
+    per_example = examples[0] if len(examples) == 1 else torch.cat(examples)
+    t_all, loss_all = dist.all_gather_cat(batch.t), dist.all_gather_cat(per_example)
     state.timesteps.update(t_all, loss_all)
     state.last_t, state.last_example_losses = t_all, loss_all
     state.step = step
     value = loss_all.mean() if dist.world_size() > 1 else loss
     state.pending.append(value)
     return value
-
-
-def _duration(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    return f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m {int(seconds % 60):02d}s"
 
 
 def run_training(
@@ -285,7 +281,7 @@ def run_training(
                     now = time.perf_counter()
                     rate = (state.step - since[1]) / max(now - since[0], 1e-9)
                     print(f"step {state.step}/{steps}: loss {loss}, lr {lr}, {rate:.2f} steps/s, "
-                          f"{_duration((steps - state.step) / rate)} left", file=sys.stderr, flush=True)
+                          f"{tqdm.format_interval((steps - state.step) / rate)} left", file=sys.stderr, flush=True)
                     since = (now, state.step)
                 window = 0
             if after_step is not None and after_step(state):
