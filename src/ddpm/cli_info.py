@@ -98,8 +98,9 @@ def describe(checkpoint: str | Path) -> list[tuple[str, str]]:
     minutes = f", {ckpt.train_seconds / 60:.0f} min of training recorded" if ckpt.train_seconds else ""
     rows = [("checkpoint", str(ckpt.path)), ("step", f"{ckpt.step:,} of {_batch(config)}{minutes}"),
             *_config_rows(config, ckpt.kind, parameters, info.get("class_names"))]
-    if "source" in info:
-        rows.append(("imported", str(info["source"])))
+    if "source" in info:  # its training happened elsewhere: the step and optimizer rows are import defaults
+        rows = [r for r in rows if r[0] not in ("step", "optimizer")]
+        rows.append(("imported", f"{info['source']} (its training is not recorded here)"))
     packed = info.get("packed")
     if packed:
         rows.append(("packed", f"{packed.get('weights', '')} from {packed.get('from', '?')}"))
