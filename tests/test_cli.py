@@ -136,6 +136,20 @@ def test_every_sampler_from_the_cli(tmp_path, capsys, sampler):
     assert bad[0] == 2 and "steps must be an integer in [1, 20], got 21" in bad[2]
 
 
+def test_progress_to_a_file_is_plain_lines(tmp_path, capsys):
+    """stderr that is not a terminal (capsys, nohup, a batch job's log) gets lines, not a bar redrawn
+    with carriage returns; a quiet command writes none."""
+    run(["train", "--data", "moons", "--out", str(tmp_path / "r"), *TINY], capsys)
+    code, _, err = run(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "50", "--out", str(tmp_path / "s.npy")],
+                       capsys)
+    assert code == 0 and "\r" not in err
+    bar = [line for line in err.splitlines() if line.startswith("sample:")]
+    assert len(bar) >= 2 and "100%" in bar[-1] and "1.00k/1.00k" in bar[-1], err  # 50 samples × 20 steps
+    code, _, err = run(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "50", "--out", str(tmp_path / "q.npy"),
+                        "--quiet"], capsys)
+    assert code == 0 and "sample:" not in err
+
+
 def test_samples_come_back_in_the_files_scale(tmp_path, capsys):
     pts = np.random.default_rng(0).normal(size=(500, 2)) * [1000.0, 0.001] + [5e4, -3.0]
     np.save(tmp_path / "pts.npy", pts)

@@ -171,7 +171,7 @@ def test_help_names_no_default_it_does_not_have(capsys):
 
 #: Each module's layer; a module may import only from its own layer or below (STYLE.md).
 LAYERS = [
-    {"errors", "rng", "files", "visualization", "pieces", "allocator"},
+    {"errors", "rng", "files", "visualization", "pieces", "allocator", "progress"},
     {"schedules"},
     {"diffusion", "losses"},
     {"samplers", "models", "data"},

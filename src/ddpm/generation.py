@@ -126,14 +126,13 @@ def in_batches(n: int, batch_size: int, steps: int, work, compiled: bool = False
     concatenated. With ``pieces`` (:class:`ddpm.pieces.Pieces`) each finished batch is kept under
     its absolute index (``first`` + start), and a batch kept by an earlier attempt is read back
     instead of made again."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"the batch size must be an integer >= 1, got {batch_size!r}")
     padded = compiled and n > batch_size
     rows_in_all = -(-n // batch_size) * batch_size if padded else n
-    bar = tqdm(total=rows_in_all * steps, disable=not progress, desc=desc, unit=" image-step", unit_scale=True,
-               dynamic_ncols=True, mininterval=1.0)
+    bar = progress_bar(total=rows_in_all * steps, show=progress, desc=desc, unit=" image-step", unit_scale=True)
     parts = []
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)

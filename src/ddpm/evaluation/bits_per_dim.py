@@ -46,8 +46,7 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
     (:class:`ddpm.pieces.Pieces`) each finished batch is kept with the generator's state after
     it, and the batches an earlier attempt kept are read, not measured again: the same figures.
     """
-    from tqdm.auto import tqdm
-
+    from ..progress import progress_bar
     from ..samplers import RespacedModel, make_timesteps, respace
 
     network, schedule, t_map = loaded.model.to(device).eval(), loaded.schedule.to(device), None
@@ -60,8 +59,7 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
     per_image, per_t = ("total", "prior", "decoder", "diffusion"), ("terms", "rate", "sq_err") if full else ()
     sums: dict[str, list[torch.Tensor]] = {k: [] for k in per_image + per_t}
     start, resumed, reading = time.perf_counter(), 0, pieces is not None
-    for lo in tqdm(range(0, N, batch_size), disable=not progress, desc="bits/dim", unit="batch",
-                   dynamic_ncols=True, mininterval=1.0):
+    for lo in progress_bar(range(0, N, batch_size), show=progress, desc="bits/dim", unit="batch"):
         count = min(batch_size, N - lo)
         got = pieces.get(lo, count) if reading else None
         if got is not None and all(got.get(k) is not None and got[k].shape == (count,) for k in per_image) \

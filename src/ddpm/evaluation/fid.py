@@ -69,13 +69,13 @@ class InceptionFeatures:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, progress: bool = False) -> np.ndarray:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
             raise DataError(f"FID takes uint8 images (N, 1 or 3, H, W), got {images.dtype} {tuple(images.shape)}")
         out = []
-        for start in tqdm(range(0, images.shape[0], self.batch_size), disable=not progress, desc="inception",
-                          unit="batch", dynamic_ncols=True, mininterval=1.0):
+        for start in progress_bar(range(0, images.shape[0], self.batch_size), show=progress, desc="inception",
+                                  unit="batch"):
             x = images[start:start + self.batch_size].to(self.device).float()
             if x.shape[1] == 1:
                 x = x.expand(-1, 3, -1, -1)

@@ -1,0 +1,37 @@
+"""Progress bars that suit where stderr goes.
+
+On a terminal, tqdm's bar redrawn every second. When stderr is a file (nohup, a batch job's
+log), a bar redrawn in place would pile up in the file as one ever longer line of carriage
+returns; there each update is one plain line instead, every ``every`` seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["progress_bar"]
+
+
+class _Lines:
+    """A stream for tqdm that writes each redrawn status as a line of its own."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").strip()  # tqdm redraws with "\r" and pads with spaces
+        if text:
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(iterable=None, *, show: bool = True, every: float = 30.0, **options):
+    """``tqdm(iterable, **options)``: a live bar on a terminal, plain lines every ``every`` s on a
+    file, nothing when ``show`` is false."""
+    from tqdm.auto import tqdm
+
+    if show and not sys.stderr.isatty():
+        return tqdm(iterable, file=_Lines(sys.stderr), mininterval=every, maxinterval=every, ncols=100, **options)
+    return tqdm(iterable, disable=not show, dynamic_ncols=True, mininterval=1.0, **options)
