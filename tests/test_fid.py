@@ -53,6 +53,24 @@ def test_missing_weights_give_one_line_saying_how_to_install(monkeypatch, tmp_pa
     assert main(["eval", "fid", "--samples", str(tmp_path / "s.npz"), "--ref", "digits"]) == 2
 
 
+@pytest.mark.parametrize("bad, message", [
+    (["--n", "1"], "--n must be >= 2, got 1"), (["--n=-5"], "--n must be >= 2, got -5"),
+    (["--steps", "0"], "steps must be an integer in [1, 1000], got 0"),
+    (["--guidance", "1"], "--guidance: this run was trained without classes"),
+])
+def test_bad_sampling_options_stop_before_the_reference_statistics(monkeypatch, tmp_path, capsys, bad, message):
+    """Statistics of 10,000 reference images take half an hour of a CPU: what sampling will ask is
+    checked first, and nothing is written."""
+    def never(*args, **kwargs):
+        raise AssertionError("Inception was loaded before the options were checked")
+
+    monkeypatch.setattr(fidmod, "InceptionFeatures", never)
+    out = tmp_path / "fid.json"
+    assert main(["eval", "fid", "--checkpoint", "pretrained:mnist", "--ref", "mnist:test", "--out", str(out),
+                 *bad]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
 def test_damaged_weights_give_one_line_naming_the_file(monkeypatch, tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 not the network")
     monkeypatch.setenv("DDPM_INCEPTION_WEIGHTS", str(tmp_path / "bad.pt"))

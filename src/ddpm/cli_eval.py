@@ -184,6 +184,14 @@ def _eval_fid(args: argparse.Namespace) -> int:
 
     device = _device(args.device, join=True)
     loaded = _image_checkpoint(args, "eval fid") if args.checkpoint else None
+    if loaded is not None:  # what sampling will ask, checked before minutes of reference statistics
+        if args.n < max(2, dist.world_size()):
+            raise ConfigError(f"--n must be >= {max(2, dist.world_size())}, got {args.n}")
+        spec = _sampler_spec(args, loaded)
+        if args.guidance and not loaded.num_classes:
+            raise ConfigError("--guidance: this run was trained without classes (guidance needs a run trained "
+                              "with --class-conditional)")
+        labels = _class_labels("all" if loaded.num_classes else None, args.n, loaded.num_classes, args.guidance)
     if args.out:
         _main_process_first(lambda: prepare_output(Path(args.out).with_suffix(".json")), device)
     extractor = InceptionFeatures(device)  # fails first, with the install line, if absent
@@ -200,10 +208,6 @@ def _eval_fid(args: argparse.Namespace) -> int:
     if loaded is not None:
         from .generation import generate
 
-        if args.n < max(2, dist.world_size()):
-            raise ConfigError(f"--n must be >= {max(2, dist.world_size())}, got {args.n}")
-        spec = _sampler_spec(args, loaded)
-        labels = _class_labels("all" if loaded.num_classes else None, args.n, loaded.num_classes, args.guidance)
         pieces = _sampling_pieces(Path(args.out).with_suffix(".npz"), loaded, spec, device, args.n,
                                   args.batch_size, seed=args.seed, ema=not args.no_ema, keep_states=[],
                                   classes="all" if labels is not None else None,
