@@ -66,8 +66,9 @@ def test_bad_step_counts_and_spacings_are_refused():
     with pytest.raises(ConfigError, match="unknown timestep spacing 'uniform'"):
         make_timesteps(T, 10, "uniform")
     assert parse_timesteps("999, 500,1") == [999, 500, 1]
-    with pytest.raises(ConfigError, match="comma-separated"):
-        parse_timesteps("999;5")
+    for bad in ("999;5", "999,,5", "999,"):  # an empty item is a number left out, not a gap meant
+        with pytest.raises(ConfigError, match="comma-separated"):
+            parse_timesteps(bad)
 
 
 def test_respacing_keeps_the_marginals_and_the_full_grid_is_the_original(schedule):

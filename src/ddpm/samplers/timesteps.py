@@ -69,8 +69,11 @@ def check_timesteps(T: int, timesteps: Sequence[int], lowest: int = 1) -> list[i
 def parse_timesteps(text: str, flag: str = "--timesteps") -> list[int]:
     """'999,500,10' -> [999, 500, 10]: the one parser of a comma list of integers typed by a user
     (timesteps are then validated by :func:`check_timesteps`)."""
+    parts = text.replace(" ", "").split(",")
     try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
+        if "" in parts:  # '1,,2' or '5,': a number left out is likelier than a gap meant
+            raise ValueError
+        return [int(part) for part in parts]
     except ValueError:
         raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}") from None
 
