@@ -163,6 +163,10 @@ def test_inpaint_and_edit_from_the_cli(run_dir, images, tmp_path, capsys):
     for argv, message in (
         (["inpaint", *common, "--mask", str(tmp_path / "small.npy"), "--out", str(tmp_path / "x.npz")],
          r"a mask of shape \(4, 4\)"),
+        (["inpaint", *common, "--mask", str(tmp_path / "absent.png"), "--out", str(tmp_path / "x.npz")],
+         r"absent.png: no such file \(a mask is a PNG, white = generate, or an .npy of booleans\)"),
+        (["inpaint", *common, "--mask", str(images / "in.npz"), "--out", str(tmp_path / "x.npz")],
+         r"in.npz: not a readable image \(.*\); a mask is a PNG"),
         (["edit", *common, "--strength", "1.5", "--out", str(tmp_path / "x.npz")], r"strength must lie in \[0, 1\]"),
         (["edit", *common, "--strength", "0.5", "--class", "1", "--out", str(tmp_path / "x.npz")],
          "trained without classes"),

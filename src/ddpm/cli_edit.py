@@ -50,6 +50,8 @@ def read_mask(path: str | Path, n: int, size: int):
     import torch
 
     p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file (a mask is a PNG, white = generate, or an .npy of booleans)")
     if p.suffix.lower() == ".npy":
         try:
             mask = np.load(p, allow_pickle=False)
@@ -64,7 +66,8 @@ def read_mask(path: str | Path, n: int, size: int):
             with Image.open(p) as im:
                 mask = np.asarray(im.convert("L")) > 127
         except OSError as exc:
-            raise DataError(f"{p}: not a readable image: {exc}") from None
+            raise DataError(f"{p}: not a readable image ({exc}); a mask is a PNG, white = generate, or an .npy "
+                            "of booleans") from None
     if mask.shape[-2:] != (size, size) or mask.ndim not in (2, 3) or (mask.ndim == 3 and mask.shape[0] not in (1, n)):
         raise DataError(f"{p}: a mask of shape {mask.shape}; the images need ({size}, {size}) or ({n}, {size}, {size})")
     mask = torch.from_numpy(mask.copy())
