@@ -191,6 +191,8 @@ def write(tmp_path, name, array):
         (["sample", "--checkpoint", "nowhere", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
         (["progressive", "--checkpoint", "nowhere", "--out", "p.png", "--n", "-1"], "--n must be >= 1, got -1"),
         (["interpolate", "--checkpoint", "nowhere", "--out", "i", "--pairs", "0"], "--pairs must be >= 1, got 0"),
+        (["progressive", "--checkpoint", "nowhere", "--out", "p.png", "--scale", "0"], "--scale must be >= 1, got 0"),
+        (["interpolate", "--checkpoint", "nowhere", "--out", "i", "--scale", "-2"], "--scale must be >= 1, got -2"),
         (["eval", "nll", "--checkpoint", "nowhere", "--max-batch", "0"], "--max-batch must be >= 1, got 0"),
     ],
 )

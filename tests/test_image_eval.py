@@ -70,6 +70,9 @@ def test_progressive_and_interpolation_pictures(run_dir, tmp_path, capsys):
         assert PIL.open(out / "interp_t0010.png").size == (7 * 10 + 2, 2 * 10 + 2)  # a, 5 mixtures, b
     assert main(["interpolate", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x"), "--points", "1"]) == 2
     assert "at least 2 interpolation points" in capsys.readouterr().err
+    assert main(["interpolate", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x"), "--pairs", "5000"]) == 2
+    assert "images, fewer than the 10000 images of --pairs 5000" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_progressive_and_interpolate_take_compile_and_draw_what_eager_draws(run_dir, tmp_path, monkeypatch):

@@ -58,7 +58,7 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
     from .samplers import parse_timesteps
     from .visualization import image_table, reverse_strip
 
-    _at_least_one(args, "n")
+    _at_least_one(args, "n", "scale")
     if Path(args.out).suffix.lower() != ".png":
         raise ConfigError(f"--out {args.out}: progressive writes one picture; give a name ending in .png")
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
@@ -87,7 +87,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     from .samplers import parse_timesteps
     from .visualization import image_table
 
-    _at_least_one(args, "pairs")
+    _at_least_one(args, "pairs", "scale")
     if Path(args.out).suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".npz", ".npy"):
         raise ConfigError(f"--out {args.out}: interpolate writes a folder (one interp_tXXXX.png per t); "
                           "give a folder name without an extension")
@@ -96,7 +96,8 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     T = loaded.schedule.T
     ts = sorted({min(t, T) for t in parse_timesteps(args.t, "--t")})
     lambdas = lambdas_of(args.points)
-    images = eval_images(loaded, args.split, args.data_dir, 2 * args.pairs)
+    images = eval_images(loaded, args.split, args.data_dir, 2 * args.pairs,
+                         asked=f"the {2 * args.pairs} images of --pairs {args.pairs}")
     labels = _class_labels(args.classes, args.pairs, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
     a, b = images[0::2].to(loaded.device), images[1::2].to(loaded.device)
     out = Path(args.out)

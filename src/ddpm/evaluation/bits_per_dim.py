@@ -16,8 +16,10 @@ from ..errors import DataError
 from .nll import bound_estimate, variational_bound
 
 
-def eval_images(loaded, split: str = "test", data_path: str | None = None, n: int | None = None) -> torch.Tensor:
-    """uint8 images of the checkpoint's data set (its ``split``; a folder's own images), first n."""
+def eval_images(loaded, split: str = "test", data_path: str | None = None, n: int | None = None,
+                asked: str | None = None) -> torch.Tensor:
+    """uint8 images of the checkpoint's data set (its ``split``; a folder's own images), first n
+    (``asked``: what asks for them, for the message when there are fewer; default --n)."""
     from ..data.sources import build_image_data, gather
 
     cfg = loaded.config.data
@@ -26,7 +28,7 @@ def eval_images(loaded, split: str = "test", data_path: str | None = None, n: in
     data = build_image_data(cfg, split)
     size = len(data)
     if n is not None and n > size:
-        raise DataError(f"{cfg.dataset} ({split}) has {size} images, fewer than --n {n}")
+        raise DataError(f"{cfg.dataset} ({split}) has {size} images, fewer than {asked or f'--n {n}'}")
     idx = torch.arange(n if n is not None else size)
     return gather(data, idx)
 
