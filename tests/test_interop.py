@@ -55,6 +55,7 @@ def test_import_gives_the_same_output_and_export_round_trips(tmp_path):
     facts = dict(describe(tmp_path / "run"))  # `ddpm info`: where it came from, diffusers' parameter count
     assert facts["imported"] == f"diffusers:{(tmp_path / 'src').resolve()} (its training is not recorded here)"
     assert "step" not in facts and "optimizer" not in facts  # the import's defaults, not how it was trained
+    assert facts["diffusion"].startswith("T 1000, linear β 0.0001 → 0.02; predicts eps")  # β_1, β_T said once
     assert f"({sum(p.numel() for p in ref.parameters()):,})" in facts["network"]
 
     export_diffusers(tmp_path / "run", tmp_path / "back")

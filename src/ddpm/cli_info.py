@@ -42,7 +42,8 @@ def _diffusion(d) -> str:
     from .schedules import make_betas
 
     betas = make_betas(d.schedule, d.T, **d.schedule_params)
-    params = "".join(f", {k} {v:g}" for k, v in d.schedule_params.items())
+    shown = ("beta_start", "beta_end") if d.schedule in ("linear", "quadratic") else ()  # β_1 and β_T below
+    params = "".join(f", {k} {v:g}" for k, v in d.schedule_params.items() if k not in shown)
     loss = {"simple": "L_simple", "vlb": "the true bound (L_vlb)", "hybrid": f"L_hybrid (λ {d.hybrid_weight:g})"}
     return (f"T {d.T}, {d.schedule} β {float(betas[0]):.3g} → {float(betas[-1]):.3g}{params}; predicts "
             f"{d.parameterization}, variance {d.variance}{', x0 clipped' if d.clip_x0 else ''}; "
