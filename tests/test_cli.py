@@ -150,6 +150,18 @@ def test_progress_to_a_file_is_plain_lines(tmp_path, capsys):
     assert code == 0 and "sample:" not in err
 
 
+def test_progress_lines_count_up_once_each(capsys):
+    from ddpm.progress import progress_bar
+
+    for _ in progress_bar(range(4), desc="loop", every=0.0):
+        pass
+    lines = capsys.readouterr().err.splitlines()
+    assert [re.search(r"\| (\d)/4 ", line).group(1) for line in lines] == ["0", "1", "2", "3", "4"], lines
+    for _ in progress_bar(range(4), show=False):
+        pass
+    assert capsys.readouterr().err == ""
+
+
 def test_samples_come_back_in_the_files_scale(tmp_path, capsys):
     pts = np.random.default_rng(0).normal(size=(500, 2)) * [1000.0, 0.001] + [5e4, -3.0]
     np.save(tmp_path / "pts.npy", pts)

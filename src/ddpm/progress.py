@@ -16,12 +16,14 @@ class _Lines:
     """A stream for tqdm that writes each redrawn status as a line of its own."""
 
     def __init__(self, stream):
-        self.stream = stream
+        self.stream, self.last = stream, ""
 
     def write(self, text: str) -> None:
         text = text.replace("\r", "").strip()  # tqdm redraws with "\r" and pads with spaces
-        if text:
+        count = text.split(" [", 1)[0]  # "desc: 40%|####   | 400/1000", before the times and rate
+        if text and count != self.last:  # closing redraws the last count once more
             self.stream.write(text + "\n")
+            self.last = count
 
     def flush(self) -> None:
         self.stream.flush()
@@ -33,5 +35,7 @@ def progress_bar(iterable=None, *, show: bool = True, every: float = 30.0, **opt
     from tqdm.auto import tqdm
 
     if show and not sys.stderr.isatty():
-        return tqdm(iterable, file=_Lines(sys.stderr), mininterval=every, maxinterval=every, ncols=100, **options)
+        # miniters=1: every update checks the clock, and tqdm's monitor thread never redraws (it would
+        # print a loop's count as of the last line, not its current one)
+        return tqdm(iterable, file=_Lines(sys.stderr), mininterval=every, miniters=1, ncols=100, **options)
     return tqdm(iterable, disable=not show, dynamic_ncols=True, mininterval=1.0, **options)
