@@ -160,6 +160,9 @@ def test_an_image_folder_with_one_sub_folder_per_class(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "4", "--class", "dogs,birds", "--out",
                  str(tmp_path / "b.npz"), "--quiet"]) == 2
     assert "--class birds: not a class of this run; its classes: cats, dogs" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "4", "--class", "dogs,,cats", "--out",
+                 str(tmp_path / "b.npz"), "--quiet"]) == 2
+    assert "--class 'dogs,,cats': not a class of this run; its classes: cats, dogs" in capsys.readouterr().err
     # the folder named by --data-dir with --data folder, as by --data DIR
     assert argv[3:5] == ["--data", str(tmp_path / "data")]
     assert main([*argv[:3], "--data", "folder", "--data-dir", str(tmp_path / "data"), *argv[5:-1],

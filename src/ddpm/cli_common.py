@@ -128,17 +128,17 @@ def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, n
         return torch.arange(first, first + n) % num_classes
     from .samplers import parse_timesteps
 
-    if names:
-        unknown = [v for v in text.split(",") if v.strip() and v not in names and not v.strip().lstrip("-").isdigit()]
-        if unknown:
-            raise ConfigError(f"--class {unknown[0]}: not a class of this run; its classes: {', '.join(names)} "
-                              f"(or their ids 0-{len(names) - 1}, all, none)")
-        text = ",".join(str(names.index(v)) if v in names else v for v in text.split(","))
     if not text.strip(" ,"):
         raise ConfigError("--class is empty: give an id, a comma list of ids, all or none")
-    ids = parse_timesteps(text, "--class")
-    bad = [k for k in ids if not 0 <= k < num_classes]
-    if bad or not ids:
+    if names:  # a folder run's: its class sub-folders' names stand for their ids
+        items = [v.strip() for v in text.split(",")]
+        unknown = [v for v in items if v not in names and not v.lstrip("-").isdigit()]
+        if unknown:
+            raise ConfigError(f"--class {unknown[0] or repr(text)}: not a class of this run; its classes: "
+                              f"{', '.join(names)} (or their ids 0-{len(names) - 1}, all, none)")
+        text = ",".join(str(names.index(v)) if v in names else v for v in items)
+    ids = parse_timesteps(text, "--class")  # an empty item ('1,,2') is an error there
+    if any(not 0 <= k < num_classes for k in ids):
         raise ConfigError(f"--class: ids must lie in [0, {num_classes - 1}], got {text!r}")
     return torch.tensor(ids, dtype=torch.long)[torch.arange(first, first + n) % len(ids)]
 
