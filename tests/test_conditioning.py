@@ -153,7 +153,7 @@ def test_an_image_folder_with_one_sub_folder_per_class(tmp_path, capsys):
     assert main(argv) == 0
     loaded = load(tmp_path / "r")
     assert loaded.num_classes == 2 and loaded.info["class_names"] == ["cats", "dogs"]
-    assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "4", "--class", "dogs,cats", "--out",
+    assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "4", "--class", "dogs, cats", "--out",
                  str(tmp_path / "s.npz"), "--quiet"]) == 0
     assert np.load(tmp_path / "s.npz")["arr_1"].tolist() == [1, 0, 1, 0]
     capsys.readouterr()
