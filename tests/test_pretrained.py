@@ -56,6 +56,10 @@ def test_pretrained_names_resolve_and_an_unknown_one_is_one_line(shelf, tmp_path
     assert "no such shipped weights" in capsys.readouterr().err and not out.exists()
     assert main(["sample", "--checkpoint", "pretrained:tiny", "--n", "4", "--steps", "3", "--quiet",
                  "--out", str(out)]) == 0 and out.exists()
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", "pretrained:tiny", "--no-ema", "--n", "4",
+                 "--out", str(tmp_path / "r.png")]) == 2
+    assert "a pack holds only the EMA weights: leave out --no-ema" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)  # eval's default output goes here, not into the package
     assert main(["eval", "nll", "--checkpoint", "pretrained:tiny", "--n", "2", "--terms", "3", "--quiet"]) == 0
     assert (tmp_path / "eval" / "nll").is_dir() and not (shelf / "eval").exists()

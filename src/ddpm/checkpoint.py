@@ -113,7 +113,9 @@ class Checkpoint:
         files = {f.stem: _read_tensors(f, digests) for f in present if parts is None or f.stem in parts}
         for needed in ("model", "ema"):
             if needed not in files and (parts is None or needed in parts):
-                raise CheckpointError(f"{ckpt}: missing {needed}.safetensors")
+                packed = needed == "model" and "packed" in state  # `ddpm pack` keeps the EMA weights alone
+                raise CheckpointError(f"{ckpt}: missing {needed}.safetensors" + (
+                    " (a pack holds only the EMA weights: leave out --no-ema)" if packed else ""))
         rng = None
         if "rng" in files:
             rng = {"torch": files["rng"].get("torch"), **_expect(state, "rng", dict, ckpt, {})}
