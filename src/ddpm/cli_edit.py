@@ -44,6 +44,9 @@ def _common(p: argparse.ArgumentParser, mask_required: bool) -> None:
     _add_class_options(p)
 
 
+MASK_KINDS = "a mask is a PNG, white = generate, or an .npy of booleans"
+
+
 def read_mask(path: str | Path, n: int, size: int):
     """Booleans (N or 1, 1, H, W), True where to generate."""
     import numpy as np
@@ -51,7 +54,7 @@ def read_mask(path: str | Path, n: int, size: int):
 
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: no such file (a mask is a PNG, white = generate, or an .npy of booleans)")
+        raise DataError(f"{p}: no such file ({MASK_KINDS})")
     if p.suffix.lower() == ".npy":
         try:
             mask = np.load(p, allow_pickle=False)
@@ -66,8 +69,7 @@ def read_mask(path: str | Path, n: int, size: int):
             with Image.open(p) as im:
                 mask = np.asarray(im.convert("L")) > 127
         except OSError as exc:
-            raise DataError(f"{p}: not a readable image ({exc}); a mask is a PNG, white = generate, or an .npy "
-                            "of booleans") from None
+            raise DataError(f"{p}: not a readable image ({exc}); {MASK_KINDS}") from None
     if mask.shape[-2:] != (size, size) or mask.ndim not in (2, 3) or (mask.ndim == 3 and mask.shape[0] not in (1, n)):
         raise DataError(f"{p}: a mask of shape {mask.shape}; the images need ({size}, {size}) or ({n}, {size}, {size})")
     mask = torch.from_numpy(mask.copy())

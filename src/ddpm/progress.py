@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["progress_bar"]
+__all__ = ["progress_bar", "into_a_file"]
+
+
+def into_a_file() -> bool:
+    """Whether progress goes to a file (nohup, a batch job's log) rather than a terminal: plain
+    lines there, never a bar redrawn in place."""
+    return not sys.stderr.isatty()
 
 
 class _Lines:
@@ -34,7 +40,7 @@ def progress_bar(iterable=None, *, show: bool = True, every: float = 30.0, **opt
     file, nothing when ``show`` is false."""
     from tqdm.auto import tqdm
 
-    if show and not sys.stderr.isatty():
+    if show and into_a_file():
         # miniters=1: every update checks the clock, and tqdm's monitor thread never redraws (it would
         # print a loop's count as of the last line, not its current one)
         return tqdm(iterable, file=_Lines(sys.stderr), mininterval=every, miniters=1, ncols=100, **options)

@@ -258,8 +258,10 @@ def run_training(
     """
     from tqdm.auto import tqdm
 
+    from ..progress import into_a_file
+
     show = progress and dist.is_main()
-    lines = show and not sys.stderr.isatty()
+    lines = show and into_a_file()  # a line per log row, with the loss, instead of the bar
     bar = tqdm(total=steps, initial=state.step, disable=not show or lines, desc="train",
                unit="step", dynamic_ncols=True, mininterval=1.0)
     start, window = time.perf_counter(), 0
