@@ -122,6 +122,7 @@ def test_a_class_conditional_2d_run_from_the_cli(tmp_path, capsys):
     assert meta["class"] == "0,2" and meta["guidance"] == 2.0
     for bad, message in ((["--class", "3"], "ids must lie in [0, 2]"), (["--guidance", "1"], "needs --class"),
                          (["--class", "1", "--guidance=-1"], "--guidance must be >= 0"),
+                         (["--class", "none", "--guidance", "1"], "(the classes to guide towards), not none"),
                          (["--class", ""], "--class is empty: give an id, a comma list of ids, all or none"),
                          (["--class", "0,,2"], "--class takes comma-separated integers, got '0,,2'")):
         capsys.readouterr()

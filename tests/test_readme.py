@@ -19,3 +19,17 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "bash scripts/test.sh" in readme
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_scripts_parse():
+    """The shell scripts and benchmarks are read whole before they run: a syntax error found on a
+    device machine would cost a call of its few minutes."""
+    import subprocess
+
+    shell = sorted((ROOT / "scripts").glob("*.sh")) + sorted((ROOT / "benchmarks").glob("*.sh")) + [ROOT / ".ci/run"]
+    assert len(shell) > 5
+    for script in shell:
+        done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert done.returncode == 0, (script.name, done.stderr)
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        compile(script.read_text(), str(script), "exec")

@@ -116,9 +116,9 @@ def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, n
 
     if guidance < 0:
         raise ConfigError(f"--guidance must be >= 0, got {guidance}")
+    if guidance and text in (None, "none"):  # ε̃ would be ε(x, ∅) itself: guidance without a class changes nothing
+        raise ConfigError("--guidance needs --class (the classes to guide towards)" + ", not none" * bool(text))
     if text is None:
-        if guidance:
-            raise ConfigError("--guidance needs --class (the classes to guide towards)")
         return None
     if num_classes == 0:
         raise ConfigError("--class: this run was trained without classes (train with --class-conditional)")
