@@ -25,15 +25,17 @@ from conditional_mnist import train_classifier  # noqa: E402
 
 
 def quality(classifier, images: torch.Tensor, asked: torch.Tensor | None = None) -> dict:
-    """images: uint8 (N, 1, 28, 28); asked: (N,) the classes they were drawn as, if any. Confidence
-    shares, class balance, the share read as the asked class, and the order least confident first."""
+    """images: uint8 (N, 1, 28, 28); asked: (N,) the classes they were drawn as, if any (10, the "no
+    class" id of `--class none`, asks for none). Confidence shares, class balance, the share read as
+    the asked class (of the samples that asked for one), and the order least confident first."""
     with torch.no_grad():
         probs = torch.cat([classifier(b).softmax(1) for b in images.split(1000)])
     top, label = probs.max(1)
     counts = torch.bincount(label, minlength=10).double() / len(label)
     return {"n": len(label), "p90": float((top >= 0.9).double().mean()), "p99": float((top >= 0.99).double().mean()),
             "mean_top": float(top.double().mean()), "commonest": float(counts.max()), "rarest": float(counts.min()),
-            "asked": None if asked is None else float((label == asked).double().mean()), "order": top.argsort()}
+            "asked": None if asked is None or not (asked < 10).any() else
+            float((label == asked)[asked < 10].double().mean()), "order": top.argsort()}
 
 
 def read_samples(paths: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
