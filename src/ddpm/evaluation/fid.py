@@ -54,7 +54,7 @@ class InceptionFeatures:
 
     def __init__(self, device: torch.device | str = "cpu", batch_size: int = 50):
         self.path = find_inception_weights()
-        with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export; the file is TorchScript
+        with warnings.catch_warnings():  # torch.jit.load is deprecated (for torch.export); the file is TorchScript
             warnings.simplefilter("ignore", DeprecationWarning)
             # float(): a float16 copy of the weights (benchmarks/inception_fp16.py) computes in float32 too
             try:
@@ -185,7 +185,9 @@ class FIDResult:
 def compare(samples: FeatureStats, reference: FeatureStats, reference_name: str) -> FIDResult:
     fid = frechet_distance(samples.mu, samples.sigma, reference.mu, reference.sigma)
     kid, kid_std = kernel_inception_distance(samples.features, reference.features)
-    return FIDResult(fid, kid, kid_std, samples.n, reference.n, reference_name)
+    override = os.environ.get("DDPM_INCEPTION_WEIGHTS")  # other weights (a float16 copy) are named beside the figure
+    network = f"{FEATURE_NETWORK.split(' (')[0]} (DDPM_INCEPTION_WEIGHTS={override})" if override else FEATURE_NETWORK
+    return FIDResult(fid, kid, kid_std, samples.n, reference.n, reference_name, network)
 
 
 def reference_stats(name: str, images_fn, n: int | None, extractor: InceptionFeatures,
