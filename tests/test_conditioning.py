@@ -128,6 +128,11 @@ def test_a_class_conditional_2d_run_from_the_cli(tmp_path, capsys):
         capsys.readouterr()
         assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--out", str(out), *bad]) == 2
         assert message in capsys.readouterr().err
+    for classes, hint in (([], True), (["--class", "none"], False), (["--class", "1"], False)):
+        capsys.readouterr()  # without --class, sample says it draws the unconditional model and how to choose
+        assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "4", "--out", str(out), *classes]) == 0
+        said = "classes: none asked, so the unconditional model (label dropout: it saw no class in 10% of its"
+        assert (said in capsys.readouterr().err) == hint
     assert main(["train", *argv[1:-1], str(tmp_path / "u"), "--label-dropout", "0.2", "--class-conditional"]) == 0
 
 

@@ -134,6 +134,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if first + n > 2**63:
         raise ConfigError(f"--first {first} with --n {n}: sample indices must stay below 2^63")
     labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance, loaded.info.get("class_names"), first)
+    if labels is None and loaded.num_classes and not args.quiet and dist.is_main():
+        print(f"classes: none asked, so the unconditional model (label dropout: it saw no class in "
+              f"{loaded.config.label_dropout:.0%} of its training examples); --class all draws each class in turn, "
+              "--class K one", file=sys.stderr)
     if n < dist.world_size():
         raise ConfigError(f"--n {n} is fewer than the {dist.world_size()} processes")
     _main_process_first(lambda: prepare_output(out, folder=fmt == "folder"), device)  # before the work
