@@ -236,3 +236,8 @@ def test_nll_progressive_and_interpolate_take_classes(tmp_path, capsys):
     assert main(["eval", "nll", "--checkpoint", str(plain), "--n", "2", "--class", "true", "--quiet"]) == 2
     assert main(["progressive", "--checkpoint", str(plain), "--class", "3", "--out", str(tmp_path / "q.png")]) == 2
     assert "trained without classes" in capsys.readouterr().err
+    for bad in (["--guidance", "2"], ["--class", "none", "--guidance", "2"]):  # every command: the same one line
+        assert main(["sample", "--checkpoint", str(plain), "--n", "2", "--out", str(tmp_path / "g.png"), *bad]) == 2
+        said = capsys.readouterr().err
+        assert f"{bad[0]}: this run was trained without classes (train with --class-conditional)" in said, said
+    assert not (tmp_path / "g.png").exists()

@@ -66,7 +66,6 @@ INT = _integer()
 SEED = _integer(0, MAX_SEED, "a seed")
 BATCH = _integer(-(2**63) + 1, MAX_BATCH, "a batch size")
 
-
 COMPILE_HELP = ("torch.compile the network: one graph for the run's batch shape (the last batch is padded to "
                 "it), compiled first (about a minute on a GPU, several on a CPU): for many samples or steps, e.g. "
                 "FID's 50,000")
@@ -116,12 +115,13 @@ def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, n
 
     if guidance < 0:
         raise ConfigError(f"--guidance must be >= 0, got {guidance}")
+    if num_classes == 0 and (text is not None or guidance):
+        raise ConfigError(f"{'--class' if text is not None else '--guidance'}: this run was trained without "
+                          "classes (train with --class-conditional)")
     if guidance and text in (None, "none"):  # ε̃ would be ε(x, ∅) itself: guidance without a class changes nothing
-        raise ConfigError("--guidance needs --class (the classes to guide towards)" + ", not none" * bool(text))
+        raise ConfigError("--guidance needs --class (the classes to guide towards)" + (", not none" if text else ""))
     if text is None:
         return None
-    if num_classes == 0:
-        raise ConfigError("--class: this run was trained without classes (train with --class-conditional)")
     if text == "none":
         return torch.full((n,), num_classes, dtype=torch.long)
     if text == "all":
