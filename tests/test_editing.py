@@ -160,7 +160,11 @@ def test_inpaint_and_edit_from_the_cli(run_dir, images, tmp_path, capsys):
     assert (tmp_path / "e.png").exists() and (tmp_path / "e.json").exists()
     bad = np.zeros((4, 4), bool)
     np.save(tmp_path / "small.npy", bad)
+    with open(tmp_path / "zip.npy", "wb") as f:  # an .npz under an .npy's name
+        np.savez(f, bad)
     for argv, message in (
+        (["inpaint", *common, "--mask", str(tmp_path / "zip.npy"), "--out", str(tmp_path / "x.npz")],
+         r"zip.npy: not an .npy file \(an .npz under another name\)"),
         (["inpaint", *common, "--mask", str(tmp_path / "small.npy"), "--out", str(tmp_path / "x.npz")],
          r"a mask of shape \(4, 4\)"),
         (["inpaint", *common, "--mask", str(tmp_path / "absent.png"), "--out", str(tmp_path / "x.npz")],

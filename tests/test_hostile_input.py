@@ -109,6 +109,11 @@ BAD_ARGUMENTS = [
     (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p"],
      "progressive writes one picture; give a name ending in .png"),
     (["export-diffusers", "{run}", "{tmp}/d"], "only image .U-Net. checkpoints"),
+    # an option the command does not take is named with the command, whose --help lists what it takes
+    (["pack", "{run}", "--out", "{tmp}/p"],
+     r"^ddpm pack: error: unrecognized arguments: --out \(see ddpm pack --help\)$"),
+    (["eval", "fid", "--samples", "{tmp}/s.npz", "--lambdas", "2"],
+     r"^ddpm eval fid: error: unrecognized arguments: --lambdas 2 \(see ddpm eval fid --help\)$"),
 ]
 
 
@@ -139,6 +144,11 @@ def test_an_unknown_reference_is_named_with_the_ones_there_are(tmp_path, capsys)
 
 def _pickled_npz(path, marker):
     np.savez(path, arr_0=np.array([Payload(marker)], dtype=object))
+
+
+def _npy_named_npz(path, marker):
+    np.save(path.with_suffix(".npy"), np.zeros((2, 8, 8, 1), np.uint8))
+    path.with_suffix(".npy").rename(path)
 
 
 def _huge_npy(path, marker):
@@ -189,7 +199,11 @@ def _folder_with_a_bad_png(folder, marker):
 
 HOSTILE = [
     ("pickled .npz as samples", _pickled_npz, "s.npz", ["eval", "fid", "--samples", "{f}", "--ref", "{f}"],
-     "not a readable .npz of arrays|Inception"),
+     r"s.npz: its arr_0 is not readable: it holds Python objects \(pickled\), which are never loaded|Inception"),
+    ("an .npy named .npz as samples", _npy_named_npz, "s.npz", ["eval", "fid", "--samples", "{f}", "--ref", "{f}"],
+     r"s.npz: not an .npz file \(an .npy under another name\)"),
+    ("text named .npz as samples", _not_png, "t.npz", ["eval", "fid", "--samples", "{f}", "--ref", "{f}"],
+     r"t.npz: not an .npz file \(its first bytes are neither .npy's nor .npz's\)"),
     ("pickled .npy as 2-D data", _pickled_npy, "p.npy", ["train", *POINTS, "--data", "{f}"], "cannot read points"),
     ("1e11-element .npy header", _huge_npy, "h.npy", ["train", *POINTS, "--data", "{f}"], "header claims shape"),
     ("CIFAR batches calling os.system", _cifar_batches, "cifar", ["train", "--preset", "cifar10", "--data-dir", "{f}"],

@@ -174,7 +174,7 @@ def test_exif_orientation_is_applied(tmp_path):
     assert arr[:5].mean() > 200 and arr[5:].mean() < 50  # after rotation the white half is on top
 
 
-def test_bad_files_are_listed_with_reasons(image_folder, capsys):
+def test_bad_files_are_listed_with_reasons(image_folder, tmp_path, capsys):
     (image_folder / "empty.png").write_bytes(b"")
     good = image_folder / "a.png"
     (image_folder / "cut.png").write_bytes(good.read_bytes()[:60])
@@ -195,6 +195,11 @@ def test_bad_files_are_listed_with_reasons(image_folder, capsys):
     assert main(["data", "check", str(image_folder), "--image-size", "8"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[-1].endswith("3 good image(s), 5 bad") and any("empty.png: zero bytes" in line for line in out)
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "notes.txt").write_text("no image here")
+    assert main(["data", "check", str(tmp_path / "none")]) == 1  # nothing to train on is not a pass
+    assert capsys.readouterr().out.strip() == f"{tmp_path / 'none'}: no images (no file under it ends in .bmp, " \
+        ".gif, .jpeg, .jpg, .png, .ppm, .tif, .tiff, .webp)"
 
 
 def test_empty_missing_and_too_small_folders(tmp_path, image_folder):

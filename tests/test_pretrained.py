@@ -169,6 +169,9 @@ def test_info_says_what_a_checkpoint_is_and_lists_the_shipped_ones(shelf, run_di
     assert main(["pack", str(run_dir), str(tmp_path / "p"), "--sampler", "ddim", "--steps", "4", "--eta", "1"]) == 0
     capsys.readouterr()
     assert info(str(tmp_path / "p"))["sampler"] == "ddim, 4 steps, η 1 (used when no --sampler is given)"
+    assert info("--checkpoint", str(tmp_path / "p")) == info(str(tmp_path / "p"))  # as the other commands take it
+    assert main(["info", str(run_dir), "--checkpoint", str(tmp_path / "p")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--checkpoint {tmp_path / 'p'}: info describes one")
     assert main(["info", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.strip() == \
         f"ddpm info: error: {tmp_path / 'nowhere'}: no such checkpoint or run directory"

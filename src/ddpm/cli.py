@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="inspect data", formatter_class=fmt)
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    check = data_sub.add_parser("check", help="list every bad image of a folder with its reason", formatter_class=fmt)
+    check = data_sub.add_parser("check", help="list every bad image of a folder with its reason (exit status 1 if "
+                                  "there is one, or no image at all)", formatter_class=fmt)
     check.add_argument("folder")
     check.add_argument("--image-size", type=_integer(1, 8192, "an image size"), default=32,
                        help="the size each image is read at, as training reads it")
@@ -98,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--note", default="", help="how the weights were trained, kept in state.json")
     from .samplers import SAMPLERS
 
-    pk.add_argument("--sampler", default=None, choices=list(SAMPLERS), help="the sampler that sample, eval, inpaint and edit use with "
-                    "these weights when no --sampler is given (as pretrained: ones carry one); default: none")
+    pk.add_argument("--sampler", default=None, choices=list(SAMPLERS), help="the sampler that sample, eval, inpaint "
+                    "and edit use with these weights when no --sampler is given (as pretrained: ones carry one); "
+                    "default: none")
     pk.add_argument("--steps", type=INT, default=None, help="the packed sampler's steps (default: T)")
     pk.add_argument("--eta", type=float, default=0.0, help="the packed sampler's eta (DDIM)")
     _add_evaluation_parsers(sub, fmt)
@@ -178,7 +180,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     for bad in report.bad:
         print(f"{bad.path}: {bad.reason}")
     print(report.summary())
-    return 1 if report.bad else 0
+    return 1 if report.bad or not report.good else 0
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -214,7 +216,10 @@ COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "data": _cmd_data, "impo
 
 def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()  # a CPU step reuses the last one's memory instead of faulting it in again
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command they were given to, whose --help lists what it takes
+        _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     files.command_started()  # only this command's folders may be taken away if it fails
     try:
         return COMMANDS[args.command](args)
@@ -236,6 +241,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `ddpm train --dry-run | head`: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command ``args`` ran: ``ddpm eval fid``'s for ``ddpm eval fid …``."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name not in (subs[0].choices if subs else {}):
+            return parser
+        parser = subs[0].choices[name]
 
 
 def _out_of_memory(exc: BaseException) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one,
                          _class_labels, _device, _finite, _image_checkpoint, _open_pieces, _sampler_spec)
 from .errors import DataError
+from .files import load_numpy
 
 
 def _add_editing_parsers(sub, fmt) -> None:
@@ -56,10 +57,7 @@ def read_mask(path: str | Path, n: int, size: int):
     if not p.is_file():
         raise DataError(f"{p}: no such file ({MASK_KINDS})")
     if p.suffix.lower() == ".npy":
-        try:
-            mask = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{p}: not a readable .npy: {str(exc).splitlines()[0]}") from None
+        mask = load_numpy(p, ".npy", DataError)
         if mask.dtype != np.bool_:
             raise DataError(f"{p}: the mask must be booleans, got {mask.dtype}")
     else:

@@ -7,12 +7,15 @@ import argparse
 from pathlib import Path
 
 from .cli_common import CHECKPOINT_HELP
+from .errors import ConfigError
 
 
 def _add_info_parser(sub, fmt) -> None:
     info = sub.add_parser("info", help="describe a checkpoint (network, diffusion, training, data, classes); "
                           "without one, list the weights that ship with the package", formatter_class=fmt)
     info.add_argument("checkpoint", nargs="?", default=None, help=CHECKPOINT_HELP)
+    info.add_argument("--checkpoint", dest="checkpoint_option", default=None, metavar="CHECKPOINT",
+                      help="the same, written as the other commands take it")
 
 
 def _count(n: float) -> str:
@@ -174,7 +177,11 @@ def shipped() -> list[tuple[str, str]]:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    rows = describe(args.checkpoint) if args.checkpoint else shipped()
+    if args.checkpoint and args.checkpoint_option and args.checkpoint != args.checkpoint_option:
+        raise ConfigError(f"two checkpoints, {args.checkpoint} and --checkpoint {args.checkpoint_option}: "
+                          "info describes one")
+    checkpoint = args.checkpoint or args.checkpoint_option
+    rows = describe(checkpoint) if checkpoint else shipped()
     if not rows:
         print("no weights ship with this installation")
     width = max((len(label) for label, _ in rows), default=0) + 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,6 +44,43 @@ def read_json(path: str | Path, error: type[DDPMError] = DDPMError) -> Any:
         raise error(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise error(f"{path}: unreadable JSON: {exc}") from None
+
+
+_NUMPY_MAGIC = {".npy": (b"\x93NUMPY",), ".npz": (b"PK\x03\x04", b"PK\x05\x06")}
+
+
+def load_numpy(path: str | Path, kind: str, error: type[DDPMError] = DDPMError) -> Any:
+    """``np.load(path, allow_pickle=False)`` of what ``kind`` (".npy" or ".npz") says the file is: its
+    array, or the lazy archive of an .npz (close it; its members can still fail as they are read).
+    A file of the other kind or none, or one that holds pickles, raises ``error`` naming the file in
+    words of its own (numpy calls any unknown file "pickled data")."""
+    import numpy as np
+
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(6)
+    except FileNotFoundError:
+        raise error(f"{p}: no such file") from None
+    except OSError as exc:
+        raise error(f"{p}: cannot read it ({exc.strerror})") from None
+    if not head.startswith(_NUMPY_MAGIC[kind]):
+        other = next((k for k, magic in _NUMPY_MAGIC.items() if head.startswith(magic)), None)
+        found = f"an {other} under another name" if other else "its first bytes are neither .npy's nor .npz's"
+        raise error(f"{p}: not an {kind} file ({found})")
+    try:
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile) as exc:
+        raise error(f"{p}: not a readable {kind}: {numpy_error_text(exc)}") from None
+
+
+def numpy_error_text(exc: BaseException) -> str:
+    """numpy's reason for refusing a file, first line only; its "allow_pickle" advice (which the
+    package never takes) becomes what it means."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "allow_pickle" in text or "pickled" in text:
+        return "it holds Python objects (pickled), which are never loaded: save plain arrays"
+    return text
 
 
 def fsync_files(folder: Path) -> None:

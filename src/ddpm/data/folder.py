@@ -35,6 +35,8 @@ class FolderReport:
     bad: list[BadImage]
 
     def summary(self) -> str:
+        if not self.good and not self.bad:
+            return f"{self.root}: no images (no file under it ends in {', '.join(sorted(EXTENSIONS))})"
         return f"{self.root}: {len(self.good)} good image(s), {len(self.bad)} bad"
 
 

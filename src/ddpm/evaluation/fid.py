@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
-from ..files import digest_bytes, digest_file, digest_tree
+from ..files import digest_bytes, digest_file, digest_tree, load_numpy, numpy_error_text
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -244,17 +244,13 @@ def images_from_path(path: str | Path) -> torch.Tensor:
     folder of images."""
     p = Path(path)
     if p.suffix.lower() == ".npz":
-        if not p.is_file():
-            raise DataError(f"{p}: no such file")
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                if "arr_0" not in z:
-                    raise DataError(f"{p}: no arr_0 array (keys: {', '.join(z.files)})")
+        with load_numpy(p, ".npz", DataError) as z:  # pickles are refused
+            if "arr_0" not in z:
+                raise DataError(f"{p}: no arr_0 array (keys: {', '.join(z.files) or 'none'})")
+            try:
                 arr = z["arr_0"]
-        except DataError:
-            raise
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, MemoryError) as exc:  # pickles are refused here
-            raise DataError(f"{p}: not a readable .npz of arrays: {str(exc).splitlines()[0]}") from None
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, MemoryError) as exc:
+                raise DataError(f"{p}: its arr_0 is not readable: {numpy_error_text(exc)}") from None
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] not in (1, 3):
             raise DataError(f"{p}: arr_0 must be uint8 (N, H, W, 1 or 3), got {arr.dtype} {arr.shape}")
         if arr.shape[0] == 0:
