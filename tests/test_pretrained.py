@@ -99,6 +99,10 @@ def test_a_packed_sampler_is_the_default_that_options_override(run_dir, tmp_path
     assert np.array_equal(ancestral, packed) and "packed with" not in said
     eta0, said = draw("eta0", "--sampler", "ddim", "--steps", "4")  # the packed η goes with the packed sampler
     assert not np.array_equal(eta0, packed) and "packed with" not in said
+    for refused in (["--steps", "99"], ["--n", "0"], ["--class", "1"]):  # bad input: its one error line, no more
+        assert main(["sample", "--checkpoint", str(tmp_path / "p"), *refused, "--out", str(tmp_path / "x.png")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ddpm sample: error:"), (refused, err)
 
 
 def test_a_bad_packed_sampler_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys):

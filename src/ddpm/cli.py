@@ -19,6 +19,7 @@ from .cli_info import INFO_COMMANDS, _add_info_parser
 from .cli_pictures import PICTURE_COMMANDS, _add_picture_parsers
 from .cli_train import _add_train_options, _cmd_train
 from .errors import ConfigError, DDPMError
+from .progress import forget_what_was_to_be_said, say_when_work_starts
 
 
 def _version() -> str:
@@ -137,9 +138,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--first {first} with --n {n}: sample indices must stay below 2^63")
     labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance, loaded.info.get("class_names"), first)
     if labels is None and loaded.num_classes and not args.quiet and dist.is_main():
-        print(f"classes: none asked, so the unconditional model (label dropout: it saw no class in "
-              f"{loaded.config.label_dropout:.0%} of its training examples); --class all draws each class in turn, "
-              "--class K one", file=sys.stderr)
+        say_when_work_starts(f"classes: none asked, so the unconditional model (label dropout: it saw no class "
+                             f"in {loaded.config.label_dropout:.0%} of its training examples); --class all draws "
+                             "each class in turn, --class K one")
     if n < dist.world_size():
         raise ConfigError(f"--n {n} is fewer than the {dist.world_size()} processes")
     _main_process_first(lambda: prepare_output(out, folder=fmt == "folder"), device)  # before the work
@@ -221,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # named by the command they were given to, whose --help lists what it takes
         _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     files.command_started()  # only this command's folders may be taken away if it fails
+    forget_what_was_to_be_said()
     try:
         return COMMANDS[args.command](args)
     except DDPMError as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .config import MAX_SEED
 from .errors import ConfigError
+from .progress import say_when_work_starts
 
 
 class _Parser(argparse.ArgumentParser):
@@ -163,10 +164,9 @@ def _sampler_spec(args: argparse.Namespace, loaded=None):
         eta = eta if eta is not None else packed["eta"]
         from .training import distributed as dist
 
-        if not getattr(args, "quiet", False) and dist.is_main():
-            print(f"sampler: {sampler}, {steps or len(timesteps or ())} steps, eta {eta:g}: packed with "
-                  f"{args.checkpoint} (--sampler ancestral for Algorithm 2 with all {loaded.schedule.T} steps)",
-                  file=sys.stderr)
+        if not getattr(args, "quiet", False) and dist.is_main():  # said if the input passes and work starts
+            say_when_work_starts(f"sampler: {sampler}, {steps or len(timesteps or ())} steps, eta {eta:g}: packed with "
+                                 f"{args.checkpoint} (--sampler ancestral: Algorithm 2, all {loaded.schedule.T} steps)")
     spec = SamplerSpec(sampler or "ancestral", steps, args.spacing, eta if eta is not None else 0.0,
                        tuple(timesteps) if timesteps is not None else None, args.noise, args.precision,
                        getattr(args, "compile", False))

@@ -9,7 +9,21 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["progress_bar", "into_a_file"]
+__all__ = ["progress_bar", "into_a_file", "say_when_work_starts", "forget_what_was_to_be_said"]
+
+_to_say: list[str] = []  # lines for stderr that wait for the work they describe
+
+
+def say_when_work_starts(line: str) -> None:
+    """Print ``line`` on stderr when the first progress bar starts (the command's real work), not
+    now: a command still checking its input may yet refuse it, and then its one error line is all
+    it prints."""
+    _to_say.append(line)
+
+
+def forget_what_was_to_be_said() -> None:
+    """Drop the lines no work followed (a refused command, or one with nothing left to do)."""
+    _to_say.clear()
 
 
 def into_a_file() -> bool:
@@ -40,6 +54,8 @@ def progress_bar(iterable=None, *, show: bool = True, every: float = 30.0, **opt
     file, nothing when ``show`` is false."""
     from tqdm.auto import tqdm
 
+    while _to_say:
+        print(_to_say.pop(0), file=sys.stderr, flush=True)
     if show and into_a_file():
         # miniters=1: every update checks the clock, and tqdm's monitor thread never redraws (it would
         # print a loop's count as of the last line, not its current one)
