@@ -10,6 +10,8 @@ import torch
 from ddpm import PredictionConfig
 from ddpm.api import load
 from ddpm.cli import main
+from ddpm.errors import ConfigError
+from ddpm.generation import generate
 from ddpm.data.points import load_points
 from ddpm.kinds import drop_labels
 from ddpm.models import ConditionalMixtureDenoiser, GaussianMixtureDenoiser
@@ -120,6 +122,12 @@ def test_a_class_conditional_2d_run_from_the_cli(tmp_path, capsys):
     assert (nearest == labels).mean() > 0.9, (nearest == labels).mean()  # each sample lands on its class
     meta = json.loads((tmp_path / "s.json").read_text())
     assert meta["class"] == "0,2" and meta["guidance"] == 2.0
+    library = generate(loaded, 300, seed=0, labels=[0, 2] * 150, guidance=2.0).data  # labels as a plain list
+    assert np.array_equal(library.numpy(), samples)  # what the command drew
+    for labels, message in (([0.0] * 4, "class labels must be integers, got torch.float32"),
+                            ([0, 1], r"4 samples need 4 class labels, got shape \(2,\)"), ("ab", "must be integers")):
+        with pytest.raises(ConfigError, match=message):
+            generate(loaded, 4, labels=labels)
     for bad, message in ((["--class", "3"], "ids must lie in [0, 2]"), (["--guidance", "1"], "needs --class"),
                          (["--class", "1", "--guidance=-1"], "--guidance must be >= 0"),
                          (["--class", "none", "--guidance", "1"], "(the classes to guide towards), not none"),

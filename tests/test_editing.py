@@ -106,6 +106,11 @@ def test_inpainting_keeps_the_known_part_of_each_point_and_is_batch_independent(
     assert torch.equal(inpaint(loaded, data[:2], mask[:2], SamplerSpec(), seed=3, resample=2), out[:2])  # (seed, i)
     with pytest.raises(ConfigError, match="multistep"):
         inpaint(loaded, data, mask, SamplerSpec("dpm_solver++", steps=5))
+    assert torch.equal(inpaint(loaded, data, mask, seed=3, resample=2), out)  # no sampler: the weights' own (here
+    assert torch.equal(inpaint(loaded, data, mask, "ancestral", seed=3, resample=2), out)  # none), or a name
+    for edit in (lambda: inpaint(loaded, data, mask, labels=[0, 1]), lambda: sdedit(loaded, data, 0.5, labels=[0])):
+        with pytest.raises(ConfigError, match=r"6 samples need 6 class labels, got shape \((2|1),\)"):
+            edit()  # checked before any work, not an IndexError in some batch
 
 
 def test_editing_in_batches_gives_what_one_batch_gives():

@@ -91,6 +91,11 @@ def test_a_packed_sampler_is_the_default_that_options_override(run_dir, tmp_path
 
     packed, said = draw("packed")
     assert "sampler: ddim, 4 steps, eta 1: packed with" in said
+    weights = load(tmp_path / "p")  # the library's default is the command's: the packed sampler
+    assert weights.default_sampler == SamplerSpec("ddim", 4, eta=1.0) and load(run_dir).default_sampler == SamplerSpec()
+    assert np.array_equal(generate(weights, 3, seed=5).data.permute(0, 2, 3, 1).numpy(), packed)
+    assert np.array_equal(generate(weights, 3, seed=5, sampler="dpm_solver++").data,
+                          generate(weights, 3, seed=5, sampler=SamplerSpec("dpm_solver++")).data)
     explicit, said = draw("explicit", "--sampler", "ddim", "--steps", "4", "--eta", "1")
     assert np.array_equal(packed, explicit) and "packed with" not in said
     fewer, _ = draw("fewer", "--steps", "2")

@@ -71,6 +71,17 @@ class Loaded:
                    path, dict(info or {}), dict(data))
 
     @property
+    def default_sampler(self):
+        """The :class:`~ddpm.samplers.SamplerSpec` these weights are drawn with when none is given
+        (``generate``, ``inpaint`` and ``sdedit`` with no sampler, ``ddpm sample`` with no --sampler):
+        the one packed with them (``ddpm pack --sampler``; the pretrained: ones carry DDIM η = 1,
+        50 steps), else the paper's Algorithm 2 with all T steps."""
+        from .samplers import SamplerSpec
+
+        packed = packed_sampler(self)
+        return SamplerSpec(packed["sampler"], packed["steps"], eta=packed["eta"]) if packed else SamplerSpec()
+
+    @property
     def device(self) -> torch.device:
         """Where the network is (its first parameter's or buffer's device; the CPU if it has none)."""
         for t in [*self.model.parameters(), *self.model.buffers()][:1]:
@@ -89,3 +100,22 @@ def load(path: str | Path, use_ema: bool = True) -> Loaded:
     name = "ema" if use_ema else "model"
     ckpt = Checkpoint.read(path, parts=(name, "data"))
     return Loaded.of(ckpt.config, ckpt.kind, getattr(ckpt, name), ckpt.data, ckpt.step, ckpt.path, ckpt.info)
+
+
+def packed_sampler(loaded: Loaded) -> dict | None:
+    """The default sampler a packed checkpoint carries (state.json's ``default_sampler``), checked."""
+    from .samplers import SAMPLERS
+
+    packed = loaded.info.get("default_sampler")
+    if packed is None:
+        return None
+    where = f"{loaded.path / 'state.json' if loaded.path else 'the checkpoint'}: default_sampler"
+    if not isinstance(packed, dict) or packed.get("sampler") not in SAMPLERS:
+        raise CheckpointError(f"{where}: expected {{'sampler': one of {', '.join(SAMPLERS)}, 'steps', 'eta'}}, "
+                              f"got {packed!r}")
+    steps, eta = packed.get("steps"), packed.get("eta", 0.0)
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise CheckpointError(f"{where}: steps must be a positive integer or null, got {steps!r}")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < float("inf"):
+        raise CheckpointError(f"{where}: eta must be a number >= 0, got {eta!r}")
+    return {"sampler": packed["sampler"], "steps": steps, "eta": float(eta)}

@@ -222,7 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # named by the command they were given to, whose --help lists what it takes
         _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     files.command_started()  # only this command's folders may be taken away if it fails
-    forget_what_was_to_be_said()
     try:
         return COMMANDS[args.command](args)
     except DDPMError as exc:
@@ -243,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `ddpm train --dry-run | head`: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:  # a note no work followed is not said later, by another command or a library call
+        forget_what_was_to_be_said()
 
 
 def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:

@@ -149,6 +149,7 @@ def _sampler_spec(args: argparse.Namespace, loaded=None):
     options alone, before any file is read; None when --sampler is not given). Without --sampler, a
     checkpoint packed with a default sampler (``ddpm pack --sampler``; the pretrained: weights)
     supplies it, and its steps and η where --steps/--timesteps and --eta are not given."""
+    from .api import packed_sampler
     from .samplers import SamplerSpec, parse_timesteps
 
     timesteps = parse_timesteps(args.timesteps) if args.timesteps else None
@@ -173,25 +174,6 @@ def _sampler_spec(args: argparse.Namespace, loaded=None):
     if loaded is not None:
         spec.timesteps_for(loaded.schedule.T)  # a bad --steps/--timesteps fails before any work
     return spec
-
-
-def packed_sampler(loaded) -> dict | None:
-    """The default sampler a packed checkpoint carries (state.json's ``default_sampler``), checked."""
-    from .samplers import SAMPLERS
-
-    packed = loaded.info.get("default_sampler")
-    if packed is None:
-        return None
-    where = f"{loaded.path / 'state.json' if loaded.path else 'the checkpoint'}: default_sampler"
-    if not isinstance(packed, dict) or packed.get("sampler") not in SAMPLERS:
-        raise ConfigError(f"{where}: expected {{'sampler': one of {', '.join(SAMPLERS)}, 'steps', 'eta'}}, "
-                          f"got {packed!r}")
-    steps, eta = packed.get("steps"), packed.get("eta", 0.0)
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ConfigError(f"{where}: steps must be a positive integer or null, got {steps!r}")
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < float("inf"):
-        raise ConfigError(f"{where}: eta must be a number >= 0, got {eta!r}")
-    return {"sampler": packed["sampler"], "steps": steps, "eta": float(eta)}
 
 
 def _device(name: str | None, join: bool = False):

@@ -34,6 +34,29 @@ class Samples:
     seconds: float = 0.0
 
 
+def as_sampler(loaded: Loaded, sampler: SamplerSpec | str | None) -> SamplerSpec:
+    """``sampler`` as a spec: None is the weights' own (:attr:`Loaded.default_sampler`), a name
+    ("ancestral", "ddim", "dpm_solver++") that sampler with all T steps."""
+    if sampler is None:
+        return loaded.default_sampler
+    return SamplerSpec(sampler) if isinstance(sampler, str) else sampler
+
+
+def as_labels(labels, n: int) -> torch.Tensor | None:
+    """``labels`` (a tensor or a sequence of class ids, one per item) as (n,) int64, or None."""
+    if labels is None:
+        return None
+    try:
+        out = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"class labels must be integers, one per sample: {exc}") from None
+    if out.dtype.is_floating_point or out.dtype.is_complex or out.dtype == torch.bool:
+        raise ConfigError(f"class labels must be integers, got {out.dtype}")
+    if out.shape != (n,):
+        raise ConfigError(f"{n} samples need {n} class labels, got shape {tuple(out.shape)}")
+    return out.long()
+
+
 def visited(sampler: SamplerSpec, T: int, start: int | None = None) -> list[int]:
     """The timesteps x passes through, from the first kept one down to 0 (the data)."""
     return sampler.timesteps_for(T, start) + [0]
@@ -149,13 +172,13 @@ def in_batches(n: int, batch_size: int, steps: int, work, compiled: bool = False
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
-def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = SamplerSpec(),
+def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec | str | None = None,
              batch_size: int | None = None, device: torch.device | str | None = None,
              keep_states: Sequence[int] = (), keep_predictions: Sequence[int] = (),
-             progress: bool = False, labels: torch.Tensor | None = None, guidance: float = 0.0,
-             first: int = 0, pieces=None) -> Samples:
-    """Samples first … first+n−1 of the run seeded with ``seed``, from N(0, I) through ``sampler``.
-    Sample i's noise is keyed by (seed, i), so it is the same at any ``batch_size`` (default: up
+             progress: bool = False, labels: torch.Tensor | Sequence[int] | None = None,
+             guidance: float = 0.0, first: int = 0, pieces=None) -> Samples:
+    """Samples first … first+n−1 of the run seeded with ``seed``, from N(0, I) through ``sampler``
+    (default: the weights' own, :attr:`Loaded.default_sampler`; or a sampler's name). Sample i's noise is keyed by (seed, i), so it is the same at any ``batch_size`` (default: up
     to 65,536 points at once; images: 64 on a CPU, about a million values a batch on a GPU) and
     in any process's share. ``labels`` (n,) asks a conditional network for those classes,
     guided by ``guidance``. A compiled sampler draws the last batch at the others' size (the
@@ -164,8 +187,7 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec = Sampl
     by an earlier attempt is read instead of drawn."""
     if n < 1:
         raise ConfigError(f"the number of samples must be >= 1, got {n}")
-    if labels is not None and labels.shape != (n,):
-        raise ConfigError(f"{n} samples need {n} class labels, got shape {tuple(labels.shape)}")
+    sampler, labels = as_sampler(loaded, sampler), as_labels(labels, n)
     device = torch.device(device) if device is not None else loaded.device
     loaded.to(device)
     batch_size = default_batch_size(loaded, device) if batch_size is None else batch_size

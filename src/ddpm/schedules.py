@@ -145,7 +145,9 @@ class NoiseSchedule(nn.Module):
     Index 0 is the data: ``beta[0] = 0``, ``alpha[0] = alpha_bar[0] = 1``. Posterior tables
     (defined for t ≥ 1) hold 0 at index 0, except the clipped log-variance, whose index 0
     repeats index 1. The tables are buffers, so ``schedule.to(device)`` moves them and keeps
-    them float64.
+    them float64. They are read-only: a sampler's step at one t reads Python floats made from
+    them here (no gather, no device read), which a table changed in place would not reach; for
+    other betas build another ``NoiseSchedule``.
     """
 
     beta: torch.Tensor

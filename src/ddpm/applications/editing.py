@@ -24,7 +24,7 @@ import torch
 from ..api import Loaded
 from ..diffusion import q_sample
 from ..errors import ConfigError
-from ..generation import default_batch_size, denoise, in_batches, network
+from ..generation import as_labels, as_sampler, default_batch_size, denoise, in_batches, network
 from ..rng import Generators, randn, sample_noise
 from ..samplers import SamplerSpec, ddim_step
 
@@ -118,13 +118,15 @@ def start_level(strength: float, T: int) -> int:
     return round(strength * T)
 
 
-def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sampler: SamplerSpec = SamplerSpec(),
+def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sampler: SamplerSpec | str | None = None,
             seed: int = 0, resample: int = 1, jump: int = 1, labels=None, guidance: float = 0.0,
             batch_size: int | None = None, pieces=None, progress: bool = False) -> torch.Tensor:
     """Fill the ``generate_mask`` part (True: generate; one per item or one broadcast to all) of
     ``data`` (in the data's own values, e.g. uint8 images) from N(0, I) with RePaint, ``batch_size``
     items at a time (kept in ``pieces`` as they finish, see :func:`_by_batch`); item i's noise is
-    keyed by (seed, i), whatever the batch. Returns decoded data whose kept part equals the input."""
+    keyed by (seed, i), whatever the batch. Returns decoded data whose kept part equals the input.
+    ``sampler``, ``labels``: as :func:`ddpm.generation.generate` takes them."""
+    sampler, labels = as_sampler(loaded, sampler), as_labels(labels, data.shape[0])
     eta, timesteps, n, device = _eta(sampler), sampler.timesteps_for(loaded.schedule.T), data.shape[0], loaded.device
     mask = torch.broadcast_to(generate_mask, data.shape)
 
@@ -140,12 +142,14 @@ def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sam
     return _by_batch(loaded, n, batch_size, sampler, steps, edit, pieces, progress)
 
 
-def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: SamplerSpec = SamplerSpec(), seed: int = 0,
+def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: SamplerSpec | str | None = None, seed: int = 0,
            generate_mask: torch.Tensor | None = None, labels=None, guidance: float = 0.0,
            batch_size: int | None = None, pieces=None, progress: bool = False) -> torch.Tensor:
     """SDEdit (Meng et al. 2022): noise ``data`` to t0 = round(strength·T) with q(x_t0 | x_0), then
     run the sampler from t0, ``batch_size`` items at a time; with ``generate_mask`` only that part
-    changes. Strength 0 returns the input unchanged; item i's noise is keyed by (seed, i)."""
+    changes. Strength 0 returns the input unchanged; item i's noise is keyed by (seed, i).
+    ``sampler``, ``labels``: as :func:`ddpm.generation.generate` takes them."""
+    sampler, labels = as_sampler(loaded, sampler), as_labels(labels, data.shape[0])
     t0 = start_level(strength, loaded.schedule.T)
     if t0 == 0:
         return data.clone().cpu()

@@ -11,17 +11,18 @@ import torch
 from ..api import Loaded
 from ..diffusion import q_sample
 from ..errors import ConfigError
-from ..generation import denoise, generate, nearest_visited, network
+from ..generation import as_sampler, denoise, generate, nearest_visited, network
 from ..rng import randn, sample_noise
 from ..samplers import SamplerSpec, ddim_invert
 
 
 def progressive_generation(loaded: Loaded, n: int, seed: int, show_t: Sequence[int],
-                           sampler: SamplerSpec = SamplerSpec(), device: torch.device | str | None = None,
+                           sampler: SamplerSpec | str | None = None, device: torch.device | str | None = None,
                            labels: torch.Tensor | None = None, guidance: float = 0.0) -> tuple[list[int], torch.Tensor]:
     """x̂_0(x_t, t) along one reverse run of n samples, at the sampler's visited t nearest each of
-    ``show_t`` (0 shows the final x_0); ``labels``/``guidance`` as for :func:`generate`. Returns
-    those t and the decoded (n, len(t), …) table."""
+    ``show_t`` (0 shows the final x_0); ``sampler``, ``labels``, ``guidance`` as for :func:`generate`.
+    Returns those t and the decoded (n, len(t), …) table."""
+    sampler = as_sampler(loaded, sampler)
     shown = nearest_visited(sampler, loaded.schedule.T, show_t)
     samples = generate(loaded, n, seed, sampler, batch_size=n, device=device, keep_predictions=shown, labels=labels,
                        guidance=guidance)
