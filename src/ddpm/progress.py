@@ -40,7 +40,9 @@ class _Lines:
 
     def write(self, text: str) -> None:
         text = text.replace("\r", "").strip()  # tqdm redraws with "\r" and pads with spaces
-        count = text.split(" [", 1)[0]  # "desc: 40%|####   | 400/1000", before the times and rate
+        # "desc: 40%|####   | 400/1000 [times, rate]": the count after the bar, whose width follows the
+        # rate's text, so a redraw of the same count may draw one more or one fewer "#"
+        count = text.split(" [", 1)[0].rsplit("|", 1)[-1]
         if text and count != self.last:  # closing redraws the last count once more
             self.stream.write(text + "\n")
             self.last = count
