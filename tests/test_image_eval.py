@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -62,12 +63,19 @@ def test_progressive_and_interpolation_pictures(run_dir, tmp_path, capsys):
     assert PIL.open(tmp_path / "p.png").size == (4 * 10 + 2, 3 * 10 + 2)
     assert main(["progressive", "--checkpoint", str(run_dir), "--out", str(tmp_path / "q.png"), "--n", "2",
                  "--sampler", "ddim", "--steps", "5"]) == 0
-    for method in ("ancestral", "ddim"):
+    bar = re.compile(r"interpolate, t = (\d+): +100%\|[^|]*\| *(\d+)/(\d+)")
+    for method, inversions in (("ancestral", 0), ("ddim", 2)):
         out = tmp_path / method
+        capsys.readouterr()
         assert main(["interpolate", "--checkpoint", str(run_dir), "--out", str(out), "--t", "10,30,99",
                      "--pairs", "2", "--points", "5", "--method", method, "--scale", "1"]) == 0
         assert sorted(p.name for p in out.iterdir()) == ["interp_t0010.png", "interp_t0030.png"]
         assert PIL.open(out / "interp_t0010.png").size == (7 * 10 + 2, 2 * 10 + 2)  # a, 5 mixtures, b
+        # a bar for each t, counting each pair's steps for the 5 mixtures (and the 2 inversions) to the end
+        ends = {int(t): (int(done), int(total)) for t, done, total in bar.findall(capsys.readouterr().err)}
+        assert ends == {t: ((5 + inversions) * 2 * t,) * 2 for t in (10, 30)}, ends
+    assert main(["interpolate", "--checkpoint", str(run_dir), "--out", str(tmp_path / "q"), "--t", "5", "--quiet"]) == 0
+    assert "interpolate, t" not in capsys.readouterr().err
     assert main(["interpolate", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x"), "--points", "1"]) == 2
     assert "at least 2 interpolation points" in capsys.readouterr().err
     assert main(["interpolate", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x"), "--pairs", "5000"]) == 2

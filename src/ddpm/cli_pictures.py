@@ -25,6 +25,7 @@ def _add_picture_parsers(sub, fmt) -> None:
     prog.add_argument("--scale", type=INT, default=2, help="pixel scale of the picture")
     prog.add_argument("--device", default=None)
     prog.add_argument("--no-ema", action="store_true")
+    prog.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_sampler_options(prog, compile=True)
     _add_class_options(prog)
 
@@ -46,6 +47,7 @@ def _add_picture_parsers(sub, fmt) -> None:
     inter.add_argument("--device", default=None)
     inter.add_argument("--no-ema", action="store_true")
     inter.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    inter.add_argument("--quiet", action="store_true", help="no progress bars (one for each t)")
     _add_class_options(inter)
 
 
@@ -68,7 +70,7 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
     labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
     spec = _sampler_spec(args, loaded)
     shown, table = progressive_generation(loaded, n, args.seed, show, spec, _device(args.device),
-                                          labels, args.guidance)
+                                          labels, args.guidance, progress=not args.quiet)
     if loaded.kind == "points":  # one scatter panel of x̂0 per t
         path = reverse_strip({t: table[:, i].numpy() for i, t in enumerate(shown)}, args.out, "x̂0 at t")
         print(f"x̂0 at t = {', '.join(map(str, shown))} (panels), {n} points each: {path}")
@@ -103,7 +105,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for t in ts:
         rows = interpolate(loaded, a, b, t, lambdas, args.seed, args.method, args.ddim_steps, labels=labels,
-                           guidance=args.guidance, compile=args.compile)
+                           guidance=args.guidance, compile=args.compile, progress=not args.quiet)
         table = torch.cat([a.cpu()[:, None], rows, b.cpu()[:, None]], dim=1)  # the sources frame each row
         path = image_table(table.numpy(), out / f"interp_t{t:04d}.png", scale=args.scale)
         print(f"t = {t}: {path}")
