@@ -177,6 +177,13 @@ def test_an_image_folder_with_one_sub_folder_per_class(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(tmp_path / "r"), "--n", "4", "--class", "dogs,,cats", "--out",
                  str(tmp_path / "b.npz"), "--quiet"]) == 2
     assert "--class 'dogs,,cats': not a class of this run; its classes: cats, dogs" in capsys.readouterr().err
+    edit = ["edit", "--checkpoint", str(tmp_path / "r"), "--images", str(tmp_path / "s.npz"), "--strength", "0.5",
+            "--out", str(tmp_path / "e.npz")]
+    assert main([*edit, "--class", "cats"]) == 0  # every command takes the class names, edit and inpaint too
+    assert np.load(tmp_path / "e.npz")["arr_0"].shape == (4, 8, 8, 1) and "classes:" not in capsys.readouterr().err
+    assert main([*edit, "--quiet"]) == 0 and capsys.readouterr().err == ""  # --quiet: not even the note
+    assert main(edit) == 0  # and without a class, what it draws instead
+    assert "classes: none asked, so the unconditional model" in capsys.readouterr().err
     # the folder named by --data-dir with --data folder, as by --data DIR
     assert argv[3:5] == ["--data", str(tmp_path / "data")]
     assert main([*argv[:3], "--data", "folder", "--data-dir", str(tmp_path / "data"), *argv[5:-1],

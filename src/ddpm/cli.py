@@ -19,7 +19,7 @@ from .cli_info import INFO_COMMANDS, _add_info_parser
 from .cli_pictures import PICTURE_COMMANDS, _add_picture_parsers
 from .cli_train import _add_train_options, _cmd_train
 from .errors import ConfigError, DDPMError
-from .progress import forget_what_was_to_be_said, say_when_work_starts
+from .progress import forget_what_was_to_be_said
 
 
 def _version() -> str:
@@ -136,11 +136,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     first = args.first
     if first + n > 2**63:
         raise ConfigError(f"--first {first} with --n {n}: sample indices must stay below 2^63")
-    labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance, loaded.info.get("class_names"), first)
-    if labels is None and loaded.num_classes and not args.quiet and dist.is_main():
-        say_when_work_starts(f"classes: none asked, so the unconditional model (label dropout: it saw no class "
-                             f"in {loaded.config.label_dropout:.0%} of its training examples); --class all draws "
-                             "each class in turn, --class K one")
+    labels = _class_labels(args.classes, n, loaded, args.guidance, first)
     if n < dist.world_size():
         raise ConfigError(f"--n {n} is fewer than the {dist.world_size()} processes")
     _main_process_first(lambda: prepare_output(out, folder=fmt == "folder"), device)  # before the work

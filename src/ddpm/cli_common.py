@@ -108,12 +108,13 @@ def _add_class_options(p: argparse.ArgumentParser) -> None:
                    "diffusers' guidance_scale is 1 + w")
 
 
-def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, names: list[str] | None = None,
-                  first: int = 0):
+def _class_labels(text: str | None, n: int, loaded, guidance: float, first: int = 0):
     """(n,) class ids of samples first … first+n−1 from --class (None when it was not given; a list or
-    'all' cycles from sample 0), checked against the run; a folder run's class ``names`` are taken too."""
+    'all' cycles from sample 0), checked against the ``loaded`` run; a folder run's class names are
+    taken too. A conditional run asked for no class says, when its work starts, what it draws."""
     import torch
 
+    num_classes, names = loaded.num_classes, loaded.info.get("class_names")
     if guidance < 0:
         raise ConfigError(f"--guidance must be >= 0, got {guidance}")
     if num_classes == 0 and (text is not None or guidance):
@@ -122,6 +123,10 @@ def _class_labels(text: str | None, n: int, num_classes: int, guidance: float, n
     if guidance and text in (None, "none"):  # ε̃ would be ε(x, ∅) itself: guidance without a class changes nothing
         raise ConfigError("--guidance needs --class (the classes to guide towards)" + (", not none" if text else ""))
     if text is None:
+        if num_classes:
+            say_when_work_starts(f"classes: none asked, so the unconditional model (label dropout: it saw no class "
+                                 f"in {loaded.config.label_dropout:.0%} of its training examples); --class all draws "
+                                 "each class in turn, --class K one")
         return None
     if text == "none":
         return torch.full((n,), num_classes, dtype=torch.long)
@@ -163,11 +168,8 @@ def _sampler_spec(args: argparse.Namespace, loaded=None):
         sampler = packed["sampler"]
         steps = steps if steps is not None or timesteps is not None else packed["steps"]
         eta = eta if eta is not None else packed["eta"]
-        from .training import distributed as dist
-
-        if not getattr(args, "quiet", False) and dist.is_main():  # said if the input passes and work starts
-            say_when_work_starts(f"sampler: {sampler}, {steps or len(timesteps or ())} steps, eta {eta:g}: packed with "
-                                 f"{args.checkpoint} (--sampler ancestral: Algorithm 2, all {loaded.schedule.T} steps)")
+        say_when_work_starts(f"sampler: {sampler}, {steps or len(timesteps or ())} steps, eta {eta:g}: packed with "
+                             f"{args.checkpoint} (--sampler ancestral: Algorithm 2, all {loaded.schedule.T} steps)")
     spec = SamplerSpec(sampler or "ancestral", steps, args.spacing, eta if eta is not None else 0.0,
                        tuple(timesteps) if timesteps is not None else None, args.noise, args.precision,
                        getattr(args, "compile", False))

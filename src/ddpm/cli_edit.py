@@ -91,7 +91,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     c, h = loaded.sample_shape[0], loaded.sample_shape[1]
     if images.shape[1:] != (c, h, h):
         raise DataError(f"{args.images}: images of {tuple(images.shape[1:])} (C, H, W); the model takes {(c, h, h)}")
-    labels = _class_labels(args.classes, images.shape[0], loaded.num_classes, args.guidance)
+    labels = _class_labels(args.classes, images.shape[0], loaded, args.guidance)
     mask = read_mask(args.mask, images.shape[0], h) if args.mask else None
     t0 = start_level(args.strength, loaded.schedule.T) if args.command == "edit" else None  # before any work
     prepare_output(out, folder=fmt == "folder")

@@ -188,7 +188,7 @@ def _eval_fid(args: argparse.Namespace) -> int:
         if args.n < max(2, dist.world_size()):
             raise ConfigError(f"--n must be >= {max(2, dist.world_size())}, got {args.n}")
         spec = _sampler_spec(args, loaded)
-        labels = _class_labels("all" if loaded.num_classes else None, args.n, loaded.num_classes, args.guidance)
+        labels = _class_labels("all" if loaded.num_classes else None, args.n, loaded, args.guidance)
     if args.out:
         _main_process_first(lambda: prepare_output(Path(args.out).with_suffix(".json")), device)
     extractor = InceptionFeatures(device)  # fails first, with the install line, if absent

@@ -67,7 +67,7 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
     prepare_output(args.out)
     T, n = loaded.schedule.T, args.n or (2000 if loaded.kind == "points" else 8)
     show = parse_timesteps(args.t, "--t") if args.t else [int(v) for v in np.linspace(T, 0, 9).round()]
-    labels = _class_labels(args.classes, n, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
+    labels = _class_labels(args.classes, n, loaded, args.guidance)
     spec = _sampler_spec(args, loaded)
     shown, table = progressive_generation(loaded, n, args.seed, show, spec, _device(args.device),
                                           labels, args.guidance, progress=not args.quiet)
@@ -100,7 +100,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     lambdas = lambdas_of(args.points)
     images = eval_images(loaded, args.split, args.data_dir, 2 * args.pairs,
                          asked=f"the {2 * args.pairs} images of --pairs {args.pairs}")
-    labels = _class_labels(args.classes, args.pairs, loaded.num_classes, args.guidance, loaded.info.get("class_names"))
+    labels = _class_labels(args.classes, args.pairs, loaded, args.guidance)
     a, b = images[0::2].to(loaded.device), images[1::2].to(loaded.device)
     out = Path(args.out)
     for t in ts:

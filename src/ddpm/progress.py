@@ -15,9 +15,9 @@ _to_say: list[str] = []  # lines for stderr that wait for the work they describe
 
 
 def say_when_work_starts(line: str) -> None:
-    """Print ``line`` on stderr when the first progress bar starts (the command's real work), not
-    now: a command still checking its input may yet refuse it, and then its one error line is all
-    it prints."""
+    """Print ``line`` on stderr when the first shown progress bar starts (the command's real work),
+    not now: a command still checking its input may yet refuse it, and then its one error line is
+    all it prints. A command without a bar (--quiet, a process other than the first) says none."""
     _to_say.append(line)
 
 
@@ -56,7 +56,7 @@ def progress_bar(iterable=None, *, show: bool = True, every: float = 30.0, **opt
     file, nothing when ``show`` is false."""
     from tqdm.auto import tqdm
 
-    while _to_say:
+    while show and _to_say:  # --quiet: no bar, and no notes either
         print(_to_say.pop(0), file=sys.stderr, flush=True)
     if show and into_a_file():
         # miniters=1: every update checks the clock, and tqdm's monitor thread never redraws (it would
