@@ -66,6 +66,25 @@ def test_resume_refuses_a_changed_run_and_lists_what_changed(tmp_path, capsys):
     assert json.loads((tmp_path / "r" / "config.json").read_text())["seed"] == 1
 
 
+def test_a_run_given_only_its_folder_goes_on_with_its_own_settings(tmp_path, capsys):
+    """`ddpm train --out RUN --steps N` (no data, preset or settings) resumes RUN as it was trained,
+    with what a resume may change applied; a setting given still has to match."""
+    assert train(tmp_path, "--seed", "3", "--lr", "1e-3") == 0
+    before = json.loads((tmp_path / "r" / "config.json").read_text())
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path / "r"), "--steps", "8", "--checkpoint-every", "4"]) == 0
+    assert f"{tmp_path / 'r'}: goes on with its own settings" in capsys.readouterr().err
+    after = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert {k for k in after if after[k] != before[k]} == {"steps", "checkpoint_every"} and after["seed"] == 3
+    assert Checkpoint.read(tmp_path / "r").step == 8
+    assert main(["train", "--out", str(tmp_path / "r"), "--steps", "10", "--quiet"]) == 0
+    assert "goes on with" not in capsys.readouterr().err  # --quiet: not the line that says so
+    assert main(["train", "--out", str(tmp_path / "r"), "--steps", "12", "--seed", "0"]) == 2  # a setting: checked
+    assert "seed: 3 -> 0" in one_line(capsys)
+    assert main(["train", "--out", str(tmp_path / "new"), "--steps", "2", "--quiet"]) == 0  # no run there yet: a new
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["data"] == "s_curve"  # one, the defaults'
+
+
 def _flip_a_data_byte(path: Path) -> None:
     raw = bytearray(path.read_bytes())
     raw[-5] ^= 0x10  # in the tensor data, past the header

@@ -125,14 +125,11 @@ def describe(checkpoint: str | Path) -> list[tuple[str, str]]:
 
 
 def _describe_new_run(run: Path) -> list[tuple[str, str]]:
-    from .config import ImageTrainConfig, PointsTrainConfig, from_dict
-    from .errors import CheckpointError
-    from .files import read_json
+    from .config import ImageTrainConfig, read_run_config
     from .kinds import kind_of
 
-    data = read_json(run / "config.json", CheckpointError)
-    image = isinstance(data, dict) and isinstance(data.get("data"), dict)  # an image run's data is a section
-    config = from_dict(ImageTrainConfig if image else PointsTrainConfig, data, str(run / "config.json"))
+    config = read_run_config(run)
+    image = isinstance(config, ImageTrainConfig)
     parameters = sum(p.numel() for p in kind_of(config).model(config).parameters())
     return [("checkpoint", f"none yet (the first at step {config.checkpoint_every:,})"),
             ("steps", f"{config.steps:,} of {_batch(config)}"),

@@ -1,5 +1,4 @@
-"""``ddpm train``: its options, the run config they resolve to (a preset's, or the paper's
-defaults for 2-D data, with what was given on top), and the command."""
+"""``ddpm train``: its options, the run config they resolve to (a preset's or the paper's, and what is given)."""
 
 from __future__ import annotations
 
@@ -73,9 +72,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help="image run with the settings of: cifar10, celebahq256, lsun256, "
                    "mnist, digits (the first three are the paper's)")
     p.add_argument("--steps", type=INT, default=S, help="training steps (default: 10000 for 2-D, the preset's)")
-    p.add_argument("--seed", type=SEED, default=0, help="seed of every random draw (weights, data order, t, noise)")
-    p.add_argument("--out", default=None, help="run directory (config.json, checkpoints/, logs); default: "
-                   "runs/<data set>")
+    p.add_argument("--seed", type=SEED, default=S, help="seed of all random draws (default: 0)")
+    p.add_argument("--out", default=None, help="run directory (config.json, checkpoints/, logs; default: runs/<data "
+                   "set>); --out RUN alone (or with --steps, --time-limit, ...) goes on with RUN's own settings")
     p.add_argument("--resume", default="auto", help="auto (newest good checkpoint in --out), never, or a "
                    "checkpoint directory")
     p.add_argument("--init", default=None, metavar="WEIGHTS", help="start a new run from these weights (EMA) "
@@ -143,7 +142,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 # options whose names are their config fields', taken only when given (the rest keep the defaults)
 _DIFFUSION_KEYS = ("T", "schedule", "parameterization", "variance", "loss", "timestep_sampler")
 _OPTIM_KEYS = ("batch_size", "grad_accum", "lr", "warmup", "grad_clip", "ema_decay")
-_RUN_KEYS = ("steps", "checkpoint_every", "sample_every", "precision", "label_dropout")
+_RUN_KEYS = ("steps", "checkpoint_every", "sample_every", "precision", "label_dropout", "seed")
 
 
 def _classes(args: argparse.Namespace, available: int, name: str) -> int:
@@ -208,7 +207,7 @@ def points_config(args: argparse.Namespace):
                       **{k: getattr(args, k) for k in _POINTS_ONLY if hasattr(args, k)})
     if args.channels_last:
         raise ConfigError("--channels-last: images only (a 2-D run's network has no channels)")
-    return PointsTrainConfig(data=data, seed=args.seed, init=args.init, diffusion=diffusion, optim=optim,
+    return PointsTrainConfig(data=data, init=args.init, diffusion=diffusion, optim=optim,
                              model=model, compile=args.compile, **_given(args, _RUN_KEYS))
 
 
@@ -247,7 +246,7 @@ def image_config(args: argparse.Namespace):
             data_cfg = replace(data_cfg, image_size=model.image_size)
         except ConfigError as exc:
             raise ConfigError(f"--image-size {model.image_size}: {exc}") from None
-    return replace(run, data=data_cfg, model=model, diffusion=diffusion, optim=optim, seed=args.seed, init=args.init,
+    return replace(run, data=data_cfg, model=model, diffusion=diffusion, optim=optim, init=args.init,
                    compile=args.compile or run.compile, channels_last=args.channels_last or run.channels_last,
                    **_given(args, _RUN_KEYS))
 
@@ -270,10 +269,11 @@ def _show(value) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import to_dict
+    from .cli_resume import continued_run
+    from .config import ImageTrainConfig, to_dict
 
-    image = is_image_run(args)
-    config = image_config(args) if image else points_config(args)
+    config = continued_run(args) or (image_config(args) if is_image_run(args) else points_config(args))
+    image = isinstance(config, ImageTrainConfig)
     if args.dry_run:
         from .kinds import kind_of
         from .models import size_line

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .data.sources import ImageDataConfig
 from .diffusion import Parameterization, PredictionConfig, VarianceType
-from .errors import ConfigError, check_choice, check_float, check_int
+from .errors import CheckpointError, ConfigError, check_choice, check_float, check_int
+from .files import read_json
 from .losses import DecoderType, LossConfig, LossType
 from .models.mlp import MLPConfig
 from .models.unet import UNetConfig
@@ -154,6 +156,13 @@ class ImageTrainConfig(RunConfig):
             raise ConfigError(
                 f"model.out_channels is {self.model.out_channels} but variance {self.diffusion.variance!r} needs {expected}"
             )
+
+
+def read_run_config(run: Path) -> RunConfig:
+    """The settings a run directory was last trained with (its config.json), of its kind."""
+    data = read_json(run / "config.json", CheckpointError)
+    image = isinstance(data, dict) and isinstance(data.get("data"), dict)  # an image run's data is a section
+    return from_dict(ImageTrainConfig if image else PointsTrainConfig, data, str(run / "config.json"))
 
 
 #: The run config of each kind of data, by the name a checkpoint records ("kind" in state.json).
