@@ -178,10 +178,11 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec | str |
              progress: bool = False, labels: torch.Tensor | Sequence[int] | None = None,
              guidance: float = 0.0, first: int = 0, pieces=None) -> Samples:
     """Samples first … first+n−1 of the run seeded with ``seed``, from N(0, I) through ``sampler``
-    (default: the weights' own, :attr:`Loaded.default_sampler`; or a sampler's name). Sample i's noise is keyed by (seed, i), so it is the same at any ``batch_size`` (default: up
-    to 65,536 points at once; images: 64 on a CPU, about a million values a batch on a GPU) and
-    in any process's share. ``labels`` (n,) asks a conditional network for those classes,
-    guided by ``guidance``. A compiled sampler draws the last batch at the others' size (the
+    (default: the weights' own, :attr:`Loaded.default_sampler`; or a sampler's name). Sample i's
+    noise is keyed by (seed, i), so it is the same at any ``batch_size`` (default: up to 65,536
+    points at once; images: 64 on a CPU, about a million values a batch on a GPU) and in any
+    process's share. ``labels`` (n class ids: a tensor or a list) asks a conditional network for
+    those classes, guided by ``guidance``. A compiled sampler draws the last batch at the others' size (the
     samples after the n-th are drawn and dropped) so that one graph serves the whole run. With
     ``pieces`` (:class:`ddpm.pieces.Pieces`) each finished batch is kept on disk and a batch kept
     by an earlier attempt is read instead of drawn."""
