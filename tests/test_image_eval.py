@@ -11,6 +11,7 @@ import torch
 from ddpm.api import load
 from ddpm.cli import main
 from ddpm.applications.pictures import interpolate
+from ddpm import generation
 from ddpm.evaluation.bits_per_dim import bits_per_dim, eval_images
 
 from .conftest import recording_compile
@@ -57,7 +58,7 @@ def test_the_estimate_agrees_with_the_full_bound(run_dir):
     assert abs(full["bits_per_dim"]["mean"] - est["bits_per_dim"]["mean"]) < 4 * both_se
 
 
-def test_progressive_and_interpolation_pictures(run_dir, tmp_path, capsys):
+def test_progressive_and_interpolation_pictures(run_dir, tmp_path, capsys, monkeypatch):
     assert main(["progressive", "--checkpoint", str(run_dir), "--out", str(tmp_path / "p.png"), "--n", "3",
                  "--t", "30,20,10,0", "--scale", "1"]) == 0
     assert PIL.open(tmp_path / "p.png").size == (4 * 10 + 2, 3 * 10 + 2)
@@ -76,6 +77,20 @@ def test_progressive_and_interpolation_pictures(run_dir, tmp_path, capsys):
         assert ends == {t: ((5 + inversions) * 2 * t,) * 2 for t in (10, 30)}, ends
     assert main(["interpolate", "--checkpoint", str(run_dir), "--out", str(tmp_path / "q"), "--t", "5", "--quiet"]) == 0
     assert "interpolate, t" not in capsys.readouterr().err
+    pictures, autocast = {}, []  # --noise and --precision, as every sampling command takes them
+    real = generation.Autocast.__init__
+    monkeypatch.setattr(generation.Autocast, "__init__", lambda self, model: autocast.append(real(self, model)))
+    bf16_ddim = ("--precision", "bf16", "--method", "ddim")
+    for options in ((), ("--noise", "generators"), ("--precision", "bf16"), bf16_ddim):
+        out = tmp_path / "_".join(("o", *options))
+        autocast.clear()
+        assert main(["interpolate", "--checkpoint", str(run_dir), "--out", str(out), "--t", "5", "--quiet",
+                     "--points", "3", *options]) == 0
+        pictures[options] = np.asarray(PIL.open(out / "interp_t0005.png")).astype(int)
+        # under bf16 autocast: the network of each of the 3 mixtures' runs, and DDIM's inversions' too
+        assert len(autocast) == (0 if "bf16" not in options else 4 if "ddim" in options else 3), options
+    assert not np.array_equal(pictures[()], pictures[("--noise", "generators")])  # other noise, other mixtures
+    assert np.abs(pictures[()] - pictures[("--precision", "bf16")]).mean() < 30  # the same, up to bf16 rounding
     assert main(["interpolate", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x"), "--points", "1"]) == 2
     assert "at least 2 interpolation points" in capsys.readouterr().err
     assert main(["interpolate", "--checkpoint", str(run_dir), "--out", str(tmp_path / "x"), "--pairs", "5000"]) == 2

@@ -73,7 +73,6 @@ COMPILE_HELP = ("torch.compile the network: one graph for the run's batch shape 
 
 
 def _add_sampler_options(p: argparse.ArgumentParser, compile: bool = False) -> None:
-    from .rng import NOISE_SCHEMES
     from .samplers import SAMPLERS, SPACINGS
 
     g = p.add_argument_group("sampler")
@@ -87,14 +86,21 @@ def _add_sampler_options(p: argparse.ArgumentParser, compile: bool = False) -> N
     g.add_argument("--timesteps", default=None, help="explicit decreasing paper timesteps, e.g. 1000,750,500,250")
     g.add_argument("--eta", type=_finite, default=None, help="DDIM's eta: 0 deterministic, 1 ancestral variance "
                    "(default: 0, or the packed sampler's)")
+    _add_noise_and_precision(g)
+    if compile:
+        g.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+
+
+def _add_noise_and_precision(g) -> None:
+    """--noise and --precision: every command that samples (interpolate too, which has no --sampler)."""
+    from .rng import NOISE_SCHEMES
+
     g.add_argument("--noise", default="philox", choices=NOISE_SCHEMES, help="how sample i's noise follows from "
                    "(--seed, i): philox (counter-based, drawn on the device) or generators (one CPU generator per "
                    "sample: the samples ddpm 0.1 drew)")
     g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="the network's precision: bf16 "
                    "runs it under bfloat16 autocast: fast on GPUs and on CPUs with AVX512-BF16 or AMX (1.56x on a "
                    "2-core EPYC, FID 6.4 -> 7.3 on 2,000 MNIST samples: docs/benchmarks.md), slow where emulated")
-    if compile:
-        g.add_argument("--compile", action="store_true", help=COMPILE_HELP)
 
 
 def _add_class_options(p: argparse.ArgumentParser) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_common import (CHECKPOINT_HELP, COMPILE_HELP, INT, SEED, _add_class_options, _add_sampler_options,
-                         _at_least_one, _class_labels, _device, _image_checkpoint, _sampler_spec)
+from .cli_common import (CHECKPOINT_HELP, COMPILE_HELP, INT, SEED, _add_class_options, _add_noise_and_precision,
+                         _add_sampler_options, _at_least_one, _class_labels, _device, _image_checkpoint,
+                         _sampler_spec)
 from .errors import ConfigError
 
 
@@ -47,6 +48,7 @@ def _add_picture_parsers(sub, fmt) -> None:
     inter.add_argument("--device", default=None)
     inter.add_argument("--no-ema", action="store_true")
     inter.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    _add_noise_and_precision(inter)
     inter.add_argument("--quiet", action="store_true", help="no progress bars (one for each t)")
     _add_class_options(inter)
 
@@ -105,7 +107,8 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for t in ts:
         rows = interpolate(loaded, a, b, t, lambdas, args.seed, args.method, args.ddim_steps, labels=labels,
-                           guidance=args.guidance, compile=args.compile, progress=not args.quiet)
+                           guidance=args.guidance, compile=args.compile, progress=not args.quiet, noise=args.noise,
+                           precision=args.precision)
         table = torch.cat([a.cpu()[:, None], rows, b.cpu()[:, None]], dim=1)  # the sources frame each row
         path = image_table(table.numpy(), out / f"interp_t{t:04d}.png", scale=args.scale)
         print(f"t = {t}: {path}")

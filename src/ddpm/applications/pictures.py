@@ -35,7 +35,7 @@ def progressive_generation(loaded: Loaded, n: int, seed: int, show_t: Sequence[i
 def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambdas: Sequence[float], seed: int,
                 method: str = "ancestral", ddim_steps: int | None = None, noise: str = "philox",
                 labels: torch.Tensor | None = None, guidance: float = 0.0, compile: bool = False,
-                progress: bool = False) -> torch.Tensor:
+                progress: bool = False, precision: str = "fp32") -> torch.Tensor:
     """Interpolate data a and b (P, …) in the data's own values through x_t (Ho et al. 2020 §4.4).
 
     ``ancestral`` (the paper's): x_t and x'_t from q with the same noise, mixed as
@@ -45,7 +45,8 @@ def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambda
     Returns the decoded (P, len(lambdas), …) table, on the CPU. ``noise``: see SamplerSpec;
     ``labels`` (P,) and ``guidance`` steer a class-conditional network (inversion included);
     ``compile`` runs the network under torch.compile (one graph: every call is P samples);
-    ``progress`` shows a bar of the image-steps (see :func:`ddpm.progress.progress_bar`).
+    ``progress`` shows a bar of the image-steps (see :func:`ddpm.progress.progress_bar`);
+    ``precision`` "bf16" runs the network under bfloat16 autocast (see SamplerSpec).
     """
     from ..progress import progress_bar
 
@@ -57,9 +58,10 @@ def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambda
     x0a, x0b = loaded.codec.encode(a), loaded.codec.encode(b)
     P, y = a.shape[0], labels.to(x0a.device) if labels is not None else None
     if method == "ancestral":
-        sampler = SamplerSpec("ancestral", noise=noise, compile=compile)
+        sampler = SamplerSpec("ancestral", noise=noise, precision=precision, compile=compile)
     else:
-        sampler = SamplerSpec("ddim", steps=ddim_steps or t, spacing="linspace", noise=noise, compile=compile)
+        sampler = SamplerSpec("ddim", steps=ddim_steps or t, spacing="linspace", noise=noise, precision=precision,
+                              compile=compile)
     timesteps = sampler.timesteps_for(schedule.T, start=t)
     inversions = 0 if method == "ancestral" else 2  # a and b encoded, each as many steps as the decoding
     bar = progress_bar(total=(inversions + len(lambdas)) * P * len(timesteps), show=progress,
@@ -70,7 +72,7 @@ def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambda
         tt = torch.full((P,), t, dtype=torch.long, device=x0a.device)
         xa, xb = q_sample(schedule, x0a, tt, eps), q_sample(schedule, x0b, tt, eps)
     else:
-        net = network(loaded, y, guidance, compile=compile)
+        net = network(loaded, y, guidance, precision, compile)
         xa = ddim_invert(net, schedule, x0a, loaded.prediction, timesteps=timesteps)
         xb = ddim_invert(net, schedule, x0b, loaded.prediction, timesteps=timesteps)
         bar.update(inversions * P * len(timesteps))
