@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from ddpm.checkpoint import Checkpoint, checkpoints_of, prune
-from ddpm.cli import main
+from ddpm import cli_resume
+from ddpm.cli import build_parser, main
 from ddpm.config import PointsTrainConfig
 from ddpm.errors import CheckpointError
 from ddpm.files import FolderLock, dumps, write_json
@@ -81,6 +82,7 @@ def test_a_run_given_only_its_folder_goes_on_with_its_own_settings(tmp_path, cap
     assert "goes on with" not in capsys.readouterr().err  # --quiet: not the line that says so
     assert main(["train", "--out", str(tmp_path / "r"), "--steps", "12", "--seed", "0"]) == 2  # a setting: checked
     assert "seed: 3 -> 0" in one_line(capsys)
+    assert set(vars(build_parser().parse_args(["train"]))) == cli_resume._ALWAYS_THERE  # what it tells given apart from
     assert main(["train", "--out", str(tmp_path / "new"), "--steps", "2", "--quiet"]) == 0  # no run there yet: a new
     assert json.loads((tmp_path / "new" / "config.json").read_text())["data"] == "s_curve"  # one, the defaults'
 

@@ -12,8 +12,6 @@ from .errors import ConfigError
 # what every `ddpm train` namespace holds, given or not (the options left out of it were not given)
 _ALWAYS_THERE = {"allow_changes", "channels_last", "class_conditional", "command", "compile", "device", "dry_run",
                  "init", "no_ema_warmup", "out", "preset", "quiet", "resume", "skip_bad_images", "time_limit"}
-# what a resume may change without --allow-changes (besides --time-limit, --compile, --channels-last, the device)
-_MAY_CHANGE = ("steps", "checkpoint_every", "sample_every", "grad_accum")
 
 
 def continued_run(args: argparse.Namespace):
@@ -23,9 +21,12 @@ def continued_run(args: argparse.Namespace):
     command gives any other setting (it is then checked against the run's, as ever) or RUN holds
     no run yet."""
     from .config import ImageTrainConfig, read_run_config
+    from .training.run import MAY_CHANGE
 
     given = set(vars(args)) - _ALWAYS_THERE
-    if (args.out is None or args.resume != "auto" or given - set(_MAY_CHANGE) or args.preset or args.init
+    run_keys = {key for key in given if key in MAY_CHANGE}  # steps, the cadences
+    optim_keys = {key for key in given if f"optim.{key}" in MAY_CHANGE}  # --grad-accum
+    if (args.out is None or args.resume != "auto" or given - run_keys - optim_keys or args.preset or args.init
             or args.class_conditional or args.no_ema_warmup or args.skip_bad_images
             or not (Path(args.out) / "config.json").is_file()):
         return None
@@ -33,10 +34,10 @@ def continued_run(args: argparse.Namespace):
     image = isinstance(config, ImageTrainConfig)
     if args.channels_last and not image:
         raise ConfigError("--channels-last: images only (a 2-D run's network has no channels)")
-    optim = replace(config.optim, grad_accum=args.grad_accum) if "grad_accum" in given else config.optim
-    config = replace(config, optim=optim, compile=args.compile or config.compile,
+    config = replace(config, optim=replace(config.optim, **{key: getattr(args, key) for key in optim_keys}),
+                     compile=args.compile or config.compile,
                      channels_last=(args.channels_last or config.channels_last) if image else False,
-                     **{key: getattr(args, key) for key in _MAY_CHANGE[:3] if key in given})
+                     **{key: getattr(args, key) for key in run_keys})
     if not args.quiet:
         print(f"{args.out}: goes on with its own settings ({Path(args.out) / 'config.json'}; "
               f"data {config.data.dataset if image else config.data}, {config.steps:,} steps)", file=sys.stderr)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..files import numpy_error_text
 
 __all__ = ["GaussianMixture", "Standardizer", "PointData", "POINT_DATASETS", "load_points"]
 
@@ -183,7 +184,7 @@ def _read_point_file(path: Path) -> np.ndarray:
     except DataError:
         raise
     except (ValueError, OSError, EOFError, MemoryError) as exc:
-        raise DataError(f"{path}: cannot read points: {str(exc).splitlines()[0]}") from None
+        raise DataError(f"{path}: cannot read points: {numpy_error_text(exc)}") from None
     return array
 
 
