@@ -125,3 +125,21 @@ def test_classes_cycle_from_the_first_sample_of_the_whole_set(tmp_path):
     far = ["--first", str(10**15), "--n", "2", "--class", "3,4,5", "--out", str(tmp_path / "far.npz")]
     assert main([*argv[:5], "--quiet", "--device", "cpu", *far]) == 0  # no list of 10^15 labels is made
     assert np.load(tmp_path / "far.npz")["arr_1"].tolist() == [4, 5]  # 10^15 = 1 (mod 3)
+
+
+@pytest.mark.parametrize("terms", [None, "2"])
+def test_two_gloo_processes_measure_the_bits_per_dim_one_process_measures(run_dir, tmp_path, terms):
+    """Five batches of 2 over two processes (3 and 2 batches, the last of one image): every mean,
+    standard error and per-t curve is bitwise one process's."""
+    argv = ["eval", "nll", "--checkpoint", str(run_dir), "--num-samples", "9", "--batch-size", "2", "--seed", "3",
+            "--quiet", "--device", "cpu", *(["--terms", terms] if terms else [])]
+    proc = _torchrun([*argv, "--out", str(tmp_path / "two")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("bits/dim") >= 1 and proc.stdout.count("wrote:") == 1  # rank 0 alone reports
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    two, one = (json.loads((tmp_path / k / "nll.json").read_text()) for k in ("two", "one"))
+    two.pop("seconds"), one.pop("seconds")
+    assert two == one and one["images"] == 9
+    if terms is None:
+        assert (tmp_path / "two" / "nll_terms.csv").read_text() == (tmp_path / "one" / "nll_terms.csv").read_text()
+    assert not (tmp_path / "two" / "nll.json.partial").exists()

@@ -226,13 +226,12 @@ def _main_process_first(action, device) -> None:
 
 
 def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "samples were drawn",
-                 in_order: bool = False, first: int = 0, **job):
+                 first: int = 0, **job):
     """Where a run of ``several`` batches keeps the finished ones until ``out`` is written
     (``OUT.partial``), so that the same command started again after a stop does only what is
     missing (:mod:`ddpm.pieces`); ``job``: the options that make its results what they are;
-    ``in_order``: only the batches from the first on without a gap can be used; ``first``: the
-    index of the run's first item (batches are named by absolute index). None for a run of one
-    batch."""
+    ``first``: the index of the run's first item (batches are named by absolute index). None for a
+    run of one batch."""
     from .pieces import Pieces, partial_folder
     from .training import distributed as dist
 
@@ -250,7 +249,7 @@ def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "
     pieces = Pieces(partial_folder(out), {**job, "first": first} if first else job,  # (folders kept before --first fit)
                     recorded_only=("checkpoint",) if weights else ())
     _main_process_first(pieces.open, device)
-    pieces.resumed = pieces.held(first, n, prefix=in_order)
+    pieces.resumed = pieces.held(first, n)
     if pieces.resumed and dist.is_main():
         print(f"resuming: {pieces.resumed:,} of the {n:,} {done} before ({pieces.folder})", file=sys.stderr)
     return pieces

@@ -23,7 +23,8 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     nll.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     nll.add_argument("--split", default="test", choices=("train", "test"), help="which split of the data set")
     nll.add_argument("--data-dir", default=None, help="the data set's folder (CIFAR-10 batches, MNIST idx, images)")
-    nll.add_argument("--n", type=INT, default=None, help="first N test images (default: all; 2-D: 4000 points)")
+    nll.add_argument("--n", "--num-samples", type=INT, default=None, help="first N test images (default: all; 2-D: "
+                     "4000 points); under torchrun each process measures a share of the batches")
     nll.add_argument("--terms", type=INT, default=None, metavar="K",
                      help="estimate from K random terms per image (unbiased, with its standard error) "
                      "instead of all T")
@@ -31,7 +32,8 @@ def _add_evaluation_parsers(sub, fmt) -> None:
                      help="the bound of the process respaced to K steps (trailing spacing) instead of all T")
     nll.add_argument("--batch-size", type=BATCH, default=100, help="images per batch")
     nll.add_argument("--max-batch", type=BATCH, default=1000, help="images per network call (timesteps are stacked)")
-    nll.add_argument("--seed", type=SEED, default=0)
+    nll.add_argument("--seed", type=SEED, default=0, help="the noise of the bound's x_t (each batch's keyed by "
+                     "the seed and its first image: the figures depend on --seed and --batch-size alone)")
     nll.add_argument("--out", default=None, help="folder for nll.json, nll_terms.csv and the plots "
                      "(default: RUN/eval/nll); finished batches are kept in nll.json.partial there: a rerun resumes")
     nll.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
@@ -70,14 +72,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_nll(args: argparse.Namespace) -> int:
+    """Under torchrun each process measures a contiguous share of the batches and rank 0 writes
+    what one process writes (2-D points: rank 0 alone measures, in seconds)."""
     from .api import load
     from .files import digest_bytes, prepare_output, write_json
+    from .training import distributed as dist
 
     _at_least_one(args, "n", "terms", "batch_size", "max_batch", "respace")
+    device = _device(args.device, join=True)
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
     if loaded.kind == "points":
         from .evaluation.points import evaluate_points
 
+        main_process = dist.is_main()
+        dist.teardown()
+        if not main_process:
+            return 0
         if args.out:
             prepare_output(args.out, folder=True)
         result = evaluate_points(loaded, n=args.n or 4000, seed=args.seed, timesteps=args.terms)
@@ -91,7 +101,7 @@ def _eval_nll(args: argparse.Namespace) -> int:
     if args.respace is not None and args.respace > loaded.schedule.T:
         raise ConfigError(f"--respace {args.respace}: more steps than the run's T = {loaded.schedule.T}")
     out = Path(args.out) if args.out else _beside_run(loaded) / "eval" / "nll"
-    prepare_output(out, folder=True)
+    _main_process_first(lambda: prepare_output(out, folder=True), device)
     images = eval_images(loaded, args.split, args.data_dir, args.n)
     labels = None
     if args.classes == "true":
@@ -101,17 +111,19 @@ def _eval_nll(args: argparse.Namespace) -> int:
 
         cfg = loaded.config.data if args.data_dir is None else replace(loaded.config.data, path=args.data_dir)
         labels = build_image_labels(cfg, args.split)[:images.shape[0]]
-    device = _device(args.device)
-    pieces = _open_pieces(out / "nll.json", loaded, device, images.shape[0], images.shape[0] > args.batch_size,
-                          "images were measured", in_order=True, ema=not args.no_ema, split=args.split,
-                          data_dir=args.data_dir, terms=args.terms, batch_size=args.batch_size,
-                          max_batch=args.max_batch, seed=args.seed, respace=args.respace, classes=args.classes,
-                          images=digest_bytes(images.numpy().tobytes()))
+    several = images.shape[0] > args.batch_size
+    pieces = _open_pieces(out / "nll.json", loaded, device, images.shape[0], several, "images were measured",
+                          ema=not args.no_ema, split=args.split, data_dir=args.data_dir, terms=args.terms,
+                          batch_size=args.batch_size, max_batch=args.max_batch, seed=args.seed, respace=args.respace,
+                          classes=args.classes, images=digest_bytes(images.numpy().tobytes()), noise="per batch")
     result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed, device,
                           progress=not args.quiet, respace_steps=args.respace, labels=labels, pieces=pieces)
+    writer = dist.is_main()
+    dist.teardown()
+    if not writer:
+        return 0
     result.update({"checkpoint": str(loaded.path), "step": loaded.step, "split": args.split, "seed": args.seed,
-                   "class": args.classes,
-                   "data": loaded.config.data.dataset})
+                   "class": args.classes, "data": loaded.config.data.dataset})
     written = write_nll_outputs(result, out, f"{loaded.config.data.dataset} · step {loaded.step}")
     if pieces is not None:
         pieces.remove()  # its figures are in nll.json now

@@ -3,8 +3,8 @@ so that a run stopped part-way (killed, out of time, a machine lost) does only w
 when it is started again with the same options.
 
 A batch made in an earlier attempt is exactly the batch this attempt would make (sample i's
-noise is keyed by (seed, i); bits/dim keeps its generator's state with each batch), so the
-resumed run writes the file an uninterrupted run writes. The folder (``OUT.partial`` beside the
+noise is keyed by (seed, i), a bits/dim batch's by (seed, its first image)), so the resumed run
+writes the file an uninterrupted run writes. The folder (``OUT.partial`` beside the
 output) records the job it belongs to; another job's folder is an error naming what differs, and
 nothing in it is deleted. Each batch is one .npz of plain arrays, written to a temporary name
 and renamed, so a kill leaves whole batches or none.
@@ -84,9 +84,8 @@ class Pieces:
         print(f"warning: finished batches are not kept ({why}); the run goes on, but a stop loses the batches "
               "drawn after this", file=sys.stderr)
 
-    def held(self, first: int, n: int, prefix: bool = False) -> int:
-        """How many of items first … first+n−1 finished batches hold; with ``prefix``, only those of
-        the unbroken run of batches from ``first`` (what a job that must go in order can use)."""
+    def held(self, first: int, n: int) -> int:
+        """How many of items first … first+n−1 finished batches hold."""
         if not self.folder.is_dir():
             return 0
         spans = {}
@@ -94,11 +93,6 @@ class Pieces:
             m = _PIECE.match(p.name)
             if m:
                 spans[int(m[1])] = int(m[2])
-        if prefix:
-            at = first
-            while at in spans and at < first + n:
-                at += spans[at]
-            return min(at, first + n) - first
         return sum(max(0, min(start + size, first + n) - max(start, first)) for start, size in spans.items())
 
     def _path(self, start: int, count: int) -> Path:

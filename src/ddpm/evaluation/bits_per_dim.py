@@ -44,44 +44,58 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
 
     Standard errors are over images. Returns a dict (JSON-ready); the per-term arrays
     (length T, index t−1) come under "per_t" for the full bound. ``respace_steps`` measures
-    the respaced process of that many steps instead (Nichol & Dhariwal 2021). With ``pieces``
-    (:class:`ddpm.pieces.Pieces`) each finished batch is kept with the generator's state after
-    it, and the batches an earlier attempt kept are read, not measured again: the same figures.
+    the respaced process of that many steps instead (Nichol & Dhariwal 2021).
+
+    Each batch draws its x_t from a generator seeded by (``seed``, its first image), so the
+    figures depend on the seed and the batch size alone: under torchrun each process measures a
+    contiguous share of the batches and every process returns what one process returns. With
+    ``pieces`` (:class:`ddpm.pieces.Pieces`) each finished batch is kept, and the batches an
+    earlier attempt kept are read, not measured again: the same figures.
     """
     from ..progress import progress_bar
+    from ..rng import seed_for
     from ..samplers import RespacedModel, make_timesteps, respace
+    from ..training import distributed as dist
 
     network, schedule, t_map = loaded.model.to(device).eval(), loaded.schedule.to(device), None
     if respace_steps is not None:
         schedule, t_map = respace(schedule, make_timesteps(schedule.T, respace_steps, spacing))
         schedule, t_map = schedule.to(device), t_map.to(device)
-    g = torch.Generator(device=device).manual_seed(seed)
     T, N, full = schedule.T, images.shape[0], timesteps is None
     dims_ln2 = math.prod(images.shape[1:]) * math.log(2.0)
     per_image, per_t = ("total", "prior", "decoder", "diffusion"), ("terms", "rate", "sq_err") if full else ()
-    sums: dict[str, list[torch.Tensor]] = {k: [] for k in per_image + per_t}
-    start, resumed, reading = time.perf_counter(), 0, pieces is not None
-    for lo in progress_bar(range(0, N, batch_size), show=progress, desc="bits/dim", unit="batch"):
+    mine: dict[str, list[torch.Tensor]] = {k: [] for k in per_image + per_t}
+    batches = range(0, N, batch_size)
+    share, start, resumed = dist.shard(len(batches)), time.perf_counter(), 0
+    for lo in progress_bar(batches[share.start:share.stop], show=progress and dist.is_main(), desc="bits/dim",
+                           unit="batch"):
         count = min(batch_size, N - lo)
-        got = pieces.get(lo, count) if reading else None
+        got = pieces.get(lo, count) if pieces is not None else None
         if got is not None and all(got.get(k) is not None and got[k].shape == (count,) for k in per_image) \
-                and all(got.get(k) is not None and got[k].shape == (T,) for k in per_t) and "rng" in got:
-            g.set_state(got["rng"])  # as it was after this batch: the next is measured as it would have been
+                and all(got.get(k) is not None and got[k].shape == (T,) for k in per_t):
             resumed += count
         else:
-            reading = False  # the generator's state is known only after a run of kept batches from the first
+            g = torch.Generator(device=device).manual_seed(seed_for(seed, lo))
             x0 = to_model_range(images[lo:lo + batch_size].to(device))
             model = network if labels is None else _given(network, labels[lo:lo + batch_size].to(device))
             model = model if t_map is None else RespacedModel(model, t_map)
             got = _one_batch(model, schedule, x0, loaded.prediction, timesteps, g, max_batch)
-            if pieces is not None:  # the generator's state after the batch goes with it
-                pieces.put(lo, count, {**got, "rng": g.get_state()})
-        for k in sums:
-            sums[k].append(got[k].to(device))
+            if pieces is not None:
+                pieces.put(lo, count, got)
+        for k in mine:
+            mine[k].append(got[k].to(device))
+    # every batch in order on every process: per image, and the per-t sums batch by batch (added up as one
+    # process adds them, so the figures are bitwise one process's); a process may have had no batch
+    none = {"dtype": torch.float64, "device": device}
+    sums = {k: dist.gather_rows(torch.cat(v) if v else torch.zeros(0, **none)) for k, v in mine.items()
+            if k in per_image}
+    sums.update({k: dist.gather_rows(torch.stack(v) if v else torch.zeros(0, T, **none))
+                 for k, v in mine.items() if k in per_t})
+    resumed = int(dist.gather_rows(torch.tensor([resumed])).sum())
     seconds = time.perf_counter() - start
 
     def summary(key: str) -> dict:
-        bits = torch.cat(sums[key]).cpu().double() / dims_ln2
+        bits = sums[key].cpu().double() / dims_ln2
         return {"mean": float(bits.mean()), "standard_error": float(bits.std() / math.sqrt(N)) if N > 1 else None}
 
     out = {
@@ -94,7 +108,7 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
     if resumed:
         out["images_measured_before"] = resumed  # read from the batches an earlier attempt kept
     if full:
-        term_sum, rate_sum, sq_sum = (torch.stack(sums[k]).sum(0) for k in per_t)
+        term_sum, rate_sum, sq_sum = (sums[k].sum(0) for k in per_t)
         rate = (rate_sum / N).cpu().numpy()
         out["per_t"] = {
             "L_t_minus_1_bits_per_dim": (term_sum / N / dims_ln2).cpu().numpy(),
