@@ -102,6 +102,7 @@ BAD_ARGUMENTS = [
     (["eval", "nll", "--checkpoint", "{run}", "--n", "0"], "--n must be >= 1"),
     (["eval", "fid", "--samples", "{tmp}/none.npz", "--ref", "{tmp}/none2.npz", "--ref-n", "1"], "ref-n must be >= 2|no such file"),
     (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p.png", "--t", "30"], r"outside \[0, 20\]"),
+    (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p.png", "--t", "5,30"], r"t = 30 is outside \[0, 20\]"),
     (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p.png", "--t", "a,b"], "comma-separated integers"),
     (["data", "check", "{tmp}", "--image-size", "0"], r"an image size must lie in \[1, 8192\], got 0"),
     (["interpolate", "--checkpoint", "{run}", "--out", "{tmp}/i"], "works on image checkpoints"),

@@ -64,7 +64,11 @@ def visited(sampler: SamplerSpec, T: int, start: int | None = None) -> list[int]
 
 def nearest_visited(sampler: SamplerSpec, T: int, wanted: Iterable[int]) -> list[int]:
     """For each wanted t (0 … T) the visited timestep nearest to it; decreasing, no repeats."""
-    wanted = check_timesteps(T, sorted(set(int(t) for t in wanted), reverse=True), lowest=0)
+    wanted = [int(t) for t in wanted]
+    outside = [t for t in wanted if not 0 <= t <= T]
+    if outside:  # named by value: the position in a list sorted here would not be the user's
+        raise ConfigError(f"t = {outside[0]} is outside [0, {T}] (the paper's t: T the noise, 0 the data)")
+    wanted = check_timesteps(T, sorted(set(wanted), reverse=True), lowest=0)
     states = visited(sampler, T)
     return sorted({min(states, key=lambda v: abs(v - t)) for t in wanted}, reverse=True)
 
