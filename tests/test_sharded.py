@@ -1,5 +1,6 @@
-"""`ddpm sample` and `ddpm eval fid` under torchrun: each process takes a contiguous share of
-the samples (their noise is keyed by index) and rank 0 writes what one process writes."""
+"""`ddpm sample`, `eval fid`, `eval nll`, `inpaint` and `edit` under torchrun: each process takes
+a contiguous share of the samples, images or batches (their noise is keyed by index) and rank 0
+writes what one process writes."""
 
 import json
 import shutil
@@ -55,6 +56,18 @@ def test_a_process_alone_takes_the_gpu_its_device_names_and_under_torchrun_its_l
     monkeypatch.setattr(dist.td, "is_initialized", lambda: True)  # as if the group were joined
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert dist.setup("cuda:1") == torch.device("cuda", 3) and chosen == [1, 0, 3]
+
+
+def test_under_torchrun_the_default_device_joins_the_process_group_as_a_named_one_does(monkeypatch):
+    from ddpm.cli_common import _device
+
+    joined = []
+    monkeypatch.setattr(dist, "launched_by_torchrun", lambda: True)
+    monkeypatch.setattr(dist, "setup", lambda kind: joined.append(kind) or torch.device(kind))
+    default = "cuda" if torch.cuda.is_available() else "cpu"
+    assert _device(None, join=True) == torch.device(default) and joined == [default]
+    assert _device("cpu", join=True) == torch.device("cpu") and joined == [default, "cpu"]
+    assert _device(None) == torch.device(default) and len(joined) == 2  # a command that shards nothing joins nothing
 
 
 def test_two_gloo_processes_write_the_samples_one_process_writes(run_dir, tmp_path):
@@ -132,7 +145,7 @@ def test_two_gloo_processes_measure_the_bits_per_dim_one_process_measures(run_di
     """Five batches of 2 over two processes (3 and 2 batches, the last of one image): every mean,
     standard error and per-t curve is bitwise one process's."""
     argv = ["eval", "nll", "--checkpoint", str(run_dir), "--num-samples", "9", "--batch-size", "2", "--seed", "3",
-            "--quiet", "--device", "cpu", *(["--terms", terms] if terms else [])]
+            "--quiet", *(["--terms", terms] if terms else [])]  # no --device: the default device joins too
     proc = _torchrun([*argv, "--out", str(tmp_path / "two")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("bits/dim") >= 1 and proc.stdout.count("wrote:") == 1  # rank 0 alone reports
@@ -143,3 +156,28 @@ def test_two_gloo_processes_measure_the_bits_per_dim_one_process_measures(run_di
     if terms is None:
         assert (tmp_path / "two" / "nll_terms.csv").read_text() == (tmp_path / "one" / "nll_terms.csv").read_text()
     assert not (tmp_path / "two" / "nll.json.partial").exists()
+
+
+def test_two_gloo_processes_inpaint_and_edit_what_one_process_does(run_dir, tmp_path):
+    """Each process edits a contiguous share of the 5 images (3 and 2), their noise keyed by index:
+    rank 0 writes the file one process writes, for RePaint with a mask per image and for SDEdit."""
+    assert main(["sample", "--checkpoint", str(run_dir), "--n", "5", "--quiet", "--out", str(tmp_path / "in.npz")]) == 0
+    masks = np.zeros((5, 8, 8), bool)
+    for i in range(5):
+        masks[i, :, i:] = True  # each image its own region
+    np.save(tmp_path / "masks.npy", masks)
+    common = ["--checkpoint", str(run_dir), "--images", str(tmp_path / "in.npz"), "--steps", "4", "--seed", "2",
+              "--batch-size", "1", "--quiet", "--device", "cpu"]
+    for name, argv in (("inpaint", ["inpaint", *common, "--mask", str(tmp_path / "masks.npy"), "--resample", "2"]),
+                       ("edit", ["edit", *common, "--strength", "0.6"])):
+        proc = _torchrun([*argv, "--out", str(tmp_path / f"{name}2.npz")])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.count("samples:") == 1  # rank 0 alone writes
+        assert main([*argv, "--out", str(tmp_path / f"{name}1.npz")]) == 0
+        two, one = (np.load(tmp_path / f"{name}{k}.npz")["arr_0"] for k in (2, 1))
+        assert two.shape == (5, 8, 8, 1) and np.array_equal(two, one)
+        assert not (tmp_path / f"{name}2.npz.partial").exists()
+    inputs = np.load(tmp_path / "in.npz")["arr_0"]
+    assert not np.array_equal(np.load(tmp_path / "edit1.npz")["arr_0"], inputs)  # the edit did change them
+    kept = ~masks[..., None]
+    assert np.array_equal(np.load(tmp_path / "inpaint2.npz")["arr_0"][kept], inputs[kept])

@@ -190,8 +190,8 @@ def _device(name: str | None, join: bool = False):
     takes its local rank's GPU."""
     import torch
 
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name is None:  # (and under torchrun, joined below like a named device: each rank its own GPU)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:

@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from .cli_common import (BATCH, CHECKPOINT_HELP, INT, SEED, _add_class_options, _add_sampler_options, _at_least_one,
-                         _class_labels, _device, _finite, _image_checkpoint, _open_pieces, _sampler_spec)
-from .errors import DataError
+                         _class_labels, _device, _finite, _image_checkpoint, _main_process_first, _open_pieces,
+                         _sampler_spec)
+from .errors import ConfigError, DataError
 from .files import load_numpy
 
 
@@ -75,42 +76,56 @@ def read_mask(path: str | Path, n: int, size: int):
 
 
 def _cmd_edit(args: argparse.Namespace) -> int:
+    """Under torchrun each process edits a contiguous share of the images (their noise is keyed
+    by index) and rank 0 writes them all: the same file one process writes."""
     from .applications.editing import inpaint, sdedit, start_level
     from .config import to_dict
     from .evaluation.fid import images_from_path
     from .files import digest_bytes, prepare_output
     from .generation import Samples, default_batch_size
     from .outputs import sample_format, write_samples
+    from .training import distributed as dist
 
     _at_least_one(args, "batch_size")
+    device = _device(args.device, join=True)
     loaded = _image_checkpoint(args, args.command)
     out = Path(args.out)
     fmt = sample_format("image", out)
     spec = _sampler_spec(args, loaded)
     images = images_from_path(args.images)
-    c, h = loaded.sample_shape[0], loaded.sample_shape[1]
-    if images.shape[1:] != (c, h, h):
-        raise DataError(f"{args.images}: images of {tuple(images.shape[1:])} (C, H, W); the model takes {(c, h, h)}")
-    labels = _class_labels(args.classes, images.shape[0], loaded, args.guidance)
-    mask = read_mask(args.mask, images.shape[0], h) if args.mask else None
+    (n, *shape), (c, h) = images.shape, loaded.sample_shape[:2]
+    if tuple(shape) != (c, h, h):
+        raise DataError(f"{args.images}: images of {tuple(shape)} (C, H, W); the model takes {(c, h, h)}")
+    if n < dist.world_size():
+        raise ConfigError(f"{args.images}: {n} images for {dist.world_size()} processes (each needs one)")
+    labels = _class_labels(args.classes, n, loaded, args.guidance)
+    mask = read_mask(args.mask, n, h) if args.mask else None
     t0 = start_level(args.strength, loaded.schedule.T) if args.command == "edit" else None  # before any work
-    prepare_output(out, folder=fmt == "folder")
-    device = _device(args.device)
+    _main_process_first(lambda: prepare_output(out, folder=fmt == "folder"), device)
     loaded.to(device)
     how = {"resample": args.resample, "jump": args.jump} if args.command == "inpaint" else \
         {"strength": args.strength, "t0": t0}
-    n = images.shape[0]
-    pieces = _open_pieces(out, loaded, device, n, n > (args.batch_size or default_batch_size(loaded, device)),
-                          "images were edited", command=args.command, **how, seed=args.seed, ema=not args.no_ema,
-                          batch_size=args.batch_size, sampler=spec.describe(loaded.schedule.T), classes=args.classes,
-                          guidance=args.guidance, images=digest_bytes(images.numpy().tobytes()),
+    mine = dist.shard(n)
+    several = n > (args.batch_size or default_batch_size(loaded, device)) * dist.world_size()
+    pieces = _open_pieces(out, loaded, device, n, several, "images were edited", command=args.command, **how,
+                          seed=args.seed, ema=not args.no_ema, batch_size=args.batch_size,
+                          sampler=spec.describe(loaded.schedule.T), classes=args.classes, guidance=args.guidance,
+                          images=digest_bytes(images.numpy().tobytes()),
                           mask=digest_bytes(mask.numpy().tobytes()) if mask is not None else None)
+    share = {"labels": labels[mine.start:mine.stop] if labels is not None else None, "guidance": args.guidance,
+             "batch_size": args.batch_size, "pieces": pieces, "progress": not args.quiet and dist.is_main(),
+             "first": mine.start}
+    part = images[mine.start:mine.stop]
+    region = mask.expand(n, c, h, h)[mine.start:mine.stop] if mask is not None else None
     if args.command == "inpaint":
-        edited = inpaint(loaded, images, mask.expand(n, c, h, h), spec, args.seed, args.resample, args.jump, labels,
-                         args.guidance, args.batch_size, pieces, not args.quiet)
+        edited = inpaint(loaded, part, region, spec, args.seed, args.resample, args.jump, **share)
     else:
-        edited = sdedit(loaded, images, args.strength, spec, args.seed, mask.expand(n, c, h, h) if mask is not None
-                        else None, labels, args.guidance, args.batch_size, pieces, not args.quiet)
+        edited = sdedit(loaded, part, args.strength, spec, args.seed, region, **share)
+    edited = dist.gather_rows(edited)
+    writer = dist.is_main()
+    dist.teardown()
+    if not writer:
+        return 0
     meta = {"checkpoint": str(loaded.path), "images": str(args.images), "mask": args.mask, "seed": args.seed,
             "sampler": spec.describe(loaded.schedule.T), **how, "class": args.classes, "guidance": args.guidance,
             "config": to_dict(loaded.config)}

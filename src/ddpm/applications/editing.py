@@ -85,19 +85,20 @@ def repaint(loaded: Loaded, x0: torch.Tensor, keep: torch.Tensor, x_start: torch
 
 
 def _by_batch(loaded: Loaded, n: int, batch_size: int | None, sampler: SamplerSpec, steps: int,
-              edit: Callable, pieces=None, progress: bool = False) -> torch.Tensor:
+              edit: Callable, pieces=None, progress: bool = False, first: int = 0) -> torch.Tensor:
     """``edit(start, rows, bar)`` for each batch of the n items, rows the items' indices from
     ``start``, concatenated (:func:`ddpm.generation.in_batches`); ``steps``: the reverse steps of
     an item, for the progress bar. Noise is keyed by the item's index, so the result does not
     depend on ``batch_size`` (default: as ``sample``'s). A compiled sampler gets every batch at
     one size: the last is padded with copies of the last item (their noise: the next indices)
-    and the padding dropped. With ``pieces`` finished batches are kept, and read back instead of
-    edited again."""
+    and the padding dropped. With ``pieces`` finished batches are kept (under their absolute
+    index, ``first`` + start), and read back instead of edited again."""
     def work(start: int, rows: int, bar) -> dict[str, torch.Tensor]:
         return {"data": edit(start, torch.arange(start, start + rows).clamp_(max=n - 1), bar)}
 
     batch_size = default_batch_size(loaded, loaded.device) if batch_size is None else batch_size
-    return in_batches(n, batch_size, steps, work, sampler.compile, pieces, desc="edit", progress=progress)["data"]
+    return in_batches(n, batch_size, steps, work, sampler.compile, pieces, first, desc="edit",
+                      progress=progress)["data"]
 
 
 def _rows(value: torch.Tensor | None, rows: torch.Tensor, device: torch.device) -> torch.Tensor | None:
@@ -120,11 +121,12 @@ def start_level(strength: float, T: int) -> int:
 
 def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sampler: SamplerSpec | str | None = None,
             seed: int = 0, resample: int = 1, jump: int = 1, labels=None, guidance: float = 0.0,
-            batch_size: int | None = None, pieces=None, progress: bool = False) -> torch.Tensor:
+            batch_size: int | None = None, pieces=None, progress: bool = False, first: int = 0) -> torch.Tensor:
     """Fill the ``generate_mask`` part (True: generate; one per item or one broadcast to all) of
     ``data`` (in the data's own values, e.g. uint8 images) from N(0, I) with RePaint, ``batch_size``
     items at a time (kept in ``pieces`` as they finish, see :func:`_by_batch`); item i's noise is
-    keyed by (seed, i), whatever the batch. Returns decoded data whose kept part equals the input.
+    keyed by (seed, ``first`` + i), whatever the batch (``first``: where ``data`` begins in a larger
+    set, e.g. a process's share). Returns decoded data whose kept part equals the input.
     ``sampler``, ``labels``: as :func:`ddpm.generation.generate` takes them."""
     sampler, labels = as_sampler(loaded, sampler), as_labels(labels, data.shape[0])
     eta, timesteps, n, device = _eta(sampler), sampler.timesteps_for(loaded.schedule.T), data.shape[0], loaded.device
@@ -132,22 +134,22 @@ def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sam
 
     def edit(start: int, rows: torch.Tensor, bar) -> torch.Tensor:
         x0 = loaded.codec.encode(data[rows].to(device))
-        gens = sample_noise(seed, start, len(rows), sampler.noise)
+        gens = sample_noise(seed, first + start, len(rows), sampler.noise)
         x_T = randn(x0.shape, gens, x0.dtype, x0.device)
         keep = (~_rows(mask, rows, device).bool()).to(x0.dtype)
         x = repaint(loaded, x0, keep, x_T, timesteps, gens, eta, resample, jump, _rows(labels, rows, device),
                     guidance, sampler.precision, sampler.compile, bar)
         return loaded.codec.decode(x).cpu()
     steps = len(travel_schedule(len(timesteps), resample, jump)) - 1
-    return _by_batch(loaded, n, batch_size, sampler, steps, edit, pieces, progress)
+    return _by_batch(loaded, n, batch_size, sampler, steps, edit, pieces, progress, first)
 
 
 def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: SamplerSpec | str | None = None, seed: int = 0,
            generate_mask: torch.Tensor | None = None, labels=None, guidance: float = 0.0,
-           batch_size: int | None = None, pieces=None, progress: bool = False) -> torch.Tensor:
+           batch_size: int | None = None, pieces=None, progress: bool = False, first: int = 0) -> torch.Tensor:
     """SDEdit (Meng et al. 2022): noise ``data`` to t0 = round(strength·T) with q(x_t0 | x_0), then
     run the sampler from t0, ``batch_size`` items at a time; with ``generate_mask`` only that part
-    changes. Strength 0 returns the input unchanged; item i's noise is keyed by (seed, i).
+    changes. Strength 0 returns the input unchanged; item i's noise is keyed by (seed, ``first`` + i).
     ``sampler``, ``labels``: as :func:`ddpm.generation.generate` takes them."""
     sampler, labels = as_sampler(loaded, sampler), as_labels(labels, data.shape[0])
     t0 = start_level(strength, loaded.schedule.T)
@@ -160,7 +162,7 @@ def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: Sampler
 
     def edit(start: int, rows: torch.Tensor, bar) -> torch.Tensor:
         x0 = loaded.codec.encode(data[rows].to(device))
-        gens = sample_noise(seed, start, len(rows), sampler.noise)
+        gens = sample_noise(seed, first + start, len(rows), sampler.noise)
         x_t0 = _q_sample(loaded, x0, t0, gens)
         y = _rows(labels, rows, device)
         if mask is None:
@@ -169,4 +171,4 @@ def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: Sampler
         x = repaint(loaded, x0, keep, x_t0, timesteps, gens, eta, labels=y, guidance=guidance,
                     precision=sampler.precision, compile=sampler.compile, progress=bar)
         return loaded.codec.decode(x).cpu()
-    return _by_batch(loaded, n, batch_size, sampler, len(timesteps), edit, pieces, progress)
+    return _by_batch(loaded, n, batch_size, sampler, len(timesteps), edit, pieces, progress, first)
