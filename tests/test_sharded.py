@@ -181,3 +181,16 @@ def test_two_gloo_processes_inpaint_and_edit_what_one_process_does(run_dir, tmp_
     assert not np.array_equal(np.load(tmp_path / "edit1.npz")["arr_0"], inputs)  # the edit did change them
     kept = ~masks[..., None]
     assert np.array_equal(np.load(tmp_path / "inpaint2.npz")["arr_0"][kept], inputs[kept])
+
+
+def test_a_command_torchrun_does_not_share_out_is_refused_under_it(run_dir, tmp_path, monkeypatch, capsys):
+    for var, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(var, value)
+    assert main(["progressive", "--checkpoint", str(run_dir), "--out", str(tmp_path / "p.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ddpm progressive: error: runs in one process; under torchrun each of the 2") and \
+        err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process under torchrun does it all: allowed
+    assert main(["progressive", "--checkpoint", str(run_dir), "--out", str(tmp_path / "p.png"), "--n", "1",
+                 "--steps", "2", "--quiet"]) == 0

@@ -209,6 +209,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "data": _cmd_data, "import-diffusers": _cmd_import,
             "export-diffusers": _cmd_export, "pack": _cmd_pack, **EVAL_COMMANDS, **PICTURE_COMMANDS,
             **EDIT_COMMANDS, **INFO_COMMANDS}
+SHARDED = {"train", "sample", "eval", "inpaint", "edit"}  # what several processes under torchrun share out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,6 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     files.command_started()  # only this command's folders may be taken away if it fails
     try:
+        if args.command not in SHARDED and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
+            raise ConfigError(f"runs in one process; under torchrun each of the {os.environ['WORLD_SIZE']} would do "
+                              f"the whole of it and write the same files (the commands torchrun shares out: "
+                              f"{', '.join(sorted(SHARDED))})")
         return COMMANDS[args.command](args)
     except DDPMError as exc:
         files.command_failed()
