@@ -194,3 +194,22 @@ def test_a_command_torchrun_does_not_share_out_is_refused_under_it(run_dir, tmp_
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process under torchrun does it all: allowed
     assert main(["progressive", "--checkpoint", str(run_dir), "--out", str(tmp_path / "p.png"), "--n", "1",
                  "--steps", "2", "--quiet"]) == 0
+
+
+def test_bits_per_dim_stopped_in_one_process_is_finished_by_two(run_dir, tmp_path, monkeypatch):
+    """eval nll's batches do not depend on the number of processes: what one process kept before a
+    stop is read by two under torchrun, and the figures are the uninterrupted run's."""
+    from .test_pieces import _stop_after
+
+    argv = ["eval", "nll", "--checkpoint", str(run_dir), "--num-samples", "9", "--batch-size", "2", "--seed", "1",
+            "--quiet", "--terms", "2"]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    _stop_after(monkeypatch, kept=3)
+    assert main([*argv, "--out", str(tmp_path / "nll")]) == 130
+    proc = _torchrun([*argv, "--out", str(tmp_path / "nll")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming: 6 of the 9 images were measured before" in proc.stderr
+    whole, got = (json.loads((tmp_path / k / "nll.json").read_text()) for k in ("whole", "nll"))
+    assert got.pop("images_measured_before") == 6
+    whole.pop("seconds"), got.pop("seconds")
+    assert got == whole

@@ -226,12 +226,13 @@ def _main_process_first(action, device) -> None:
 
 
 def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "samples were drawn",
-                 first: int = 0, **job):
+                 first: int = 0, per_process: bool = True, **job):
     """Where a run of ``several`` batches keeps the finished ones until ``out`` is written
     (``OUT.partial``), so that the same command started again after a stop does only what is
     missing (:mod:`ddpm.pieces`); ``job``: the options that make its results what they are;
-    ``first``: the index of the run's first item (batches are named by absolute index). None for a
-    run of one batch."""
+    ``first``: the index of the run's first item (batches are named by absolute index);
+    ``per_process``: each process batches its own share, so the batches differ with the number of
+    processes (false where they are the same batches for any number). None for a run of one batch."""
     from .pieces import Pieces, partial_folder
     from .training import distributed as dist
 
@@ -243,7 +244,7 @@ def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "
         digests = {}
     weights = digests.get(("ema" if job.get("ema", True) else "model") + ".safetensors")
     job = {**job, "n": n, "checkpoint": str(loaded.path), "step": loaded.step, "weights": weights,
-           "device": device.type, "processes": dist.world_size()}
+           "device": device.type, **({"processes": dist.world_size()} if per_process else {})}
     # the weights' digest names the network: the same weights moved (a checkout renamed, a run copied
     # to another disk) are the same job; the path is compared only where no digest was recorded
     pieces = Pieces(partial_folder(out), {**job, "first": first} if first else job,  # (folders kept before --first fit)

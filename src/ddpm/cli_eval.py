@@ -115,7 +115,8 @@ def _eval_nll(args: argparse.Namespace) -> int:
     pieces = _open_pieces(out / "nll.json", loaded, device, images.shape[0], several, "images were measured",
                           ema=not args.no_ema, split=args.split, data_dir=args.data_dir, terms=args.terms,
                           batch_size=args.batch_size, max_batch=args.max_batch, seed=args.seed, respace=args.respace,
-                          classes=args.classes, images=digest_bytes(images.numpy().tobytes()), noise="per batch")
+                          classes=args.classes, images=digest_bytes(images.numpy().tobytes()), noise="per batch",
+                          per_process=False)  # the same batches for any number of processes
     result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed, device,
                           progress=not args.quiet, respace_steps=args.respace, labels=labels, pieces=pieces)
     writer = dist.is_main()
