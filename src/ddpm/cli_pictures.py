@@ -19,9 +19,13 @@ def _add_picture_parsers(sub, fmt) -> None:
                           formatter_class=fmt)
     prog.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     prog.add_argument("--out", required=True, help=".png to write")
-    prog.add_argument("--n", type=INT, default=None, help="samples: rows of images (default 8), or points per panel "
-                      "(default 2000)")
-    prog.add_argument("--t", default=None, help="comma-separated t to show (default: 9 from T to 0)")
+    prog.add_argument("--n", type=INT, default=None, help="samples: rows of images (default 8; 2 with --from-xt), "
+                      "or points per panel (default 2000; 1 with --from-xt)")
+    prog.add_argument("--t", default=None, help="comma-separated t to show (default: 9 from T to 0; with --from-xt "
+                      "T, 3T/4, T/2, T/4)")
+    prog.add_argument("--from-xt", type=INT, default=None, metavar="K", help="paper Fig. 7 instead of Fig. 6: "
+                      "freeze each run's x_t at every --t and draw K samples of p(x_0 | x_t) from it (images: a "
+                      "row of x_t and its K samples for each run and t; points: a panel of the samples for each t)")
     prog.add_argument("--seed", type=SEED, default=0)
     prog.add_argument("--scale", type=INT, default=2, help="pixel scale of the picture")
     prog.add_argument("--device", default=None)
@@ -62,15 +66,19 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
     from .samplers import parse_timesteps
     from .visualization import image_table, reverse_strip
 
-    _at_least_one(args, "n", "scale")
+    _at_least_one(args, "n", "scale", "from_xt")
     if Path(args.out).suffix.lower() != ".png":
         raise ConfigError(f"--out {args.out}: progressive writes one picture; give a name ending in .png")
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
     prepare_output(args.out)
-    T, n = loaded.schedule.T, args.n or (2000 if loaded.kind == "points" else 8)
-    show = parse_timesteps(args.t, "--t") if args.t else [int(v) for v in np.linspace(T, 0, 9).round()]
+    T, points = loaded.schedule.T, loaded.kind == "points"
+    n = args.n or ((1 if points else 2) if args.from_xt else (2000 if points else 8))
+    show = parse_timesteps(args.t, "--t") if args.t else \
+        [int(v) for v in (np.linspace(T, T / 4, 4) if args.from_xt else np.linspace(T, 0, 9)).round()]
     labels = _class_labels(args.classes, n, loaded, args.guidance)
     spec = _sampler_spec(args, loaded)
+    if args.from_xt:
+        return _frozen_xt(args, loaded, n, show, spec, labels)
     shown, table = progressive_generation(loaded, n, args.seed, show, spec, _device(args.device),
                                           labels, args.guidance, progress=not args.quiet)
     if loaded.kind == "points":  # one scatter panel of x̂0 per t
@@ -79,6 +87,27 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
         return 0
     path = image_table(table.numpy(), args.out, scale=args.scale)
     print(f"x̂0 at t = {', '.join(map(str, shown))} (columns), {n} samples (rows): {path}")
+    return 0
+
+
+def _frozen_xt(args: argparse.Namespace, loaded, n: int, show: list[int], spec, labels) -> int:
+    """progressive --from-xt K: the paper's Fig. 7."""
+    import torch
+
+    from .applications.pictures import from_frozen_xt
+    from .visualization import image_table, reverse_strip
+
+    shown, states, samples = from_frozen_xt(loaded, n, args.seed, show, args.from_xt, spec, _device(args.device),
+                                            labels, args.guidance, progress=not args.quiet)
+    what = f"x_t frozen at t = {', '.join(map(str, shown))}; {args.from_xt} samples of p(x_0 | x_t) from each"
+    if loaded.kind == "points":  # one panel per t: the samples of every run's frozen x_t
+        panels = {t: samples[:, i].reshape(-1, samples.shape[-1]).numpy() for i, t in enumerate(shown)}
+        path = reverse_strip(panels, args.out, "x_0 ~ p(x_0 | x_t), x_t frozen at t", frame=shown[0])  # the widest
+        print(f"{what} ({n} frozen point{'s' if n > 1 else ''} per panel): {path}")
+        return 0
+    rows = torch.cat([states[:, :, None], samples], dim=2).flatten(0, 1)  # run-major: each run's t in turn
+    path = image_table(rows.numpy(), args.out, scale=args.scale)
+    print(f"{what} (rows: {n} run{'s' if n > 1 else ''} × {len(shown)} t; column 1 is x_t): {path}")
     return 0
 
 

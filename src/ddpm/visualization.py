@@ -20,7 +20,7 @@ def _pyplot():
 def _limits(*arrays: np.ndarray, pad: float = 0.1) -> tuple[tuple[float, float], tuple[float, float]]:
     pts = np.concatenate(arrays, axis=0)
     lo, hi = np.percentile(pts, 0.5, axis=0), np.percentile(pts, 99.5, axis=0)
-    span = np.maximum(hi - lo, 1e-9)
+    span = np.where(hi - lo > 1e-6, hi - lo, 1.0)  # points all in one place: a unit frame around them
     lo, hi = lo - pad * span, hi + pad * span
     return (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1]))
 
@@ -53,12 +53,13 @@ def scatter_vs_data(samples: np.ndarray, data: np.ndarray, path: str | Path, tit
     return _save(fig, path, title)
 
 
-def reverse_strip(trajectory: dict[int, np.ndarray], path: str | Path, title: str = "") -> Path:
-    """One panel per kept timestep, from x_T (noise) to x_0, on shared axes."""
+def reverse_strip(trajectory: dict[int, np.ndarray], path: str | Path, title: str = "",
+                  frame: int | None = None) -> Path:
+    """One panel per kept timestep, from x_T (noise) to x_0, on shared axes framing the points of
+    timestep ``frame`` (default: the last, the data)."""
     plt = _pyplot()
     ts = sorted(trajectory, reverse=True)
-    last = trajectory[ts[-1]]
-    xlim, ylim = _limits(last, pad=0.6)
+    xlim, ylim = _limits(trajectory[ts[-1] if frame is None else frame], pad=0.6)
     fig, axes = plt.subplots(1, len(ts), figsize=(2.2 * len(ts), 2.4), sharex=True, sharey=True, squeeze=False)
     for ax, t in zip(axes[0], ts):
         _panel(ax, trajectory[t], f"t = {t}", xlim, ylim, size=1, alpha=0.4, color="tab:orange")

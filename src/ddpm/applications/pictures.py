@@ -1,5 +1,6 @@
-"""The paper's pictures: progressive generation (Ho et al. 2020 Fig. 6) and interpolation
-(§4.4, Fig. 8), both through the one generation path, for any kind of data."""
+"""The paper's pictures: progressive generation (Ho et al. 2020 Fig. 6), samples sharing a frozen
+x_t (Fig. 7) and interpolation (§4.4, Fig. 8), all through the one generation path, for any kind
+of data."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch
 from ..api import Loaded
 from ..diffusion import q_sample
 from ..errors import ConfigError
-from ..generation import as_sampler, denoise, generate, nearest_visited, network
-from ..rng import randn, sample_noise
+from ..generation import as_labels, as_sampler, denoise, generate, nearest_visited, network, visited
+from ..rng import randn, sample_noise, seed_for
 from ..samplers import SamplerSpec, ddim_invert
 
 
@@ -29,6 +30,60 @@ def progressive_generation(loaded: Loaded, n: int, seed: int, show_t: Sequence[i
                        guidance=guidance, progress=progress)
     got = {**samples.predictions, 0: samples.data}
     return shown, torch.stack([got[t] for t in shown], dim=1)
+
+
+@torch.no_grad()
+def from_frozen_xt(loaded: Loaded, n: int, seed: int, show_t: Sequence[int], k: int,
+                   sampler: SamplerSpec | str | None = None, device: torch.device | str | None = None,
+                   labels: torch.Tensor | None = None, guidance: float = 0.0,
+                   progress: bool = False) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """Ho et al. 2020 Fig. 7: one reverse run of n samples (sample i's noise keyed by (seed, i),
+    as :func:`generate` draws it); at each visited t ≥ 1 nearest ``show_t``, its x_t is frozen
+    and ``k`` samples of p(x_0 | x_t) are drawn from it by the same sampler, each with its own
+    reverse noise (keyed by (seed, t) and i·k + j). Small t keeps all but the fine detail, large t
+    only the coarse shape. Returns those t, the decoded frozen x_t (n, len(t), …) and the decoded
+    samples (n, len(t), k, …); each t's n·k continuations run as one batch."""
+    from ..progress import progress_bar
+
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"the samples drawn from each frozen x_t must be an integer >= 1, got {k!r}")
+    if n < 1:
+        raise ConfigError(f"the number of samples must be >= 1, got {n}")
+    sampler, labels = as_sampler(loaded, sampler), as_labels(labels, n)
+    if sampler.name == "dpm_solver++" or (sampler.name == "ddim" and sampler.eta == 0):
+        raise ConfigError(f"the {sampler.name} sampler{' with eta 0' if sampler.name == 'ddim' else ''} is "
+                          "deterministic: every sample of a frozen x_t would be the same; use ancestral, or ddim "
+                          "with eta > 0")
+    loaded.to(torch.device(device) if device is not None else loaded.device)
+    T, dev = loaded.schedule.T, loaded.device
+    shown = [t for t in nearest_visited(sampler, T, show_t) if t > 0]
+    if not shown:
+        raise ConfigError("x_t is frozen at t >= 1 (x_0 is the sample itself); ask for a larger t")
+    chain = visited(sampler, T)
+    steps = chain.index(shown[-1]) + sum(k * len(sampler.timesteps_for(T, start=t)) for t in shown)
+    bar = progress_bar(total=n * steps, show=progress, desc="frozen x_t", unit=" image-step", unit_scale=True)
+    y = labels.to(dev) if labels is not None else None
+    gens = sample_noise(seed, 0, n, sampler.noise)
+    x = randn((n, *loaded.sample_shape), gens, device=dev)  # x_T, as generate draws it
+    frozen = {chain[0]: x} if chain[0] in shown else {}
+    if len(frozen) < len(shown):  # the run down to the smallest t asked
+        model = network(loaded, y, guidance, sampler.precision, sampler.compile)
+        for step in sampler.steps_iter(model, loaded.schedule, x, loaded.prediction, gens):
+            bar.update(n)
+            if step.t_next in shown:
+                frozen[step.t_next] = step.x.clone()  # a sampler may reuse its arrays at the next step
+            if step.t_next == shown[-1]:
+                break
+    states, samples = [], []
+    for t in shown:
+        rows = frozen[t].repeat_interleave(k, dim=0)  # sample i's copies at i·k … i·k + k − 1
+        more = sample_noise(seed_for(seed, t), 0, n * k, sampler.noise)
+        drawn = denoise(loaded, rows, sampler, more, start=t, progress=bar, guidance=guidance,
+                        labels=y.repeat_interleave(k) if y is not None else None).data
+        states.append(loaded.codec.decode(frozen[t]).cpu())
+        samples.append(drawn.reshape(n, k, *drawn.shape[1:]))
+    bar.close()
+    return shown, torch.stack(states, dim=1), torch.stack(samples, dim=1)
 
 
 @torch.no_grad()
