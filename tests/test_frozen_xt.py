@@ -8,6 +8,7 @@ import torch
 from PIL import Image as PIL
 from scipy import stats
 
+from ddpm.applications import pictures
 from ddpm.applications.pictures import from_frozen_xt
 from ddpm.cli import main
 from ddpm.errors import ConfigError
@@ -44,12 +45,15 @@ def test_the_samples_of_a_frozen_x_t_follow_q_x0_given_x_t_of_the_exact_denoiser
     assert torch.cov(samples[0, 1].double().T).trace() < 0.15 * torch.cov(samples[0, 0].double().T).trace()
 
 
-def test_a_run_draws_the_same_samples_whatever_the_number_of_runs_and_bad_input_is_refused():
+def test_a_run_draws_the_same_samples_whatever_the_number_of_runs_or_batches_and_bad_input_is_refused(monkeypatch):
     loaded, sampler = gaussian_model(50), SamplerSpec("ddim", steps=10, eta=1.0)
     shown, states, samples = from_frozen_xt(loaded, 3, 4, [50, 25, 5, 0], 3, sampler)
     assert shown == [50, 25, 5]  # t = 0 (the sample itself) is left out; the sampler's visited t nearest
     one = from_frozen_xt(loaded, 1, 4, [50, 25, 5], 3, sampler)
     assert torch.equal(one[1], states[:1]) and torch.equal(one[2], samples[:1])
+    monkeypatch.setattr(pictures, "default_batch_size", lambda loaded, device: 2)  # 9 continuations: 5 batches
+    batched = from_frozen_xt(loaded, 3, 4, [50, 25, 5], 3, sampler)
+    assert torch.equal(batched[1], states) and torch.equal(batched[2], samples)
     assert not torch.equal(samples[0, 0, 0], samples[0, 0, 1])  # each sample its own reverse noise
     for bad, match in ((dict(k=0), "integer >= 1"), (dict(show_t=[0]), "frozen at t >= 1"),
                        (dict(show_t=[60]), r"t = 60 is outside \[0, 50\]"), (dict(n=0), "must be >= 1"),

@@ -12,7 +12,8 @@ import torch
 from ..api import Loaded
 from ..diffusion import q_sample
 from ..errors import ConfigError
-from ..generation import as_labels, as_sampler, denoise, generate, nearest_visited, network, visited
+from ..generation import (as_labels, as_sampler, default_batch_size, denoise, generate, nearest_visited,
+                          network, visited)
 from ..rng import randn, sample_noise, seed_for
 from ..samplers import SamplerSpec, ddim_invert
 
@@ -42,7 +43,8 @@ def from_frozen_xt(loaded: Loaded, n: int, seed: int, show_t: Sequence[int], k: 
     and ``k`` samples of p(x_0 | x_t) are drawn from it by the same sampler, each with its own
     reverse noise (keyed by (seed, t) and i·k + j). Small t keeps all but the fine detail, large t
     only the coarse shape. Returns those t, the decoded frozen x_t (n, len(t), …) and the decoded
-    samples (n, len(t), k, …); each t's n·k continuations run as one batch."""
+    samples (n, len(t), k, …); each t's n·k continuations run in batches of :func:`generate`'s
+    default size (their noise keyed by index: the same samples at any batch size)."""
     from ..progress import progress_bar
 
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -74,12 +76,17 @@ def from_frozen_xt(loaded: Loaded, n: int, seed: int, show_t: Sequence[int], k: 
                 frozen[step.t_next] = step.x.clone()  # a sampler may reuse its arrays at the next step
             if step.t_next == shown[-1]:
                 break
-    states, samples = [], []
+    def draw(t: int, lo: int, rows: torch.Tensor, ys: torch.Tensor | None) -> torch.Tensor:
+        """Continuations lo … of the frozen x_t (``rows``), their noise keyed by (seed, t) and index."""
+        gens = sample_noise(seed_for(seed, t), lo, rows.shape[0], sampler.noise)
+        return denoise(loaded, rows, sampler, gens, start=t, progress=bar, labels=ys, guidance=guidance).data
+
+    states, samples, size = [], [], default_batch_size(loaded, dev)
     for t in shown:
         rows = frozen[t].repeat_interleave(k, dim=0)  # sample i's copies at i·k … i·k + k − 1
-        more = sample_noise(seed_for(seed, t), 0, n * k, sampler.noise)
-        drawn = denoise(loaded, rows, sampler, more, start=t, progress=bar, guidance=guidance,
-                        labels=y.repeat_interleave(k) if y is not None else None).data
+        ys = y.repeat_interleave(k) if y is not None else None
+        drawn = torch.cat([draw(t, lo, rows[lo:lo + size], ys[lo:lo + size] if ys is not None else None)
+                           for lo in range(0, n * k, size)])
         states.append(loaded.codec.decode(frozen[t]).cpu())
         samples.append(drawn.reshape(n, k, *drawn.shape[1:]))
     bar.close()
