@@ -24,7 +24,8 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     nll.add_argument("--split", default="test", choices=("train", "test"), help="which split of the data set")
     nll.add_argument("--data-dir", default=None, help="the data set's folder (CIFAR-10 batches, MNIST idx, images)")
     nll.add_argument("--n", "--num-samples", type=INT, default=None, help="first N test images (default: all; 2-D: "
-                     "4000 points); under torchrun each process measures a share of the batches")
+                     "4000 points); under torchrun each process measures a share of the batches (write "
+                     "--num-samples there: torchrun takes --n for its own)")
     nll.add_argument("--terms", type=INT, default=None, metavar="K",
                      help="estimate from K random terms per image (unbiased, with its standard error) "
                      "instead of all T")
