@@ -58,6 +58,21 @@ def test_the_estimate_agrees_with_the_full_bound(run_dir):
     assert abs(full["bits_per_dim"]["mean"] - est["bits_per_dim"]["mean"]) < 4 * both_se
 
 
+@pytest.mark.parametrize("terms", [None, 3])
+def test_bits_per_dim_does_not_depend_on_the_batch_size(run_dir, terms):
+    """Each image's noise is keyed by (seed, its index): batches of 2 or 7, one timestep or many a
+    call, give the same figures (up to the network's own rounding at other batch shapes)."""
+    loaded = load(run_dir)
+    images = eval_images(loaded, n=7)
+    a = bits_per_dim(loaded, images, terms, batch_size=7, max_batch=7, seed=4)
+    b = bits_per_dim(loaded, images, terms, batch_size=2, max_batch=20, seed=4)
+    c = bits_per_dim(loaded, images, terms, batch_size=7, max_batch=7, seed=5)
+    for key in ("bits_per_dim", "decoder_L_0", "diffusion_sum_L_t"):
+        assert b[key]["mean"] == pytest.approx(a[key]["mean"], rel=1e-5, abs=1e-7), key
+        assert b[key]["standard_error"] == pytest.approx(a[key]["standard_error"], rel=1e-4, abs=1e-7), key
+    assert c["bits_per_dim"]["mean"] != a["bits_per_dim"]["mean"]  # another seed, other draws
+
+
 def test_progressive_and_interpolation_pictures(run_dir, tmp_path, capsys, monkeypatch):
     assert main(["progressive", "--checkpoint", str(run_dir), "--out", str(tmp_path / "p.png"), "--n", "3",
                  "--t", "30,20,10,0", "--scale", "1"]) == 0

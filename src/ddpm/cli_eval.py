@@ -33,8 +33,8 @@ def _add_evaluation_parsers(sub, fmt) -> None:
                      help="the bound of the process respaced to K steps (trailing spacing) instead of all T")
     nll.add_argument("--batch-size", type=BATCH, default=100, help="images per batch")
     nll.add_argument("--max-batch", type=BATCH, default=1000, help="images per network call (timesteps are stacked)")
-    nll.add_argument("--seed", type=SEED, default=0, help="the noise of the bound's x_t (each batch's keyed by "
-                     "the seed and its first image: the figures depend on --seed and --batch-size alone)")
+    nll.add_argument("--seed", type=SEED, default=0, help="the noise of the bound's x_t (each image's keyed by "
+                     "the seed and its index: the figures do not depend on --batch-size, --max-batch or torchrun)")
     nll.add_argument("--out", default=None, help="folder for nll.json, nll_terms.csv and the plots "
                      "(default: RUN/eval/nll); finished batches are kept in nll.json.partial there: a rerun resumes")
     nll.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
@@ -115,8 +115,8 @@ def _eval_nll(args: argparse.Namespace) -> int:
     several = images.shape[0] > args.batch_size
     pieces = _open_pieces(out / "nll.json", loaded, device, images.shape[0], several, "images were measured",
                           ema=not args.no_ema, split=args.split, data_dir=args.data_dir, terms=args.terms,
-                          batch_size=args.batch_size, max_batch=args.max_batch, seed=args.seed, respace=args.respace,
-                          classes=args.classes, images=digest_bytes(images.numpy().tobytes()), noise="per batch",
+                          batch_size=args.batch_size, seed=args.seed, respace=args.respace,
+                          classes=args.classes, images=digest_bytes(images.numpy().tobytes()), noise="per image",
                           per_process=False)  # the same batches for any number of processes
     result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed, device,
                           progress=not args.quiet, respace_steps=args.respace, labels=labels, pieces=pieces)

@@ -2,9 +2,9 @@
 so that a run stopped part-way (killed, out of time, a machine lost) does only what is missing
 when it is started again with the same options.
 
-A batch made in an earlier attempt is exactly the batch this attempt would make (sample i's
-noise is keyed by (seed, i), a bits/dim batch's by (seed, its first image)), so the resumed run
-writes the file an uninterrupted run writes. The folder (``OUT.partial`` beside the
+A batch made in an earlier attempt is exactly the batch this attempt would make (the noise of
+sample or measured image i is keyed by (seed, i)), so the resumed run writes the file an
+uninterrupted run writes. The folder (``OUT.partial`` beside the
 output) records the job it belongs to; another job's folder is an error naming what differs, and
 nothing in it is deleted. Each batch is one .npz of plain arrays, written to a temporary name
 and renamed, so a kill leaves whole batches or none.

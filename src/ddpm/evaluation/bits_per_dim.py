@@ -13,6 +13,7 @@ import torch
 
 from ..data.images import to_model_range
 from ..errors import DataError
+from ..rng import CounterNoise, sample_noise
 from .nll import bound_estimate, variational_bound
 
 
@@ -46,14 +47,14 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
     (length T, index t−1) come under "per_t" for the full bound. ``respace_steps`` measures
     the respaced process of that many steps instead (Nichol & Dhariwal 2021).
 
-    Each batch draws its x_t from a generator seeded by (``seed``, its first image), so the
-    figures depend on the seed and the batch size alone: under torchrun each process measures a
-    contiguous share of the batches and every process returns what one process returns. With
-    ``pieces`` (:class:`ddpm.pieces.Pieces`) each finished batch is kept, and the batches an
-    earlier attempt kept are read, not measured again: the same figures.
+    Image i's x_t (and the estimate's timesteps) are drawn from counter-based noise keyed by
+    (``seed``, i), so the figures depend on the seed alone, not on ``batch_size`` or
+    ``max_batch``: under torchrun each process measures a contiguous share of the batches and
+    every process returns what one process returns. With ``pieces`` (:class:`ddpm.pieces.Pieces`)
+    each finished batch is kept, and the batches an earlier attempt kept are read, not measured
+    again: the same figures.
     """
     from ..progress import progress_bar
-    from ..rng import seed_for
     from ..samplers import RespacedModel, make_timesteps, respace
     from ..training import distributed as dist
 
@@ -75,11 +76,11 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
                 and all(got.get(k) is not None and got[k].shape == (T,) for k in per_t):
             resumed += count
         else:
-            g = torch.Generator(device=device).manual_seed(seed_for(seed, lo))
             x0 = to_model_range(images[lo:lo + batch_size].to(device))
             model = network if labels is None else _given(network, labels[lo:lo + batch_size].to(device))
             model = model if t_map is None else RespacedModel(model, t_map)
-            got = _one_batch(model, schedule, x0, loaded.prediction, timesteps, g, max_batch)
+            got = _one_batch(model, schedule, x0, loaded.prediction, timesteps, sample_noise(seed, lo, count),
+                             max_batch)
             if pieces is not None:
                 pieces.put(lo, count, got)
         for k in mine:
@@ -121,9 +122,10 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
     return out
 
 
-def _one_batch(model, schedule, x0: torch.Tensor, prediction, timesteps: int | None, g: torch.Generator,
+def _one_batch(model, schedule, x0: torch.Tensor, prediction, timesteps: int | None, g: CounterNoise,
                max_batch: int) -> dict[str, torch.Tensor]:
-    """One batch's per-image totals and parts (nats) and, for the full bound, its per-t sums."""
+    """One batch's per-image totals and parts (nats) and, for the full bound, its per-t sums;
+    ``g``: the batch's images' noise."""
     if timesteps is None:
         b = variational_bound(model, schedule, x0, prediction, generator=g, max_batch=max_batch)
         return {"total": b.total, "prior": b.prior, "decoder": b.decoder, "diffusion": b.diffusion,

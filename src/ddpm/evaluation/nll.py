@@ -2,7 +2,10 @@
 an unbiased estimate of it from a few timesteps, and the rate–distortion curve of §4.3.
 
 Every L_{t−1} comes from one draw x_t ~ q(x_t | x_0), so each term (and so the bound) is an
-unbiased single-sample estimate of its expectation; standard errors are over images.
+unbiased single-sample estimate of its expectation; standard errors are over images. With a
+:class:`ddpm.rng.CounterNoise` as the generator, image i's draws are keyed by (seed, i) and
+counted in a fixed order (the full bound: t = T … 1; the estimate: L_0, its timesteps, then its
+terms in turn), so every figure is the same at any batch size and ``max_batch``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 
 from ..diffusion import Model, PredictionConfig, p_mean_variance, q_sample
 from ..losses import DecoderType, prior_kl, vlb_term
+from ..rng import CounterNoise, Generators
 from ..schedules import NoiseSchedule
 
 _LOG2 = math.log(2.0)
@@ -55,14 +59,23 @@ class Bound(NamedTuple):
         return (self.prior[:, None] + later) / (self.num_dims * _LOG2)
 
 
+def _noise(x0_rep: torch.Tensor, B: int, generator: Generators) -> torch.Tensor | None:
+    """ε for k stacked copies of a batch of B images (t-major): from a CounterNoise, one draw per
+    copy in turn, each image's own; otherwise None (q_sample draws it from the generator)."""
+    if not isinstance(generator, CounterNoise):
+        return None
+    return torch.cat([generator.randn((B, *x0_rep.shape[1:]), x0_rep.dtype, x0_rep.device)
+                      for _ in range(x0_rep.shape[0] // B)])
+
+
 def _terms_at(model: Model, schedule: NoiseSchedule, x0: torch.Tensor, ts: list[int],
               prediction: PredictionConfig, decoder: DecoderType,
-              generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+              generator: Generators) -> tuple[torch.Tensor, torch.Tensor]:
     """L_{t−1} and the x̂_0 squared error for every image at each t of ``ts``, in one network call."""
     B, k = x0.shape[0], len(ts)
     x0_rep = x0.repeat(k, *([1] * (x0.dim() - 1)))  # (k·B, ...), t-major
     t_batch = torch.tensor(ts, dtype=torch.long, device=x0.device).repeat_interleave(B)
-    xt = q_sample(schedule, x0_rep, t_batch, generator=generator)
+    xt = q_sample(schedule, x0_rep, t_batch, _noise(x0_rep, B, generator), generator)
     out = model(xt, t_batch)
     term = vlb_term(model, schedule, x0_rep, xt, t_batch, prediction, decoder, model_output=out)
     pred_x0 = p_mean_variance(model, schedule, xt, t_batch, prediction, model_output=out).pred_x0
@@ -77,7 +90,7 @@ def variational_bound(
     x0: torch.Tensor,
     prediction: PredictionConfig = PredictionConfig(),
     decoder: DecoderType = "discretized",
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     max_batch: int | None = None,
 ) -> Bound:
     """Every term of the bound for a batch x_0, each L_{t−1} from one draw x_t ~ q(x_t|x_0).
@@ -122,7 +135,7 @@ def bound_estimate(
     num_timesteps: int,
     prediction: PredictionConfig = PredictionConfig(),
     decoder: DecoderType = "discretized",
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     max_batch: int | None = None,
 ) -> BoundEstimate:
     """The bound with Σ_{t=2}^{T} L_{t−1} replaced by (T − 1) times the mean of K terms at
@@ -135,14 +148,23 @@ def bound_estimate(
     if T == 1:
         diffusion = torch.zeros(B, dtype=torch.float64, device=x0.device)
     else:
-        t = torch.randint(2, T + 1, (num_timesteps, B), generator=generator, device="cpu").to(x0.device)
+        t = _uniform_timesteps(generator, num_timesteps, B, T, x0.device)
         rows = max(1, (max_batch or B) // B)  # rows of t per network call
         terms = []
         for k in range(0, num_timesteps, rows):
             t_flat = t[k:k + rows].reshape(-1)
             x0_rep = x0.repeat(t_flat.shape[0] // B, *([1] * (x0.dim() - 1)))
-            xt = q_sample(schedule, x0_rep, t_flat, generator=generator)
+            xt = q_sample(schedule, x0_rep, t_flat, _noise(x0_rep, B, generator), generator)
             terms.append(vlb_term(model, schedule, x0_rep, xt, t_flat, prediction, decoder).double().view(-1, B))
         diffusion = (T - 1) * torch.cat(terms).mean(0)
     return BoundEstimate(prior_kl(schedule, x0).double(), decoder_term[:, 0], diffusion, x0[0].numel(),
                          num_timesteps + 1)
+
+
+def _uniform_timesteps(generator: Generators, K: int, B: int, T: int, device: torch.device) -> torch.Tensor:
+    """(K, B) timesteps uniform on 2..T, independent per image: from a CounterNoise, each image's
+    own draw of K normals mapped through Φ (uniform on (0, 1)); otherwise ``torch.randint``."""
+    if not isinstance(generator, CounterNoise):
+        return torch.randint(2, T + 1, (K, B), generator=generator, device="cpu").to(device)
+    u = torch.special.ndtr(generator.randn((B, K), torch.float64, device))  # (B, K), uniform
+    return (2 + (u * (T - 1)).long().clamp_(max=T - 2)).T.contiguous()
