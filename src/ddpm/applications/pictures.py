@@ -76,6 +76,7 @@ def from_frozen_xt(loaded: Loaded, n: int, seed: int, show_t: Sequence[int], k: 
                 frozen[step.t_next] = step.x.clone()  # a sampler may reuse its arrays at the next step
             if step.t_next == shown[-1]:
                 break
+
     def draw(t: int, lo: int, rows: torch.Tensor, ys: torch.Tensor | None) -> torch.Tensor:
         """Continuations lo … of the frozen x_t (``rows``), their noise keyed by (seed, t) and index."""
         gens = sample_noise(seed_for(seed, t), lo, rows.shape[0], sampler.noise)
