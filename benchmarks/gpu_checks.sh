@@ -14,6 +14,8 @@ W=/tmp/gpu_work     # bulky run directories
 export LONG_MINUTES=${LONG_MINUTES:-2}
 mkdir -p "$R" "$W"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+python3 -c "import torch, ddpm" || {  # before minutes of device time
+  echo "$(command -v python3) cannot import torch and ddpm: put the right python first on the PATH" >&2; exit 1; }
 log() { echo "=== $(date +%T) $*"; }
 {
 log env; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv

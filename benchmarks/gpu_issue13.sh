@@ -21,6 +21,8 @@ if [ -n "${SMOKE:-}" ]; then  # SMOKE=1: every step tiny on a CPU (a check of th
 fi
 mkdir -p "$OUT" "$W"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+python3 -c "import torch, ddpm" || {  # before minutes of device time
+  echo "$(command -v python3) cannot import torch and ddpm: put the right python first on the PATH" >&2; exit 1; }
 log() { echo "=== $(date +%T) (${SECONDS}s) $*"; }
 left() { local s=$((DEADLINE - SECONDS - $1)); echo $((s > 1 ? s : 1)); }  # seconds to the deadline less a reserve
 {

@@ -39,6 +39,8 @@ rm -rf "$W" && mkdir -p "$OUT/pretrained" "$W/res"
 CK=$OUT/pretrained/; [ "$TRAIN" = 0 ] && CK=pretrained:  # the checkpoints measured: made here, or shipped
 FIDOPTS=("${FIDSTEPS[@]}"); [ -n "${COMPILE:-}" ] && FIDOPTS+=(--compile)
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+python3 -c "import torch, ddpm" || {  # before minutes of device time
+  echo "$(command -v python3) cannot import torch and ddpm: put the right python first on the PATH" >&2; exit 1; }
 log() { echo "=== $(date +%T) (${SECONDS}s) $*"; }
 left() { local s=$((DEADLINE - SECONDS - $1)); echo $((s > 1 ? s : 1)); }  # seconds to the deadline less a reserve (>= 1)
 fid() {  # fid NAME NPZ: FID/KID of NPZ against the first REFN MNIST test images, into $W/res/NAME.json
