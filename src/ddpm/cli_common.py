@@ -72,6 +72,9 @@ COMPILE_HELP = ("torch.compile the network: one graph for the run's batch shape 
                 "FID's 50,000")
 
 
+CHANNELS_LAST_POINTS = "--channels-last: images only (a 2-D run's network has no channels)"
+
+
 def _add_sampler_options(p: argparse.ArgumentParser, compile: bool = False) -> None:
     from .samplers import SAMPLERS, SPACINGS
 

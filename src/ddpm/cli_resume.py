@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from .cli_common import CHANNELS_LAST_POINTS
 from .errors import ConfigError
 
 # what every `ddpm train` namespace holds, given or not (the options left out of it were not given)
@@ -33,7 +34,7 @@ def continued_run(args: argparse.Namespace):
     config = read_run_config(Path(args.out))
     image = isinstance(config, ImageTrainConfig)
     if args.channels_last and not image:
-        raise ConfigError("--channels-last: images only (a 2-D run's network has no channels)")
+        raise ConfigError(CHANNELS_LAST_POINTS)
     config = replace(config, optim=replace(config.optim, **{key: getattr(args, key) for key in optim_keys}),
                      compile=args.compile or config.compile,
                      channels_last=(args.channels_last or config.channels_last) if image else False,

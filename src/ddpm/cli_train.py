@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .cli_common import BATCH, INT, SEED, _device, _finite
+from .cli_common import BATCH, CHANNELS_LAST_POINTS, INT, SEED, _device, _finite
 from .errors import ConfigError
 
 IMAGE_SOURCES = ("mnist", "digits", "cifar10", "folder")
@@ -206,7 +206,7 @@ def points_config(args: argparse.Namespace):
                       num_classes=_classes(args, available, data),
                       **{k: getattr(args, k) for k in _POINTS_ONLY if hasattr(args, k)})
     if args.channels_last:
-        raise ConfigError("--channels-last: images only (a 2-D run's network has no channels)")
+        raise ConfigError(CHANNELS_LAST_POINTS)
     return PointsTrainConfig(data=data, init=args.init, diffusion=diffusion, optim=optim,
                              model=model, compile=args.compile, **_given(args, _RUN_KEYS))
 

@@ -52,7 +52,7 @@ def from_frozen_xt(loaded: Loaded, n: int, seed: int, show_t: Sequence[int], k: 
     if n < 1:
         raise ConfigError(f"the number of samples must be >= 1, got {n}")
     sampler, labels = as_sampler(loaded, sampler), as_labels(labels, n)
-    if sampler.name == "dpm_solver++" or (sampler.name == "ddim" and sampler.eta == 0):
+    if not sampler.adds_noise:
         raise ConfigError(f"the {sampler.name} sampler{' with eta 0' if sampler.name == 'ddim' else ''} is "
                           "deterministic: every sample of a frozen x_t would be the same; use ancestral, or ddim "
                           "with eta > 0")

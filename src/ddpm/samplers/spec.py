@@ -60,6 +60,12 @@ class SamplerSpec:
         if self.eta != 0 and self.name != "ddim":
             raise ConfigError(f"eta applies to the ddim sampler only, not {self.name!r}")
 
+    @property
+    def adds_noise(self) -> bool:
+        """Whether its steps draw fresh noise (ancestral, DDIM with η > 0), so that one x_t leads to
+        many x_0; DDIM with η = 0 and DPM-Solver++ map x_t to one x_0."""
+        return self.name == "ancestral" or (self.name == "ddim" and self.eta > 0)
+
     def timesteps_for(self, T: int, start: int | None = None) -> list[int]:
         """The decreasing paper timesteps this sampler visits in a process of T steps, or in its
         part from ``start`` down (a reverse run begun at x_start rather than at x_T):
