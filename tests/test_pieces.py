@@ -220,3 +220,67 @@ def test_held_counts_every_kept_item_of_the_range_asked(tmp_path):
         pieces.put(start, 2, {"data": torch.zeros(2)})
     assert pieces.held(0, 8) == 6 and pieces.held(0, 7) == 5 and pieces.held(1, 8) == 5
     assert pieces.held(4, 4) == 2 and pieces.held(8, 3) == 0
+
+
+def test_segments_cut_the_items_asked_from_kept_batches_of_any_size(tmp_path):
+    pieces = Pieces(tmp_path / "p", {"job": 1}).open()
+    data = torch.arange(20.0)
+    pieces.put(0, 4, {"data": data[0:4], "label": data[0:4].long()})
+    pieces.put(6, 3, {"data": data[6:9], "label": data[6:9].long()})
+    (tmp_path / "p" / "000000000010-2.npz").write_bytes(b"PK\x03\x04 cut short")  # unreadable: made again
+    runs = pieces.segments(2, 10)
+    assert [(at, n, kept is None) for at, n, kept in runs] == [(2, 2, False), (4, 2, True), (6, 3, False),
+                                                              (9, 3, True)]
+    for at, n, kept in runs:
+        if kept is not None:
+            assert torch.equal(kept["data"], data[at:at + n]) and torch.equal(kept["label"], data[at:at + n].long())
+    assert [(at, n) for at, n, _ in pieces.segments(7, 1)] == [(7, 1)] and pieces.segments(20, 3)[0][2] is None
+    pieces.put(2, 4, {"data": data[2:6], "label": data[2:6].long()})  # overlaps the first: its items count once
+    assert pieces.held(0, 9) == 9 and pieces.held(3, 4) == 4
+
+
+@pytest.mark.parametrize("again, drawn_again", [(3, [4, 6]), (16, [4])])
+def test_a_run_stopped_at_one_batch_size_is_finished_at_another(run_dir, tmp_path, monkeypatch, capsys, again,
+                                                                drawn_again):
+    """The advice of an out-of-memory error (a smaller --batch-size), or a larger batch on a larger
+    machine: the kept items are cut from the old batches and only the others are drawn."""
+    argv = ["sample", "--checkpoint", str(run_dir), "--n", "7", "--seed", "5", "--steps", "5", "--quiet"]
+    assert main([*argv, "--batch-size", "2", "--out", str(tmp_path / "whole.npz")]) == 0
+    drawn = _stop_after(monkeypatch, kept=2)
+    out = tmp_path / "s.npz"
+    assert main([*argv, "--batch-size", "2", "--out", str(out)]) == 130
+    capsys.readouterr()
+    assert main([*argv, "--batch-size", str(again), "--out", str(out)]) == 0
+    assert drawn == [0, 2, *drawn_again] and "resuming: 4 of the 7 samples" in capsys.readouterr().err
+    got, whole = (np.load(p)["arr_0"].astype(int) for p in (out, tmp_path / "whole.npz"))
+    assert np.abs(got - whole).max() <= 1  # the network's float rounding may differ at another batch size
+    assert np.array_equal(got[:4], whole[:4]) and not (tmp_path / "s.npz.partial").exists()
+
+
+@pytest.mark.parametrize("command, where, fail_at, advice", [
+    (["sample", "--n", "6", "--batch-size", "2", "--steps", "3", "--out", "s.npz"], "ddpm.generation.denoise", 2,
+     "a smaller --batch-size (the same command goes on"),
+    (["eval", "nll", "--n", "4", "--batch-size", "2", "--out", "nll"], "ddpm.evaluation.bits_per_dim._one_batch", 2,
+     "a smaller --max-batch"),
+    (["progressive", "--out", "p.png"], "ddpm.generation.denoise", 1, "a smaller --n")])
+def test_out_of_memory_says_which_option_asks_for_less_and_keeps_the_finished_batches(
+        run_dir, tmp_path, monkeypatch, capsys, command, where, fail_at, advice):
+    import importlib
+
+    module, name = where.rsplit(".", 1)
+    real, calls = getattr(importlib.import_module(module), name), []
+
+    def out_of_memory_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == fail_at:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(where, out_of_memory_once)
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--checkpoint", str(run_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ddpm {command[0]}: error: out of memory (CUDA out of memory.") \
+        and advice in err[0], err
+    kept = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("0*.npz"))
+    assert kept == ([] if fail_at == 1 else [f"{command[-1]}{'/nll.json' if command[0] == 'eval' else ''}.partial/"
+                                             "000000000000-2.npz"])  # the batch finished before

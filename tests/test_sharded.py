@@ -213,3 +213,21 @@ def test_bits_per_dim_stopped_in_one_process_is_finished_by_two(run_dir, tmp_pat
     assert got.pop("images_measured_before") == 6
     whole.pop("seconds"), got.pop("seconds")
     assert got == whole
+
+
+def test_samples_stopped_in_one_process_are_finished_by_two(run_dir, tmp_path, monkeypatch):
+    """A sampling run's kept batches serve any number of processes (a job moved to more GPUs): each
+    process cuts the items of its share from them and draws the rest."""
+    from .test_pieces import _stop_after
+
+    argv = ["sample", "--checkpoint", str(run_dir), "--num-samples", "9", "--batch-size", "2", "--seed", "2",
+            "--steps", "4", "--quiet", "--device", "cpu"]
+    assert main([*argv, "--out", str(tmp_path / "whole.npz")]) == 0
+    _stop_after(monkeypatch, kept=3)
+    assert main([*argv, "--out", str(tmp_path / "s.npz")]) == 130
+    proc = _torchrun([*argv, "--out", str(tmp_path / "s.npz")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming: 6 of the 9 samples were drawn before" in proc.stderr
+    got, whole = (np.load(tmp_path / f"{k}.npz")["arr_0"].astype(int) for k in ("s", "whole"))
+    assert np.abs(got - whole).max() <= 1 and np.array_equal(got[:6], whole[:6])
+    assert not (tmp_path / "s.npz.partial").exists()

@@ -234,8 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         files.command_failed()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "MemoryError"
-        print(f"ddpm {args.command}: error: out of memory ({first[:200]}); ask for less (--n, --batch-size)",
-              file=sys.stderr)
+        print(f"ddpm {args.command}: error: out of memory ({first[:200]}); {_ask_for_less(args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ddpm {args.command}: interrupted", file=sys.stderr)
@@ -255,6 +254,20 @@ def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argpar
         if name not in (subs[0].choices if subs else {}):
             return parser
         parser = subs[0].choices[name]
+
+
+def _ask_for_less(args: argparse.Namespace) -> str:
+    """What to change after running out of memory, for the command that did."""
+    command = args.command + (f" {args.eval_command}" if args.command == "eval" else "")
+    if command == "train":
+        return "ask for less: a smaller --batch-size, or --grad-accum K to take each batch in K parts"
+    if command == "eval nll":
+        return "ask for less: a smaller --max-batch (images per network call; the figures stay the same)"
+    if command in ("sample", "eval fid", "inpaint", "edit"):
+        return ("ask for less: a smaller --batch-size (the same command goes on from the batches already "
+                "finished, kept in OUT.partial)")
+    return {"progressive": "ask for less: a smaller --n", "interpolate": "ask for less: fewer --pairs or --points"}.get(
+        command, "ask for less")
 
 
 def _out_of_memory(exc: BaseException) -> bool:

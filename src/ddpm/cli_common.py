@@ -229,17 +229,18 @@ def _main_process_first(action, device) -> None:
 
 
 def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "samples were drawn",
-                 first: int = 0, per_process: bool = True, **job):
+                 first: int = 0, any_batching: bool = True, **job):
     """Where a run of ``several`` batches keeps the finished ones until ``out`` is written
     (``OUT.partial``), so that the same command started again after a stop does only what is
     missing (:mod:`ddpm.pieces`); ``job``: the options that make its results what they are;
     ``first``: the index of the run's first item (batches are named by absolute index);
-    ``per_process``: each process batches its own share, so the batches differ with the number of
-    processes (false where they are the same batches for any number). None for a run of one batch."""
+    ``any_batching``: items are cut from kept batches of any size and any number of processes
+    (generation and editing; false where a batch's results are its own, e.g. eval nll's per-t
+    sums, and ``job`` names the batch size). None for a run of one batch with nothing kept."""
     from .pieces import Pieces, partial_folder
     from .training import distributed as dist
 
-    if not several:
+    if not dist.any_flag(several or partial_folder(out).is_dir(), device):  # a kept folder serves a one-batch run
         return None
     try:  # the weights' SHA-256 as the checkpoint recorded it (a retrained or replaced file is another job)
         digests = json.loads((Path(loaded.path) / "state.json").read_text()).get("sha256") or {}
@@ -247,11 +248,13 @@ def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "
         digests = {}
     weights = digests.get(("ema" if job.get("ema", True) else "model") + ".safetensors")
     job = {**job, "n": n, "checkpoint": str(loaded.path), "step": loaded.step, "weights": weights,
-           "device": device.type, **({"processes": dist.world_size()} if per_process else {})}
+           "device": device.type}
     # the weights' digest names the network: the same weights moved (a checkout renamed, a run copied
-    # to another disk) are the same job; the path is compared only where no digest was recorded
+    # to another disk) are the same job; the path is compared only where no digest was recorded. Folders kept
+    # while a batch could serve only its own size also recorded the batch size and the number of processes.
     pieces = Pieces(partial_folder(out), {**job, "first": first} if first else job,  # (folders kept before --first fit)
-                    recorded_only=("checkpoint",) if weights else ())
+                    recorded_only=(("checkpoint",) if weights else ()) + (("batch_size", "processes") if any_batching
+                                                                          else ()))
     _main_process_first(pieces.open, device)
     pieces.resumed = pieces.held(first, n)
     if pieces.resumed and dist.is_main():
@@ -265,8 +268,7 @@ def _sampling_pieces(out: Path, loaded, spec, device, n: int, batch_size: int | 
     from .training import distributed as dist
 
     several = n > (batch_size or default_batch_size(loaded, device)) * dist.world_size()
-    return _open_pieces(out, loaded, device, n, several, batch_size=batch_size,
-                        sampler=spec.describe(loaded.schedule.T), **job)
+    return _open_pieces(out, loaded, device, n, several, sampler=spec.describe(loaded.schedule.T), **job)
 
 
 def _at_least_one(args: argparse.Namespace, *names: str) -> None:

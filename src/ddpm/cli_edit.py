@@ -108,7 +108,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     mine = dist.shard(n)
     several = n > (args.batch_size or default_batch_size(loaded, device)) * dist.world_size()
     pieces = _open_pieces(out, loaded, device, n, several, "images were edited", command=args.command, **how,
-                          seed=args.seed, ema=not args.no_ema, batch_size=args.batch_size,
+                          seed=args.seed, ema=not args.no_ema,
                           sampler=spec.describe(loaded.schedule.T), classes=args.classes, guidance=args.guidance,
                           images=digest_bytes(images.numpy().tobytes()),
                           mask=digest_bytes(mask.numpy().tobytes()) if mask is not None else None)

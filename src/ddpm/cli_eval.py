@@ -117,7 +117,7 @@ def _eval_nll(args: argparse.Namespace) -> int:
                           ema=not args.no_ema, split=args.split, data_dir=args.data_dir, terms=args.terms,
                           batch_size=args.batch_size, seed=args.seed, respace=args.respace,
                           classes=args.classes, images=digest_bytes(images.numpy().tobytes()), noise="per image",
-                          per_process=False)  # the same batches for any number of processes
+                          any_batching=False)  # per-t sums are per batch (the same batches for any number of processes)
     result = bits_per_dim(loaded, images, args.terms, args.batch_size, args.max_batch, args.seed, device,
                           progress=not args.quiet, respace_steps=args.respace, labels=labels, pieces=pieces)
     writer = dist.is_main()

@@ -151,8 +151,8 @@ def in_batches(n: int, batch_size: int, steps: int, work, compiled: bool = False
     shape, the last batch's extra items then dropped),
     updating the progress ``bar`` by the items' steps; the batches' arrays come back
     concatenated. With ``pieces`` (:class:`ddpm.pieces.Pieces`) each finished batch is kept under
-    its absolute index (``first`` + start), and a batch kept by an earlier attempt is read back
-    instead of made again."""
+    the absolute indices of its items (``first`` + start …), and the items an earlier attempt kept,
+    in batches of any size, are read back instead of made again: only the rest of a batch is made."""
     from .progress import progress_bar
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -163,15 +163,15 @@ def in_batches(n: int, batch_size: int, steps: int, work, compiled: bool = False
     parts = []
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
-        rows = batch_size if padded else count
-        kept = pieces.get(first + start, count) if pieces is not None else None
-        if kept is not None and "data" in kept and kept["data"].shape[0] == count:
-            parts.append(kept)
-            bar.update(rows * steps)
-            continue
-        parts.append({k: v[:count] for k, v in work(start, rows, bar).items()})
-        if pieces is not None:
-            pieces.put(first + start, count, parts[-1])
+        runs = pieces.segments(first + start, count) if pieces is not None else [(first + start, count, None)]
+        for at, items, kept in runs:
+            if kept is not None and "data" in kept:
+                parts.append(kept)
+                bar.update(items * steps)
+                continue
+            parts.append({k: v[:items] for k, v in work(at - first, batch_size if padded else items, bar).items()})
+            if pieces is not None:
+                pieces.put(at, items, parts[-1])
     bar.close()
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 

@@ -4,10 +4,14 @@ when it is started again with the same options.
 
 A batch made in an earlier attempt is exactly the batch this attempt would make (the noise of
 sample or measured image i is keyed by (seed, i)), so the resumed run writes the file an
-uninterrupted run writes. The folder (``OUT.partial`` beside the
-output) records the job it belongs to; another job's folder is an error naming what differs, and
-nothing in it is deleted. Each batch is one .npz of plain arrays, written to a temporary name
-and renamed, so a kill leaves whole batches or none.
+uninterrupted run writes. Generation and editing also take their items from batches of another
+size (a run stopped by "out of memory" and started again with a smaller ``--batch-size``, or
+under another number of processes): each batch is named by the span of items it holds
+(:meth:`Pieces.segments` cuts the spans a batch needs and makes only the rest), and the result
+is an uninterrupted run's up to the network's float rounding at the other batch size. The
+folder (``OUT.partial`` beside the output) records the job it belongs to; another job's folder
+is an error naming what differs, and nothing in it is deleted. Each batch is one .npz of plain
+arrays, written to a temporary name and renamed, so a kill leaves whole batches or none.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Pieces:
         self.recorded_only = set(recorded_only)  # keys written for the reader but not compared
         self.failed: str | None = None  # why batches are no longer kept (e.g. a full disk)
         self.resumed = 0  # items an earlier attempt had finished when this one started (set by its opener)
+        self._last: tuple | None = None  # the last batch :meth:`_read` read: ((start, count), arrays or None)
 
     def open(self) -> "Pieces":
         """Create the folder for this job, or check that the one there is this job's."""
@@ -84,16 +89,54 @@ class Pieces:
         print(f"warning: finished batches are not kept ({why}); the run goes on, but a stop loses the batches "
               "drawn after this", file=sys.stderr)
 
-    def held(self, first: int, n: int) -> int:
-        """How many of items first … first+n−1 finished batches hold."""
+    def _spans(self) -> list[tuple[int, int]]:
+        """(first item, items) of every kept batch, in order of their first item."""
         if not self.folder.is_dir():
-            return 0
-        spans = {}
-        for p in self.folder.iterdir():
-            m = _PIECE.match(p.name)
-            if m:
-                spans[int(m[1])] = int(m[2])
-        return sum(max(0, min(start + size, first + n) - max(start, first)) for start, size in spans.items())
+            return []
+        return sorted((int(m[1]), int(m[2])) for m in map(_PIECE.match, (p.name for p in self.folder.iterdir())) if m)
+
+    def held(self, first: int, n: int) -> int:
+        """How many of items first … first+n−1 finished batches hold (an item two batches hold counts once)."""
+        reach, total = first, 0
+        for start, size in self._spans():
+            lo, hi = max(start, reach), min(start + size, first + n)
+            if hi > lo:
+                total, reach = total + hi - lo, hi
+        return total
+
+    def segments(self, first: int, n: int) -> list[tuple[int, int, dict[str, torch.Tensor] | None]]:
+        """Items first … first+n−1 as consecutive runs (start, count, arrays): the arrays of those
+        items cut from the kept batches that hold them (batches of any size), or None for a run no
+        readable batch holds, to be made (and kept with :meth:`put` under its own span)."""
+        runs: list = []
+        at, end = first, first + n
+        for start, size in self._spans():
+            if start >= end:
+                break
+            if start + size <= at:
+                continue
+            arrays = self._read(start, size)
+            if arrays is None:
+                continue  # unreadable or cut short: its items are made again
+            lo, hi = max(start, at), min(start + size, end)
+            if lo > at:
+                runs.append((at, lo - at, None))
+            runs.append((lo, hi - lo, {k: v[lo - start:hi - start] for k, v in arrays.items()}))
+            at = hi
+        if at < end:
+            runs.append((at, end - at, None))
+        return runs
+
+    def _read(self, start: int, count: int) -> dict[str, torch.Tensor] | None:
+        """:meth:`get`, remembering the last batch read (a kept batch larger than this attempt's
+        batches serves several of them) and refusing one whose arrays do not all hold ``count`` items."""
+        if self._last is not None and self._last[0] == (start, count):
+            return self._last[1]
+        arrays = self.get(start, count)
+        if not arrays or any(v.ndim == 0 or v.shape[0] != count for v in arrays.values()):
+            arrays = None
+        self._last = ((start, count), arrays)
+        return arrays
 
     def _path(self, start: int, count: int) -> Path:
         return self.folder / f"{start:012d}-{count}.npz"
