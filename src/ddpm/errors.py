@@ -26,6 +26,11 @@ class CheckpointError(DDPMError, ValueError):
     """A checkpoint directory is missing, incomplete or inconsistent (names the path)."""
 
 
+class StoppedWithRank0(DDPMError):
+    """Under torchrun, rank 0 refused the command and says why; the other processes stop with it
+    and say nothing (one line, not one a process)."""
+
+
 # ---------------------------------------------------------------- validating values
 
 
