@@ -131,9 +131,13 @@ def test_every_sampler_from_the_cli(tmp_path, capsys, sampler):
     meta = json.loads((tmp_path / "s.json").read_text())["sampler"]
     assert meta["name"] == sampler[1] and meta["network_evaluations_per_sample"] == len(meta["timesteps"])
     assert meta["timesteps"][0] == 20 or "leading" in sampler
-    bad = run(["sample", "--checkpoint", str(tmp_path / "r"), "--steps", "21", "--out", str(tmp_path / "b.npy")],
-              capsys)
-    assert bad[0] == 2 and "steps must be an integer in [1, 20], got 21" in bad[2]
+    for options, says in ((["--steps", "21"], "--steps must be an integer in [1, 20], got 21"),
+                          (["--timesteps", "21,3"], "--timesteps: timestep #0 is 21, outside [1, 20]"),
+                          (["--sampler", "ddim", "--eta", "-1"], "--eta must be a finite number >= 0")):
+        bad = run(["sample", "--checkpoint", str(tmp_path / "r"), *options, "--out", str(tmp_path / "b.npy")], capsys)
+        assert bad[0] == 2 and bad[2].startswith("ddpm sample: error: " + says), bad  # named as the option
+    bad = run(["eval", "nll", "--checkpoint", str(tmp_path / "r"), "--n", "0"], capsys)
+    assert bad[0] == 2 and bad[2].startswith("ddpm eval nll: error: --n must be >= 1"), bad
 
 
 def test_progress_to_a_file_is_plain_lines(tmp_path, capsys):

@@ -155,3 +155,11 @@ def test_eval_nll_on_points_reports_nats_exact_nll_and_distances(tmp_path, capsy
     result = json.loads((tmp_path / "e" / "eval.json").read_text())
     assert result["points"] == 300 and np.isfinite(result["bound_nats_per_point"])
     assert result["sliced_wasserstein_floor"] < result["sliced_wasserstein"]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # std() of one point warned, and wrote NaN into the JSON
+        assert main(["eval", "nll", "--checkpoint", str(tmp_path / "r"), "--n", "1", "--terms", "2",
+                     "--out", str(tmp_path / "one")]) == 0
+    one = json.loads((tmp_path / "one" / "eval.json").read_text())
+    assert one["points"] == 1 and one["bound_standard_error"] is None and np.isfinite(one["bound_nats_per_point"])

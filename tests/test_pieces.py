@@ -279,7 +279,8 @@ def test_out_of_memory_says_which_option_asks_for_less_and_keeps_the_finished_ba
     monkeypatch.chdir(tmp_path)
     assert main([*command, "--checkpoint", str(run_dir), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"ddpm {command[0]}: error: out of memory (CUDA out of memory.") \
+    name = " ".join(command[:2]) if command[0] == "eval" else command[0]
+    assert len(err) == 1 and err[0].startswith(f"ddpm {name}: error: out of memory (CUDA out of memory.") \
         and advice in err[0], err
     kept = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("0*.npz"))
     assert kept == ([] if fail_at == 1 else [f"{command[-1]}{'/nll.json' if command[0] == 'eval' else ''}.partial/"

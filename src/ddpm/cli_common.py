@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -179,11 +180,15 @@ def _sampler_spec(args: argparse.Namespace, loaded=None):
         eta = eta if eta is not None else packed["eta"]
         say_when_work_starts(f"sampler: {sampler}, {steps or len(timesteps or ())} steps, eta {eta:g}: packed with "
                              f"{args.checkpoint} (--sampler ancestral: Algorithm 2, all {loaded.schedule.T} steps)")
-    spec = SamplerSpec(sampler or "ancestral", steps, args.spacing, eta if eta is not None else 0.0,
-                       tuple(timesteps) if timesteps is not None else None, args.noise, args.precision,
-                       getattr(args, "compile", False))
-    if loaded is not None:
-        spec.timesteps_for(loaded.schedule.T)  # a bad --steps/--timesteps fails before any work
+    try:
+        spec = SamplerSpec(sampler or "ancestral", steps, args.spacing, eta if eta is not None else 0.0,
+                           tuple(timesteps) if timesteps is not None else None, args.noise, args.precision,
+                           getattr(args, "compile", False))
+        if loaded is not None:
+            spec.timesteps_for(loaded.schedule.T)  # a bad --steps/--timesteps fails before any work
+    except ConfigError as exc:  # the library's words for them, as the options that set them
+        text = re.sub(r"^(steps|eta) ", r"--\1 ", str(exc))
+        raise ConfigError(f"--timesteps: {text}" if text.startswith(("timestep", "the timestep")) else text) from None
     return spec
 
 

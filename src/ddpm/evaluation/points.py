@@ -65,10 +65,12 @@ def evaluate_points(loaded, n: int = 4000, seed: int = 0, timesteps: int | None 
         est = bound_estimate(loaded.model, loaded.schedule, y, timesteps, pred, decoder, generator=g)
         total, evals = est.total, est.network_evaluations
     nats = total - standardizer.log_abs_det()  # back to the data's units
+    many = nats.shape[0] > 1  # one point has no standard error (None, as for images; not NaN in the JSON)
     result = {"points": int(fresh.shape[0]), "bound_nats_per_point": float(nats.mean()),
-              "bound_standard_error": float(nats.std() / math.sqrt(nats.shape[0])),
+              "bound_standard_error": float(nats.std() / math.sqrt(nats.shape[0])) if many else None,
               "network_evaluations_per_point": evals, "seed": seed}
-    lines = [f"bound {result['bound_nats_per_point']:.4f} ± {result['bound_standard_error']:.4f} nats/point "
+    se = f" ± {result['bound_standard_error']:.4f}" if many else ""
+    lines = [f"bound {result['bound_nats_per_point']:.4f}{se} nats/point "
              f"({'all T terms' if timesteps is None else f'estimate from {timesteps} terms'}, "
              f"{result['points']} fresh points)"]
     if data.mixture is not None:
