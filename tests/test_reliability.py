@@ -67,6 +67,28 @@ def test_resume_refuses_a_changed_run_and_lists_what_changed(tmp_path, capsys):
     assert json.loads((tmp_path / "r" / "config.json").read_text())["seed"] == 1
 
 
+def test_running_out_of_memory_mid_run_keeps_the_checkpoints_and_grad_accum_goes_on(tmp_path, capsys, monkeypatch):
+    """What the error advises works: --grad-accum is the same training in parts, and may change on resume."""
+    from ddpm.training import trainer
+
+    real, steps = trainer.train_step, []
+
+    def out_of_memory_at_step_3(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 3:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(trainer, "train_step", out_of_memory_at_step_3)
+    assert train(tmp_path, steps=6) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after the network's line
+    assert line.startswith("ddpm train: error: out of memory (CUDA out of memory.") and "--grad-accum K" in line, line
+    assert [c.name for c in checkpoints_of(tmp_path / "r")] == ["step_000000002"]  # the folder, its checkpoint
+    monkeypatch.setattr(trainer, "train_step", real)
+    assert train(tmp_path, "--grad-accum", "2", steps=6) == 0
+    assert checkpoints_of(tmp_path / "r")[0].name == "step_000000006"  # (newest first)
+    assert "resumed from" in capsys.readouterr().err
+
+
 def test_a_run_given_only_its_folder_goes_on_with_its_own_settings(tmp_path, capsys):
     """`ddpm train --out RUN --steps N` (no data, preset or settings) resumes RUN as it was trained,
     with what a resume may change applied; a setting given still has to match."""

@@ -267,7 +267,8 @@ def _ask_for_less(args: argparse.Namespace) -> str:
     """What to change after running out of memory, for the command that did."""
     command = _name(args)
     if command == "train":
-        return "ask for less: a smaller --batch-size, or --grad-accum K to take each batch in K parts"
+        return ("ask for less: --grad-accum K takes each batch in K parts (the same training; resuming with it "
+                "goes on from the last checkpoint), or a smaller --batch-size")
     if command == "eval nll":
         return "ask for less: a smaller --max-batch (images per network call; the figures stay the same)"
     if command in ("sample", "eval fid", "inpaint", "edit"):
