@@ -57,6 +57,7 @@ def test_missing_weights_give_one_line_saying_how_to_install(monkeypatch, tmp_pa
     (["--n", "1"], "--n must be >= 2, got 1"), (["--n=-5"], "--n must be >= 2, got -5"),
     (["--steps", "0"], "steps must be an integer in [1, 1000], got 0"),
     (["--guidance", "1"], "--guidance: this run was trained without classes"),
+    (["--out", "fid.txt"], "--out fid.txt: eval fid writes its result as JSON"),  # (it wrote fid.json)
 ])
 def test_bad_sampling_options_stop_before_the_reference_statistics(monkeypatch, tmp_path, capsys, bad, message):
     """Statistics of 10,000 reference images take half an hour of a CPU: what sampling will ask is
