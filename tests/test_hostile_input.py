@@ -100,6 +100,7 @@ BAD_ARGUMENTS = [
     (["train", *POINTS, "--grad-accum", "0"], "grad_accum must be an integer >= 1, got 0"),
     (["train", *POINTS, "--resume", "{tmp}/nowhere"], "nowhere: no such checkpoint"),
     (["eval", "nll", "--checkpoint", "{run}", "--n", "0"], "--n must be >= 1"),
+    (["eval", "nll", "--checkpoint", "{run}", "--out", "{tmp}/nll.json"], "eval nll writes a folder"),  # (it made one)
     (["eval", "fid", "--samples", "{tmp}/none.npz", "--ref", "{tmp}/none2.npz", "--ref-n", "1"], "ref-n must be >= 2|no such file"),
     (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p.png", "--t", "30"], r"outside \[0, 20\]"),
     (["progressive", "--checkpoint", "{run}", "--out", "{tmp}/p.png", "--t", "5,30"], r"t = 30 is outside \[0, 20\]"),

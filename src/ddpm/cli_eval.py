@@ -80,6 +80,9 @@ def _eval_nll(args: argparse.Namespace) -> int:
     from .training import distributed as dist
 
     _at_least_one(args, "n", "terms", "batch_size", "max_batch", "respace")
+    if args.out and Path(args.out).suffix.lower() in (".json", ".csv", ".png", ".npz", ".npy", ".txt"):
+        raise ConfigError(f"--out {args.out}: eval nll writes a folder (nll.json, nll_terms.csv and plots; 2-D: "
+                          "eval.json); give a folder name without an extension")
     device = _device(args.device, join=True)
     loaded = load(args.checkpoint, use_ema=not args.no_ema)
     if loaded.kind == "points":
