@@ -98,6 +98,8 @@ BAD_ARGUMENTS = [
     (["train", "--preset", "digits", "--batch-size", "16", "--grad-accum", "17"], "grad_accum 17: more "
      "micro-batches than the batch's 16 examples"),
     (["train", *POINTS, "--grad-accum", "0"], "grad_accum must be an integer >= 1, got 0"),
+    (["train", *POINTS, "--hidden", "0"],
+     r"^ddpm train: error: --hidden 0, --blocks 1: MLPConfig.hidden must be >= 1, got 0$"),
     (["train", *POINTS, "--resume", "{tmp}/nowhere"], "nowhere: no such checkpoint"),
     (["eval", "nll", "--checkpoint", "{run}", "--n", "0"], "--n must be >= 1"),
     (["eval", "nll", "--checkpoint", "{run}", "--out", "{tmp}/nll.json"], "eval nll writes a folder"),  # (it made one)

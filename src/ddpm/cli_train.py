@@ -202,9 +202,11 @@ def points_config(args: argparse.Namespace):
 
     data = getattr(args, "data", "s_curve")
     available = load_points(data, labelled=True).num_classes if args.class_conditional else 0
-    model = MLPConfig(data_dim=2, out_dim=diffusion.prediction().output_channels(2),
-                      num_classes=_classes(args, available, data),
-                      **{k: getattr(args, k) for k in _POINTS_ONLY if hasattr(args, k)})
+    sizes, classes = {k: getattr(args, k) for k in _POINTS_ONLY if hasattr(args, k)}, _classes(args, available, data)
+    try:
+        model = MLPConfig(data_dim=2, out_dim=diffusion.prediction().output_channels(2), num_classes=classes, **sizes)
+    except ConfigError as exc:  # named as the options: "--hidden 0: MLPConfig.hidden must be >= 1, got 0"
+        raise ConfigError(f"{', '.join(f'--{k} {v}' for k, v in sizes.items())}: {exc}") from None
     if args.channels_last:
         raise ConfigError(CHANNELS_LAST_POINTS)
     return PointsTrainConfig(data=data, init=args.init, diffusion=diffusion, optim=optim,
