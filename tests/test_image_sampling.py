@@ -111,6 +111,21 @@ def test_a_compiled_run_is_one_batch_shape_and_draws_the_eager_samples(run_dir, 
     assert len(asked) == 1 and batches[12:] == [2, 2]  # the graph made once is reused
 
 
+def test_asking_to_keep_a_step_the_sampler_never_visits_is_refused(run_dir):
+    """It came back missing from the result's states, without a word."""
+    from ddpm.errors import ConfigError
+    from ddpm.samplers import SamplerSpec
+
+    loaded = load(run_dir)
+    with pytest.raises(ConfigError, match=r"t = 99: not a step of this sampler, which visits 30, 20, 10, 0"):
+        generate(loaded, 1, sampler=SamplerSpec(steps=3), keep_states=[99])
+    with pytest.raises(ConfigError, match=r"t = 25, 15: not a step"):
+        generate(loaded, 1, sampler=SamplerSpec(steps=3), keep_states=[10, 25], keep_predictions=[0, 15, 20])
+    got = generate(loaded, 1, sampler=SamplerSpec(steps=3), keep_states=[30, 0], keep_predictions=[10, 0])
+    assert sorted(got.states) == [0, 30] and sorted(got.predictions) == [0, 10]
+    assert torch.equal(got.predictions[0], got.data) and torch.equal(got.states[0], got.data)  # x̂0 at t = 0: x_0
+
+
 def test_compiled_guided_sampling_pads_the_labels_and_the_cli_takes_compile(tmp_path, monkeypatch, capsys):
     from ddpm.samplers import SamplerSpec
 

@@ -94,6 +94,16 @@ def test_unknown_schemes_and_seeds_are_refused():
         SamplerSpec(noise="mt")
     with pytest.raises(ValueError, match="seed"):
         CounterNoise(-1, [0])
+    # keys that would wrap onto another run's: seed 2^64 drew seed 0's noise, index -1 drew one
+    # no run of sample indices 0, 1, ... asks for
+    for seed, start, message in ((2**64, 0, r"a seed must be an integer in \[0, 2\^64\), got 18446744073709551616"),
+                                 (-1, 0, "a seed must be"), (True, 0, "a seed must be"), (1.0, 0, "a seed must be"),
+                                 (0, -1, r"sample indices must lie in \[0, 2\^63\), got -1 … 0"),
+                                 (0, 2**63 - 1, "sample indices must lie")):
+        with pytest.raises(ConfigError, match=message):
+            sample_noise(seed, start, 2)
+    assert torch.equal(randn((1, 3), sample_noise(2**64 - 1, 2**63 - 2, 1)),
+                       randn((1, 3), sample_noise(2**64 - 1, 2**63 - 2, 1)))  # the largest seed and index serve
 
 
 def test_a_draw_on_a_device_copies_nothing_from_the_host(monkeypatch):

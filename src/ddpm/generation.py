@@ -125,10 +125,16 @@ def denoise(loaded: Loaded, x: torch.Tensor, sampler: SamplerSpec, generators: G
     """Run ``sampler`` from x at ``start`` (default: x is x_T) to x_0 on x's device; with ``labels``
     (B,) class ids of a conditional network, guided by ``guidance`` (classifier-free, w)."""
     keep_x, keep_x0 = set(keep_states), set(keep_predictions)
+    path = visited(sampler, loaded.schedule.T, start)
+    never = sorted((keep_x | keep_x0) - set(path), reverse=True)
+    if never:  # (they would be missing from the result, not an error)
+        shown = ", ".join(map(str, path)) if len(path) <= 12 else f"{', '.join(map(str, path[:6]))}, …, 0"
+        raise ConfigError(f"t = {', '.join(map(str, never))}: not a step of this sampler, which visits {shown} "
+                          "(nearest_visited finds the nearest)")
     decode = loaded.codec.decode
     model = network(loaded, labels, guidance, sampler.precision, sampler.compile)
     out = Samples(x, labels)
-    first = visited(sampler, loaded.schedule.T, start)[0]
+    first = path[0]
     if first in keep_x:
         out.states[first] = decode(x).cpu()
     for step in sampler.steps_iter(model, loaded.schedule, x, loaded.prediction, generators, start):
@@ -140,6 +146,8 @@ def denoise(loaded: Loaded, x: torch.Tensor, sampler: SamplerSpec, generators: G
         if progress is not None:
             progress.update(x.shape[0])
     out.data = decode(x).cpu()
+    if 0 in keep_x0:
+        out.predictions[0] = out.data  # x̂0 at t = 0: the sample itself
     return out
 
 

@@ -22,6 +22,8 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 _M32 = 0xFFFFFFFF
 _PHILOX_M = (0xD2511F53, 0xCD9E8D57)  # the round multipliers
 _PHILOX_W = (0x9E3779B9, 0xBB67AE85)  # the key's Weyl increments
@@ -229,7 +231,13 @@ Generators = Union[torch.Generator, Sequence[torch.Generator], CounterNoise, Non
 
 
 def sample_noise(seed: int, start: int, count: int, scheme: str = "philox") -> Generators:
-    """The noise of samples start … start+count−1 of a run seeded with ``seed``, by ``scheme``."""
+    """The noise of samples start … start+count−1 of a run seeded with ``seed``, by ``scheme``.
+    A seed outside [0, 2^64) or an index outside [0, 2^63) is refused: the keys would wrap onto
+    another run's (seed 2^64 is seed 0's samples)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ConfigError(f"a seed must be an integer in [0, 2^64), got {seed!r}")
+    if start < 0 or start + count > 2**63:
+        raise ConfigError(f"sample indices must lie in [0, 2^63), got {start} … {start + count - 1}")
     if scheme == "philox":
         return CounterNoise(seed_for(seed), range(start, start + count))
     if scheme == "generators":

@@ -141,7 +141,7 @@ def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambda
         bar.update(inversions * P * len(timesteps))
     rows = []
     for lam in lambdas:
-        gens = sample_noise(seed + 1, 0, P, noise)  # the same reverse noise for every λ
+        gens = sample_noise((seed + 1) % 2**64, 0, P, noise)  # the same reverse noise for every λ
         rows.append(denoise(loaded, (1.0 - lam) * xa + lam * xb, sampler, gens, start=t, progress=bar, labels=y,
                             guidance=guidance).data)
     bar.close()
