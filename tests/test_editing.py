@@ -216,3 +216,29 @@ def test_compiled_editing_is_one_batch_shape_and_edits_what_eager_edits(run_dir,
     assert main(["edit", *common, "--strength", "0.5", "--batch-size", "0", "--out", str(tmp_path / "x.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--batch-size must be >= 1, got 0" in err[0] and not (tmp_path / "x.npz").exists()
+
+
+def test_the_library_refuses_images_and_masks_the_network_cannot_take(run_dir):
+    """The CLI checked these; a library call ran the U-Net on images of another size (it runs on
+    any) or failed deep in torch on a mask that does not fit."""
+    from ddpm.api import load
+    from ddpm.errors import DDPMError
+    from ddpm.evaluation.bits_per_dim import bits_per_dim
+    from ddpm.generation import generate
+
+    loaded = load(run_dir)
+    x = generate(loaded, 2, sampler=SamplerSpec(steps=2)).data  # (2, 1, 8, 8) uint8
+    half = torch.zeros(8, 8, dtype=torch.bool)
+    half[:, 4:] = True
+    for call, message in (
+            (lambda: inpaint(loaded, x[..., :4, :4], half[:4, :4]), r"expected \(N, 1, 8, 8\) for this network, got "
+                                                                   r"\(2, 1, 4, 4\)"),
+            (lambda: inpaint(loaded, x, torch.zeros(5, 5, dtype=torch.bool)), r"a mask of shape \(5, 5\) does not fit"),
+            (lambda: sdedit(loaded, x, 0.0, generate_mask=torch.zeros(3, 8, 8, dtype=torch.bool)), "does not fit"),
+            (lambda: sdedit(loaded, x[:0], 0.5), "edit: the images: no items"),
+            (lambda: bits_per_dim(loaded, x[:, :, :4]), r"got \(2, 1, 4, 8\)"),
+            (lambda: bits_per_dim(loaded, x.float()), "expected uint8 images"),
+            (lambda: bits_per_dim(loaded, x, timesteps=0), "number of terms must be an integer >= 1")):
+        with pytest.raises(DDPMError, match=message):
+            call()
+    assert torch.equal(sdedit(loaded, x, 0.0, generate_mask=half), x)  # what fits still goes through

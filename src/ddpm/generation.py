@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .api import Loaded
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .rng import Generators, randn, sample_noise
 from .samplers import ClassifierFreeGuidance, SamplerSpec, check_timesteps
 
@@ -40,6 +40,20 @@ def as_sampler(loaded: Loaded, sampler: SamplerSpec | str | None) -> SamplerSpec
     if sampler is None:
         return loaded.default_sampler
     return SamplerSpec(sampler) if isinstance(sampler, str) else sampler
+
+
+def check_items(loaded: Loaded, data: torch.Tensor, what: str, uint8: bool = False) -> None:
+    """Refuse ``data`` (N, *item) the network cannot take: no items, or items of another shape
+    (the U-Net runs on any size and would answer for images it was not trained on); with
+    ``uint8``, values that are not the images' own bytes."""
+    if not isinstance(data, torch.Tensor) or tuple(data.shape[1:]) != tuple(loaded.sample_shape):
+        shape = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
+        item = ", ".join(map(str, loaded.sample_shape))
+        raise DataError(f"{what}: expected (N, {item}) for this network, got {shape}")
+    if data.shape[0] == 0:
+        raise DataError(f"{what}: no items")
+    if uint8 and data.dtype != torch.uint8:
+        raise DataError(f"{what}: expected uint8 images (0 … 255), got {data.dtype}")
 
 
 def as_labels(labels, n: int) -> torch.Tensor | None:
@@ -198,8 +212,8 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec | str |
     samples after the n-th are drawn and dropped) so that one graph serves the whole run. With
     ``pieces`` (:class:`ddpm.pieces.Pieces`) each finished batch is kept on disk and a batch kept
     by an earlier attempt is read instead of drawn."""
-    if n < 1:
-        raise ConfigError(f"the number of samples must be >= 1, got {n}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"the number of samples must be an integer >= 1, got {n!r}")
     sampler, labels = as_sampler(loaded, sampler), as_labels(labels, n)
     device = torch.device(device) if device is not None else loaded.device
     loaded.to(device)

@@ -24,7 +24,7 @@ import torch
 from ..api import Loaded
 from ..diffusion import q_sample
 from ..errors import ConfigError
-from ..generation import as_labels, as_sampler, default_batch_size, denoise, in_batches, network
+from ..generation import as_labels, as_sampler, check_items, default_batch_size, denoise, in_batches, network
 from ..rng import Generators, randn, sample_noise
 from ..samplers import SamplerSpec, ddim_step
 
@@ -101,6 +101,15 @@ def _by_batch(loaded: Loaded, n: int, batch_size: int | None, sampler: SamplerSp
                       progress=progress)["data"]
 
 
+def _broadcast(mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The mask (one for all items, or one per item) as the data's shape, or a ConfigError naming both."""
+    try:
+        return torch.broadcast_to(torch.as_tensor(mask), shape)
+    except RuntimeError:
+        raise ConfigError(f"a mask of shape {tuple(torch.as_tensor(mask).shape)} does not fit images of "
+                          f"{tuple(shape)}: give one (H, W) or (C, H, W) for all, or one per image") from None
+
+
 def _rows(value: torch.Tensor | None, rows: torch.Tensor, device: torch.device) -> torch.Tensor | None:
     """A batch's rows of a per-item tensor (labels, or a mask broadcast to the data's shape)."""
     return None if value is None else value[rows].to(device)
@@ -128,9 +137,10 @@ def inpaint(loaded: Loaded, data: torch.Tensor, generate_mask: torch.Tensor, sam
     keyed by (seed, ``first`` + i), whatever the batch (``first``: where ``data`` begins in a larger
     set, e.g. a process's share). Returns decoded data whose kept part equals the input.
     ``sampler``, ``labels``: as :func:`ddpm.generation.generate` takes them."""
+    check_items(loaded, data, "inpaint: the images")
     sampler, labels = as_sampler(loaded, sampler), as_labels(labels, data.shape[0])
     eta, timesteps, n, device = _eta(sampler), sampler.timesteps_for(loaded.schedule.T), data.shape[0], loaded.device
-    mask = torch.broadcast_to(generate_mask, data.shape)
+    mask = _broadcast(generate_mask, data.shape)
 
     def edit(start: int, rows: torch.Tensor, bar) -> torch.Tensor:
         x0 = loaded.codec.encode(data[rows].to(device))
@@ -151,13 +161,14 @@ def sdedit(loaded: Loaded, data: torch.Tensor, strength: float, sampler: Sampler
     run the sampler from t0, ``batch_size`` items at a time; with ``generate_mask`` only that part
     changes. Strength 0 returns the input unchanged; item i's noise is keyed by (seed, ``first`` + i).
     ``sampler``, ``labels``: as :func:`ddpm.generation.generate` takes them."""
+    check_items(loaded, data, "edit: the images")
     sampler, labels = as_sampler(loaded, sampler), as_labels(labels, data.shape[0])
     t0 = start_level(strength, loaded.schedule.T)
+    mask = _broadcast(generate_mask, data.shape) if generate_mask is not None else None
     if t0 == 0:
         return data.clone().cpu()
     eta = _eta(sampler) if generate_mask is not None else None
     n, device = data.shape[0], loaded.device
-    mask = torch.broadcast_to(generate_mask, data.shape) if generate_mask is not None else None
     timesteps = sampler.timesteps_for(loaded.schedule.T, start=t0)
 
     def edit(start: int, rows: torch.Tensor, bar) -> torch.Tensor:

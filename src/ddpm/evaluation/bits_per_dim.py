@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..data.images import to_model_range
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..rng import CounterNoise, sample_noise
 from .nll import bound_estimate, variational_bound
 
@@ -54,9 +54,14 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
     each finished batch is kept, and the batches an earlier attempt kept are read, not measured
     again: the same figures.
     """
+    from ..generation import check_items
     from ..progress import progress_bar
     from ..samplers import RespacedModel, make_timesteps, respace
     from ..training import distributed as dist
+
+    check_items(loaded, images, "bits/dim: the images", uint8=True)
+    if timesteps is not None and (isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1):
+        raise ConfigError(f"the estimate's number of terms must be an integer >= 1, got {timesteps!r}")
 
     network, schedule, t_map = loaded.model.to(device).eval(), loaded.schedule.to(device), None
     if respace_steps is not None:
