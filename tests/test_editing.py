@@ -222,6 +222,7 @@ def test_the_library_refuses_images_and_masks_the_network_cannot_take(run_dir):
     """The CLI checked these; a library call ran the U-Net on images of another size (it runs on
     any) or failed deep in torch on a mask that does not fit."""
     from ddpm.api import load
+    from ddpm.applications.pictures import interpolate
     from ddpm.errors import DDPMError
     from ddpm.evaluation.bits_per_dim import bits_per_dim
     from ddpm.generation import generate
@@ -238,7 +239,10 @@ def test_the_library_refuses_images_and_masks_the_network_cannot_take(run_dir):
             (lambda: sdedit(loaded, x[:0], 0.5), "edit: the images: no items"),
             (lambda: bits_per_dim(loaded, x[:, :, :4]), r"got \(2, 1, 4, 8\)"),
             (lambda: bits_per_dim(loaded, x.float()), "expected uint8 images"),
-            (lambda: bits_per_dim(loaded, x, timesteps=0), "number of terms must be an integer >= 1")):
+            (lambda: bits_per_dim(loaded, x, timesteps=0), "number of terms must be an integer >= 1"),
+            (lambda: interpolate(loaded, x[:1, :, :4], x[1:, :, :4], 5, [0, 1], 0), r"a: expected \(N, 1, 8, 8\)"),
+            (lambda: interpolate(loaded, x[:1], x, 5, [0, 1], 0), "must be pairs of the same shape"),
+            (lambda: interpolate(loaded, x[:1], x[1:], 5, [], 0), "λ must be one or more finite numbers")):
         with pytest.raises(DDPMError, match=message):
             call()
     assert torch.equal(sdedit(loaded, x, 0.0, generate_mask=half), x)  # what fits still goes through

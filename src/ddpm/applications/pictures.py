@@ -12,7 +12,7 @@ import torch
 from ..api import Loaded
 from ..diffusion import q_sample
 from ..errors import ConfigError
-from ..generation import (as_labels, as_sampler, default_batch_size, denoise, generate, nearest_visited,
+from ..generation import (as_labels, as_sampler, check_items, default_batch_size, denoise, generate, nearest_visited,
                           network, visited)
 from ..rng import randn, sample_noise, seed_for
 from ..samplers import SamplerSpec, ddim_invert
@@ -118,6 +118,12 @@ def interpolate(loaded: Loaded, a: torch.Tensor, b: torch.Tensor, t: int, lambda
         raise ConfigError(f"interpolation t must lie in [1, {schedule.T}], got {t}")
     if method not in ("ancestral", "ddim"):
         raise ConfigError(f"interpolation method must be 'ancestral' or 'ddim', got {method!r}")
+    check_items(loaded, a, "interpolate: a")
+    check_items(loaded, b, "interpolate: b")
+    if a.shape != b.shape:
+        raise ConfigError(f"interpolate: a {tuple(a.shape)} and b {tuple(b.shape)} must be pairs of the same shape")
+    if len(lambdas) == 0 or not all(np.isfinite(float(v)) for v in lambdas):
+        raise ConfigError(f"interpolate: λ must be one or more finite numbers, got {list(lambdas)}")
     x0a, x0b = loaded.codec.encode(a), loaded.codec.encode(b)
     P, y = a.shape[0], labels.to(x0a.device) if labels is not None else None
     if method == "ancestral":
