@@ -285,3 +285,25 @@ def test_out_of_memory_says_which_option_asks_for_less_and_keeps_the_finished_ba
     kept = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("0*.npz"))
     assert kept == ([] if fail_at == 1 else [f"{command[-1]}{'/nll.json' if command[0] == 'eval' else ''}.partial/"
                                              "000000000000-2.npz"])  # the batch finished before
+
+
+def test_a_compiled_run_finishing_kept_items_still_calls_its_one_graph_at_one_batch_size(run_dir, tmp_path,
+                                                                                         monkeypatch):
+    """Items cut from batches of another size leave gaps smaller than a batch: a compiled run pads
+    each to its batch size (one graph shape) and drops the padding, drawing the samples it would."""
+    from ddpm.api import load
+    from ddpm.samplers import SamplerSpec
+
+    from .conftest import recording_compile
+
+    loaded = load(run_dir)
+    whole = generation.generate(loaded, 7, seed=1, sampler=SamplerSpec(steps=3), batch_size=7).data
+    pieces = Pieces(tmp_path / "p", {"job": 1}).open()
+    pieces.put(0, 3, {"data": whole[0:3]})  # kept at batch size 3, before a stop
+    _, batches = recording_compile(monkeypatch)
+    got = generation.generate(loaded, 7, seed=1, sampler=SamplerSpec(steps=3, compile=True), batch_size=4,
+                              pieces=pieces).data
+    assert batches == [4] * 6  # two gaps (item 3, items 4-6), each drawn at the graph's 4 rows, 3 steps
+    assert np.abs(got.int() - whole.int()).max() <= 1 and torch.equal(got[:3], whole[:3])
+    assert sorted(p.name for p in pieces.folder.glob("*.npz")) == ["000000000000-3.npz", "000000000003-1.npz",
+                                                                  "000000000004-3.npz"]
