@@ -201,19 +201,26 @@ def test_a_command_torchrun_does_not_share_out_is_refused_under_it(run_dir, tmp_
                  "--steps", "2", "--quiet"]) == 0
 
 
+def _stopped_in_one_finished_by_two(argv: list[str], whole: Path, out: Path, monkeypatch) -> str:
+    """Run ``argv`` whole into ``whole``; into ``out``, stop one process after its third kept batch and
+    finish under torchrun with two. Returns the two processes' stderr."""
+    from .test_pieces import _stop_after
+
+    assert main([*argv, "--out", str(whole)]) == 0
+    _stop_after(monkeypatch, kept=3)
+    assert main([*argv, "--out", str(out)]) == 130
+    proc = _torchrun([*argv, "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stderr
+
+
 def test_bits_per_dim_stopped_in_one_process_is_finished_by_two(run_dir, tmp_path, monkeypatch):
     """eval nll's batches do not depend on the number of processes: what one process kept before a
     stop is read by two under torchrun, and the figures are the uninterrupted run's."""
-    from .test_pieces import _stop_after
-
     argv = ["eval", "nll", "--checkpoint", str(run_dir), "--num-samples", "9", "--batch-size", "2", "--seed", "1",
             "--quiet", "--terms", "2"]
-    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
-    _stop_after(monkeypatch, kept=3)
-    assert main([*argv, "--out", str(tmp_path / "nll")]) == 130
-    proc = _torchrun([*argv, "--out", str(tmp_path / "nll")])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resuming: 6 of the 9 images were measured before" in proc.stderr
+    err = _stopped_in_one_finished_by_two(argv, tmp_path / "whole", tmp_path / "nll", monkeypatch)
+    assert "resuming: 6 of the 9 images were measured before" in err
     whole, got = (json.loads((tmp_path / k / "nll.json").read_text()) for k in ("whole", "nll"))
     assert got.pop("images_measured_before") == 6
     whole.pop("seconds"), got.pop("seconds")
@@ -223,16 +230,10 @@ def test_bits_per_dim_stopped_in_one_process_is_finished_by_two(run_dir, tmp_pat
 def test_samples_stopped_in_one_process_are_finished_by_two(run_dir, tmp_path, monkeypatch):
     """A sampling run's kept batches serve any number of processes (a job moved to more GPUs): each
     process cuts the items of its share from them and draws the rest."""
-    from .test_pieces import _stop_after
-
     argv = ["sample", "--checkpoint", str(run_dir), "--num-samples", "9", "--batch-size", "2", "--seed", "2",
             "--steps", "4", "--quiet", "--device", "cpu"]
-    assert main([*argv, "--out", str(tmp_path / "whole.npz")]) == 0
-    _stop_after(monkeypatch, kept=3)
-    assert main([*argv, "--out", str(tmp_path / "s.npz")]) == 130
-    proc = _torchrun([*argv, "--out", str(tmp_path / "s.npz")])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resuming: 6 of the 9 samples were drawn before" in proc.stderr
+    err = _stopped_in_one_finished_by_two(argv, tmp_path / "whole.npz", tmp_path / "s.npz", monkeypatch)
+    assert "resuming: 6 of the 9 samples were drawn before" in err
     got, whole = (np.load(tmp_path / f"{k}.npz")["arr_0"].astype(int) for k in ("s", "whole"))
     assert np.abs(got - whole).max() <= 1 and np.array_equal(got[:6], whole[:6])
     assert not (tmp_path / "s.npz.partial").exists()

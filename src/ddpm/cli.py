@@ -224,8 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command not in SHARDED and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
             refused = ConfigError if os.environ.get("RANK", "0") == "0" else StoppedWithRank0  # every rank refuses
             raise refused(f"runs in one process; under torchrun each of the {os.environ['WORLD_SIZE']} would do "
-                              f"the whole of it and write the same files (the commands torchrun shares out: "
-                              f"{', '.join(sorted(SHARDED))})")
+                          f"the whole of it and write the same files (the commands torchrun shares out: "
+                          f"{', '.join(sorted(SHARDED))})")
         return COMMANDS[args.command](args)
     except DDPMError as exc:
         files.command_failed()

@@ -199,7 +199,7 @@ def _eval_fid(args: argparse.Namespace) -> int:
     from .files import prepare_output, write_json
     from .training import distributed as dist
 
-    if args.out and Path(args.out).suffix not in ("", ".json"):
+    if args.out and Path(args.out).suffix.lower() not in ("", ".json"):
         raise ConfigError(f"--out {args.out}: eval fid writes its result as JSON (and, with --checkpoint, the "
                           "samples beside it as .npz): give a name ending in .json")
     device = _device(args.device, join=True)

@@ -210,8 +210,8 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec | str |
     process's share. ``labels`` (n class ids: a tensor or a list) asks a conditional network for
     those classes, guided by ``guidance``. A compiled sampler draws the last batch at the others' size (the
     samples after the n-th are drawn and dropped) so that one graph serves the whole run. With
-    ``pieces`` (:class:`ddpm.pieces.Pieces`) each finished batch is kept on disk and a batch kept
-    by an earlier attempt is read instead of drawn."""
+    ``pieces`` (:class:`ddpm.pieces.Pieces`) each finished batch is kept on disk and the samples an
+    earlier attempt kept (in batches of any size) are read instead of drawn."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ConfigError(f"the number of samples must be an integer >= 1, got {n!r}")
     sampler, labels = as_sampler(loaded, sampler), as_labels(labels, n)
