@@ -56,7 +56,8 @@ def test_a_run_draws_the_same_samples_whatever_the_number_of_runs_or_batches_and
     assert torch.equal(batched[1], states) and torch.equal(batched[2], samples)
     assert not torch.equal(samples[0, 0, 0], samples[0, 0, 1])  # each sample its own reverse noise
     for bad, match in ((dict(k=0), "integer >= 1"), (dict(show_t=[0]), "frozen at t >= 1"),
-                       (dict(show_t=[60]), r"t = 60 is outside \[0, 50\]"), (dict(n=0), "must be >= 1"),
+                       (dict(show_t=[60]), r"t = 60 is outside \[0, 50\]"),
+                       (dict(n=0), "the number of samples must be an integer >= 1, got 0"),
                        (dict(sampler=SamplerSpec("ddim", steps=10)), "with eta 0 is deterministic"),
                        (dict(sampler=SamplerSpec("dpm_solver++", steps=10)), "dpm_solver.. sampler is deterministic")):
         with pytest.raises(ConfigError, match=match):

@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # named by the command they were given to, whose --help lists what it takes
         _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     files.command_started()  # only this command's folders may be taken away if it fails
-    name = _name(args)  # as the user wrote it: "eval nll"
+    prog = _chosen(parser, args).prog  # the command as the user wrote it: "ddpm eval nll"
     try:
         if args.command not in SHARDED and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
             refused = ConfigError if os.environ.get("RANK", "0") == "0" else StoppedWithRank0  # every rank refuses
@@ -230,17 +230,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DDPMError as exc:
         files.command_failed()
         if not isinstance(exc, StoppedWithRank0):  # (rank 0 says why)
-            sys.stderr.write(f"ddpm {name}: error: {exc}\n")  # one write: processes' lines do not mix
+            sys.stderr.write(f"{prog}: error: {exc}\n")  # one write: processes' lines do not mix
         return 2
     except (MemoryError, RuntimeError) as exc:  # an allocation the input asked for, too large for this machine
         if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
             raise
         files.command_failed()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "MemoryError"
-        sys.stderr.write(f"ddpm {name}: error: out of memory ({first[:200]}); {_ask_for_less(args)}\n")
+        sys.stderr.write(f"{prog}: error: out of memory ({first[:200]}); {_ask_for_less(prog)}\n")
         return 2
     except KeyboardInterrupt:
-        print(f"ddpm {name}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `ddpm train --dry-run | head`: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -259,13 +259,9 @@ def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argpar
         parser = subs[0].choices[name]
 
 
-def _name(args: argparse.Namespace) -> str:
-    return args.command + (f" {args.eval_command}" if args.command == "eval" else "")
-
-
-def _ask_for_less(args: argparse.Namespace) -> str:
-    """What to change after running out of memory, for the command that did."""
-    command = _name(args)
+def _ask_for_less(prog: str) -> str:
+    """What to change after running out of memory, for the command (``prog``: "ddpm eval nll") that did."""
+    command = prog.removeprefix("ddpm ")
     if command == "train":
         return ("ask for less: --grad-accum K takes each batch in K parts (the same training; resuming with it "
                 "goes on from the last checkpoint), or a smaller --batch-size")

@@ -8,6 +8,7 @@ status 2, without a traceback. Programming errors stay ordinary exceptions.
 from __future__ import annotations
 
 import math
+import numbers
 
 
 class DDPMError(Exception):
@@ -46,6 +47,13 @@ def check_int(key: str, value: object, minimum: int, maximum: int | None = None)
     if not ok or (maximum is not None and value > maximum):
         bound = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
         raise ConfigError(f"{key} must be an integer {bound}, got {value!r}")
+
+
+def check_count(key: str, value: object) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer >= 1 (a Python or NumPy integer,
+    not a bool): a number of items, a batch size, a number of terms a library call is given."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{key} must be an integer >= 1, got {value!r}")
 
 
 def check_float(key: str, value: object, low: float, high: float = math.inf, low_open: bool = False) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .api import Loaded
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, check_count
 from .rng import Generators, randn, sample_noise
 from .samplers import ClassifierFreeGuidance, SamplerSpec, check_timesteps
 
@@ -177,8 +177,7 @@ def in_batches(n: int, batch_size: int, steps: int, work, compiled: bool = False
     in batches of any size, are read back instead of made again: only the rest of a batch is made."""
     from .progress import progress_bar
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ConfigError(f"the batch size must be an integer >= 1, got {batch_size!r}")
+    check_count("the batch size", batch_size)
     padded = compiled and n > batch_size
     rows_in_all = -(-n // batch_size) * batch_size if padded else n
     bar = progress_bar(total=rows_in_all * steps, show=progress, desc=desc, unit=" image-step", unit_scale=True)
@@ -212,8 +211,7 @@ def generate(loaded: Loaded, n: int, seed: int = 0, sampler: SamplerSpec | str |
     samples after the n-th are drawn and dropped) so that one graph serves the whole run. With
     ``pieces`` (:class:`ddpm.pieces.Pieces`) each finished batch is kept on disk and the samples an
     earlier attempt kept (in batches of any size) are read instead of drawn."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ConfigError(f"the number of samples must be an integer >= 1, got {n!r}")
+    check_count("the number of samples", n)
     sampler, labels = as_sampler(loaded, sampler), as_labels(labels, n)
     device = torch.device(device) if device is not None else loaded.device
     loaded.to(device)

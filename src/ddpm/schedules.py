@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, check_count
 
 __all__ = ["SCHEDULES", "SCHEDULE_ALIASES", "schedule_name", "make_betas", "NoiseSchedule", "extract"]
 
@@ -99,8 +99,7 @@ def make_betas(name: str, T: int, **params: float) -> torch.Tensor:
     accepted for ``linear_small`` and ``proportional``.
     """
     name = schedule_name(name)
-    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
-        raise ConfigError(f"the number of diffusion steps T must be an integer >= 1, got {T!r}")
+    check_count("the number of diffusion steps T", T)
     known = [p for p in inspect.signature(SCHEDULES[name]).parameters][1:]  # after T
     unknown = sorted(set(params) - set(known))
     if unknown:

@@ -11,7 +11,7 @@ import torch
 
 from ..api import Loaded
 from ..diffusion import q_sample
-from ..errors import ConfigError
+from ..errors import ConfigError, check_count
 from ..generation import (as_labels, as_sampler, check_items, default_batch_size, denoise, generate, nearest_visited,
                           network, visited)
 from ..rng import randn, sample_noise, seed_for
@@ -47,10 +47,8 @@ def from_frozen_xt(loaded: Loaded, n: int, seed: int, show_t: Sequence[int], k: 
     default size (their noise keyed by index: the same samples at any batch size)."""
     from ..progress import progress_bar
 
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"the samples drawn from each frozen x_t must be an integer >= 1, got {k!r}")
-    if n < 1:
-        raise ConfigError(f"the number of samples must be >= 1, got {n}")
+    check_count("the samples drawn from each frozen x_t", k)
+    check_count("the number of samples", n)
     sampler, labels = as_sampler(loaded, sampler), as_labels(labels, n)
     if not sampler.adds_noise:
         raise ConfigError(f"the {sampler.name} sampler{' with eta 0' if sampler.name == 'ddim' else ''} is "

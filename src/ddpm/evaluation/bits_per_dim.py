@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..data.images import to_model_range
-from ..errors import ConfigError, DataError
+from ..errors import DataError, check_count
 from ..rng import CounterNoise, sample_noise
 from .nll import bound_estimate, variational_bound
 
@@ -60,8 +60,8 @@ def bits_per_dim(loaded, images: torch.Tensor, timesteps: int | None = None, bat
     from ..training import distributed as dist
 
     check_items(loaded, images, "bits/dim: the images", uint8=True)
-    if timesteps is not None and (isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1):
-        raise ConfigError(f"the estimate's number of terms must be an integer >= 1, got {timesteps!r}")
+    if timesteps is not None:
+        check_count("the estimate's number of terms", timesteps)
 
     network, schedule, t_map = loaded.model.to(device).eval(), loaded.schedule.to(device), None
     if respace_steps is not None:
