@@ -208,7 +208,7 @@ def test_checkpoints_are_safetensors_and_json_and_resolve_to_the_newest(tmp_path
 
 
 def test_every_field_of_a_checkpoint_survives_a_round_trip(tmp_path):
-    from ddpm.rng import global_rng_state
+    from ddpm.training.global_rng import global_rng_state
 
     g = torch.Generator().manual_seed(0)
     w = {"a": torch.randn(3, 4, generator=g), "b": torch.arange(5)}

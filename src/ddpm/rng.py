@@ -282,27 +282,3 @@ def seed_for(*parts: int) -> int:
         x = (x ^ (x >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
         x ^= x >> 31
     return x & 0x7FFFFFFFFFFFFFFF
-
-
-def global_rng_state() -> dict:
-    """The global generators' states (torch as a ByteTensor, Python's and NumPy's as JSON-ready
-    values), so that a resumed run leaves user code the randomness it would have had."""
-    import random
-
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": repr(random.getstate()),
-            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
-
-
-def set_global_rng_state(state: dict) -> None:
-    """Restore what :func:`global_rng_state` returned (any part may be missing)."""
-    import ast
-    import random
-
-    if state.get("torch") is not None:
-        torch.set_rng_state(state["torch"])
-    if "python" in state:
-        random.setstate(ast.literal_eval(state["python"]))
-    if "numpy" in state:
-        kind, keys, *rest = state["numpy"]
-        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))

@@ -25,9 +25,10 @@ from ..errors import CheckpointError, ConfigError, DDPMError
 from ..files import FolderLock, new_folders, write_json
 from ..kinds import TrainingData, drop_labels, kind_of
 from ..models import size_line
-from ..rng import global_rng_state, seed_for, set_global_rng_state
+from ..rng import seed_for
 from . import distributed as dist
 from .control import StopRequest, TimeLimit, checkpoint_due, sample_due, stop_reason
+from .global_rng import global_rng_state, set_global_rng_state
 from .init import initial_weights, start_from
 from .log import TrainLog
 from .trainer import TrainState, learning_rate, load_optimizer, make_train_state, optimizer_tensors, run_training
