@@ -13,7 +13,7 @@ import torch
 
 from ddpm.checkpoint import Checkpoint, checkpoints_of
 from ddpm.cli import build_parser
-from ddpm.cli_train import points_config
+from ddpm.cli_train_config import points_config
 from ddpm.training.run import train
 
 from .conftest import subprocess_env

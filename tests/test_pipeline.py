@@ -181,7 +181,8 @@ LAYERS = [
     {"api"},
     {"generation"},
     {"outputs", "training", "evaluation", "applications", "interop"},
-    {"cli", "cli_common", "cli_edit", "cli_eval", "cli_info", "cli_pictures", "cli_resume", "cli_train", "__main__",
+    {"cli", "cli_common", "cli_edit", "cli_eval", "cli_info", "cli_pictures", "cli_resume", "cli_train",
+     "cli_train_config", "__main__",
      "__init__"},
 ]
 

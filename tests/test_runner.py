@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from ddpm.cli import build_parser, main
-from ddpm.cli_train import image_config
+from ddpm.cli_train_config import image_config
 from ddpm.checkpoint import Checkpoint
 from ddpm.errors import CheckpointError
 from ddpm.presets import digits
