@@ -16,6 +16,21 @@ def test_cifar10_preset_has_the_papers_35_7m_parameters():
     assert count(UNet(cifar10_unet())) == 35_746_307  # Ho et al. Table 1 / Appendix B: 35.7M
 
 
+def test_the_paper_run_presets_are_the_authors_settings():
+    """scripts/run_cifar.py, run_celebahq.py and run_lsun.py of the authors' code (hojonathanho/diffusion)."""
+    from ddpm.presets import celebahq256, cifar10, lsun256
+
+    for run, variance, lr, batch, steps, dropout in ((cifar10(), "fixed_large", 2e-4, 128, 800_000, 0.1),
+                                                     (celebahq256("faces/"), "fixed_small", 2e-5, 64, 500_000, 0.0),
+                                                     (lsun256("church/"), "fixed_small", 2e-5, 64, 1_200_000, 0.0)):
+        d, o = run.diffusion, run.optim
+        assert (d.T, d.schedule, d.parameterization, d.loss, d.clip_x0, d.variance) == (
+            1000, "linear", "eps", "simple", True, variance)
+        assert (o.lr, o.warmup, o.grad_clip, o.ema_decay, o.batch_size) == (lr, 5000, 1.0, 0.9999, batch)
+        assert (run.steps, run.model.dropout, run.data.random_flip) == (steps, dropout, True)
+        assert d.make_schedule().beta[1] == pytest.approx(1e-4) and d.make_schedule().beta[-1] == pytest.approx(0.02)
+
+
 def test_256_presets_have_about_114m_parameters():
     assert count(UNet(celebahq256_unet())) == pytest.approx(114e6, rel=0.01)
 

@@ -120,7 +120,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule-param", type=_schedule_param, action="append", default=S, metavar="KEY=VALUE",
                    help="a schedule parameter, e.g. beta_end=0.02 (repeatable)")
     g.add_argument("--parameterization", default=S, help="network output: eps (paper), x0, v, mean")
-    g.add_argument("--variance", default=S, help="fixed_small (paper), fixed_large, learned, learned_range")
+    g.add_argument("--variance", default=S, help="reverse variance: fixed_small (β̃_t), fixed_large "
+                   "(β_t: the paper's CIFAR-10 run, the cifar10 preset), learned, learned_range")
     g.add_argument("--loss", default=S, help="simple (paper), vlb, hybrid")
     g.add_argument("--timestep-sampler", default=S, help="uniform (paper), importance")
     o = p.add_argument_group("optimisation (default: Ho et al. 2020, or the preset's)")
