@@ -163,3 +163,40 @@ def test_eval_nll_on_points_reports_nats_exact_nll_and_distances(tmp_path, capsy
                      "--out", str(tmp_path / "one")]) == 0
     one = json.loads((tmp_path / "one" / "eval.json").read_text())
     assert one["points"] == 1 and one["bound_standard_error"] is None and np.isfinite(one["bound_nats_per_point"])
+
+
+def test_a_cifar10_run_is_measured_against_the_data_it_trained_on_without_naming_it_again(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """The paper's data set end to end: a run trained on CIFAR-10 batch files (--data-dir) reads its test
+    images from that folder for bits/dim and for FID's default reference; another folder may be named."""
+    from ddpm.evaluation import fid as fidmod
+
+    from .test_image_data import write_cifar
+
+    write_cifar(tmp_path / "cifar", n=6, names=[f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"])
+    run = tmp_path / "run"
+    tiny = ["--num-channels", "8", "--num-groups", "4", "--channel-mult", "1,2", "--num-res-blocks", "1",
+            "--attention-resolutions", "none", "--batch-size", "4"]
+    assert main(["train", "--preset", "cifar10", "--data-dir", str(tmp_path / "cifar"), *tiny, "--steps", "1",
+                 "--quiet", "--out", str(run)]) == 0
+    assert load(run).prediction.variance == "fixed_large"  # the authors' CIFAR-10 run sampled with β_t
+    assert main(["eval", "nll", "--checkpoint", str(run), "--terms", "2", "--quiet", "--out", str(tmp_path / "nll")]) == 0
+    assert json.loads((tmp_path / "nll" / "nll.json").read_text())["images"] == 6  # test_batch's
+
+    class Fake:  # features from pixels: which reference images come, not Inception, is under test
+        path = tmp_path / "cifar" / "test_batch"
+
+        def __init__(self, device=None):
+            pass
+
+        def __call__(self, images, progress=False):
+            return images.reshape(len(images), -1)[:, :4].double().numpy()
+
+    monkeypatch.setattr(fidmod, "InceptionFeatures", Fake)
+    monkeypatch.setenv("DDPM_CACHE", str(tmp_path / "cache"))
+    argv = ["eval", "fid", "--checkpoint", str(run), "--n", "4", "--steps", "2", "--quiet"]
+    assert main(argv) == 0
+    assert "4 samples vs 6 reference images of cifar10:test@32px" in capsys.readouterr().out
+    write_cifar(tmp_path / "other", n=3, names=["test_batch"])
+    assert main([*argv, "--data-dir", str(tmp_path / "other")]) == 0
+    assert "vs 3 reference images of cifar10:test" in capsys.readouterr().out

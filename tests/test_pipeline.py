@@ -51,6 +51,15 @@ def test_a_2d_run_stopped_and_resumed_equals_an_uninterrupted_one_bitwise(tmp_pa
         "step_000000006", "step_000000008", "step_000000012"]  # keep_checkpoints = 3
 
 
+def test_a_run_branched_from_an_older_checkpoint_into_a_new_folder_goes_on_bitwise(tmp_path):
+    straight = train(points_run(), tmp_path / "a", progress=False)  # keeps steps 4, 8, 12
+    older = tmp_path / "a" / "checkpoints" / "step_000000004"
+    branch = train(points_run(), tmp_path / "b", progress=False, resume_from=str(older))
+    same_state(straight.state, branch.state)
+    assert (tmp_path / "a" / "checkpoints" / "step_000000012").is_dir()  # the source run is left as it was
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step_000000008", "step_000000012"]
+
+
 def test_a_2d_run_draws_sample_pictures_while_training(tmp_path):
     train(points_run(8, sample_every=4), tmp_path, progress=False)
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_000000004.png", "step_000000008.png"]

@@ -57,7 +57,8 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     fid.add_argument("--ref", default=None, help="reference: mnist, cifar10 or digits with :train or :test "
                      "(default: the checkpoint's data set, test split), or an .npz / image folder")
     fid.add_argument("--ref-n", type=INT, default=None, help="use the first N reference images (default: all)")
-    fid.add_argument("--data-dir", default=None, help="folder of the reference data set (CIFAR-10 batches, MNIST idx)")
+    fid.add_argument("--data-dir", default=None, help="folder of the reference data set (CIFAR-10 batches, MNIST idx; "
+                     "default: the run's own, when --ref names the data set it trained on)")
     fid.add_argument("--out", default=None, help="write the result as JSON here (and the samples beside it as .npz; "
                      "with --checkpoint, finished batches are kept in NAME.npz.partial and a rerun resumes)")
     fid.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
@@ -166,7 +167,9 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
         size = size or (loaded.config.data.image_size if loaded is not None else None)
         native, usual = {"mnist": (28, 32), "cifar10": (32, 32), "digits": (8, 8)}[name]
         fits = size is not None and (size >= native if name != "cifar10" else size == native)  # zero-padded
-        cfg = ImageDataConfig(dataset=name, path=args.data_dir, image_size=size if fits else usual,
+        own = loaded is not None and loaded.config.data.dataset == name  # the run's data set: where it trained on it
+        path = args.data_dir if args.data_dir is not None or not own else loaded.config.data.path
+        cfg = ImageDataConfig(dataset=name, path=path, image_size=size if fits else usual,
                               channels=NAMED_CHANNELS[name], random_flip=False)
         return f"{name}:{split}@{cfg.image_size}px", lambda: build_image_data(cfg, split)
     path = Path(ref)
