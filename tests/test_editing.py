@@ -143,6 +143,26 @@ def images(run_dir, tmp_path_factory):
     return folder
 
 
+def test_one_picture_file_is_edited_and_inpainted(run_dir, images, tmp_path):
+    """The README's `ddpm edit --images strokes.png`: one image file in (it once came back a NumPy
+    array and the command stopped with a traceback), the kept pixels out exactly."""
+    from PIL import Image
+
+    src = np.load(images / "in.npz")["arr_0"][0]  # (8, 8, 1)
+    Image.fromarray(src[..., 0]).save(tmp_path / "one.png")
+    common = ["--checkpoint", str(run_dir), "--images", str(tmp_path / "one.png"), "--quiet"]
+    assert main(["edit", *common, "--strength", "0", "--out", str(tmp_path / "e0.npz")]) == 0
+    assert np.array_equal(np.load(tmp_path / "e0.npz")["arr_0"], src[None])
+    assert main(["inpaint", *common, "--mask", str(images / "mask.png"), "--steps", "5", "--out",
+                 str(tmp_path / "i.npz")]) == 0
+    got = np.load(tmp_path / "i.npz")["arr_0"]
+    assert got.shape == (1, 8, 8, 1) and np.array_equal(got[0, :, :4], src[:, :4])
+    from ddpm.evaluation.fid import images_from_path
+
+    one = images_from_path(tmp_path / "one.png")  # what eval fid --samples reads too
+    assert isinstance(one, torch.Tensor) and one.shape == (1, 1, 8, 8)
+
+
 def test_inpaint_and_edit_from_the_cli(run_dir, images, tmp_path, capsys):
     src = np.load(images / "in.npz")["arr_0"]
     common = ["--checkpoint", str(run_dir), "--images", str(images / "in.npz")]

@@ -267,7 +267,7 @@ def images_from_path(path: str | Path) -> torch.Tensor:
             if width != height:
                 raise DataError(f"{p}: {width}×{height}: images must be square")
             try:
-                return open_image(p, width, channels)[None]
+                return torch.from_numpy(open_image(p, width, channels))[None]
             except DataError as exc:
                 raise DataError(f"{p}: {exc}") from None
         folder = ImageFolder(p, width, channels)
