@@ -132,7 +132,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--warmup", type=INT, default=S, help="linear learning-rate warm-up steps (paper: 5000)")
     o.add_argument("--grad-clip", type=_finite, default=S, help="gradient-norm clip, 0: off (paper: 1.0)")
     o.add_argument("--ema-decay", type=_finite, default=S, help="paper: 0.9999")
-    o.add_argument("--no-ema-warmup", action="store_true", help="use the EMA decay from step 1")
+    o.add_argument("--no-ema-warmup", action="store_true", help="use the EMA decay from step 1, as the authors' code "
+                   "(default: min(decay, (1 + n)/(10 + n)) at update n, full decay after ~90k steps)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
