@@ -200,3 +200,39 @@ def test_a_cifar10_run_is_measured_against_the_data_it_trained_on_without_naming
     write_cifar(tmp_path / "other", n=3, names=["test_batch"])
     assert main([*argv, "--data-dir", str(tmp_path / "other")]) == 0
     assert "vs 3 reference images of cifar10:test" in capsys.readouterr().out
+
+
+def test_fid_against_the_class_folder_tree_a_run_trained_on_reads_it_as_training_did(tmp_path, capsys,
+                                                                                     monkeypatch):
+    """--ref FOLDER with one sub-folder per class (what `train --data FOLDER --class-conditional`
+    reads) was "no images"; its pictures come at the samples' size, cropped and resized as training does."""
+    from ddpm.evaluation import fid as fidmod
+
+    rng = np.random.default_rng(0)
+    for c in ("cats", "dogs"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(3):
+            PIL.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "celebahq256", "--data", str(tmp_path / "imgs"), "--image-size", "8",
+                 "--num-channels", "8", "--num-groups", "4", "--channel-mult", "1,2", "--num-res-blocks", "1",
+                 "--attention-resolutions", "none", "--batch-size", "2", "--class-conditional", "--steps", "1",
+                 "--quiet", "--out", str(run)]) == 0
+    seen = []
+
+    class Fake:
+        path = tmp_path / "imgs" / "cats" / "0.png"
+
+        def __init__(self, device=None):
+            pass
+
+        def __call__(self, images, progress=False):
+            seen.append(tuple(images.shape))
+            return images.reshape(len(images), -1)[:, :4].double().numpy()
+
+    monkeypatch.setattr(fidmod, "InceptionFeatures", Fake)
+    monkeypatch.setenv("DDPM_CACHE", str(tmp_path / "cache"))
+    assert main(["eval", "fid", "--checkpoint", str(run), "--n", "4", "--steps", "2", "--ref", str(tmp_path / "imgs"),
+                 "--quiet"]) == 0
+    assert f"4 samples vs 6 reference images of file:{tmp_path / 'imgs'}@8px" in capsys.readouterr().out
+    assert seen == [(6, 3, 8, 8), (4, 3, 8, 8)]  # the reference at the samples' size, then the samples

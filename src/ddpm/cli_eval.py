@@ -55,7 +55,8 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     fid.add_argument("--batch-size", type=BATCH, default=None, help="images per sampling batch (default: 64 on a "
                      "CPU, ~2^20 values on a GPU)")
     fid.add_argument("--ref", default=None, help="reference: mnist, cifar10 or digits with :train or :test "
-                     "(default: the checkpoint's data set, test split), or an .npz / image folder")
+                     "(default: the checkpoint's data set, test split), or an .npz / image folder (sub-folders too, "
+                     "decoded at the samples' size as training decodes it)")
     fid.add_argument("--ref-n", type=INT, default=None, help="use the first N reference images (default: all)")
     fid.add_argument("--data-dir", default=None, help="folder of the reference data set (CIFAR-10 batches, MNIST idx; "
                      "default: the run's own, when --ref names the data set it trained on)")
@@ -156,6 +157,7 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
             raise ConfigError(f"--ref is needed: this run trained on {where}; give a folder or .npz of reference "
                               "images, or mnist, cifar10 or digits with :train or :test")
         ref = f"{dataset}:test"
+    size = size or (loaded.config.data.image_size if loaded is not None else None)
     name, _, split = ref.partition(":")
     if name in NAMED_CHANNELS:
         from .config import ImageDataConfig
@@ -164,7 +166,6 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
         split = split or "test"
         if split not in ("train", "test"):
             raise ConfigError(f"--ref {ref}: the split must be train or test")
-        size = size or (loaded.config.data.image_size if loaded is not None else None)
         native, usual = {"mnist": (28, 32), "cifar10": (32, 32), "digits": (8, 8)}[name]
         fits = size is not None and (size >= native if name != "cifar10" else size == native)  # zero-padded
         own = loaded is not None and loaded.config.data.dataset == name  # the run's data set: where it trained on it
@@ -176,6 +177,8 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
     if not path.exists():
         raise DataError(f"--ref {ref}: no such file or folder, nor a data set (mnist, cifar10 or digits, "
                         "with :train or :test)")
+    if path.is_dir() and size is not None:  # a folder of pictures comes at the samples' size, as training read it
+        return f"file:{path}@{size}px", lambda: images_from_path(path, size)
     return f"file:{path}", lambda: images_from_path(path)
 
 

