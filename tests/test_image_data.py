@@ -122,6 +122,25 @@ def test_cifar10_batches(tmp_path):
         load_cifar10(tmp_path, "test")
 
 
+def test_cifar10_is_read_from_its_downloaded_archive_without_extracting_it(tmp_path):
+    import tarfile
+
+    write_cifar(tmp_path / "cifar-10-batches-py", names=[f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"])
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:  # the layout of the file the CIFAR-10 page offers
+        tar.add(tmp_path / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    for split in ("train", "test"):
+        assert torch.equal(load_cifar10(archive, split), load_cifar10(tmp_path, split))
+        assert torch.equal(load_cifar10_labels(archive, split), load_cifar10_labels(tmp_path, split))
+    with tarfile.open(tmp_path / "part.tar", "w") as tar:
+        tar.add(tmp_path / "cifar-10-batches-py" / "test_batch", arcname="cifar-10-batches-py/test_batch")
+    with pytest.raises(DataError, match="part.tar: the archive holds no CIFAR-10 batch file.*data_batch_1"):
+        load_cifar10(tmp_path / "part.tar", "train")
+    (tmp_path / "junk.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(DataError, match="junk.tar.gz: neither a folder of CIFAR-10 batch files nor a readable"):
+        load_cifar10(tmp_path / "junk.tar.gz", "test")
+
+
 def test_only_numpy_arrays_are_unpickled(tmp_path):
     class Evil:
         def __reduce__(self):

@@ -65,7 +65,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=S, help="2-D: s_curve, swiss_roll, moons, 8gaussians, checkerboard, gmm, or a "
                    ".npy/.csv file of (N, 2) points; images: mnist, digits, cifar10, folder (default: s_curve, or "
                    "the preset's)")
-    p.add_argument("--data-dir", default=S, help="folder of CIFAR-10 batches, MNIST idx files or images")
+    p.add_argument("--data-dir", default=S, help="folder of CIFAR-10 batches (or their cifar-10-python.tar.gz), "
+                   "MNIST idx files or images")
     p.add_argument("--preset", default=None, help="image run with the settings of: cifar10, celebahq256, lsun256, "
                    "mnist, digits (the first three are the paper's)")
     p.add_argument("--steps", type=INT, default=S, help="training steps (default: 10000 for 2-D, the preset's)")

@@ -11,6 +11,7 @@ import gzip
 import io
 import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -192,28 +193,55 @@ def load_cifar10_labels(path: str | Path, split: str = "train") -> torch.Tensor:
 
 
 def _cifar_batches(path: str | Path, split: str):
-    """(file, unpickled dict) for each batch file of the split, arrays only."""
+    """(file, unpickled dict) for each batch file of the split, arrays only: from the folder of
+    batch files (or its parent), or from the archive itself (``cifar-10-python.tar.gz``), unextracted."""
     folder = Path(path)
     if (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"
     if split not in ("train", "test"):
         raise DataError(f"CIFAR-10: split must be 'train' or 'test', got {split!r}")
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    missing = [n for n in names if not (folder / n).is_file()]
-    if missing:
-        raise DataError(f"{folder}: missing CIFAR-10 batch file(s) {', '.join(missing)}")
+    if folder.is_file():
+        files = _cifar_archive(folder, names)
+    else:
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise DataError(f"{folder}: missing CIFAR-10 batch file(s) {', '.join(missing)}")
+        files = {n: (str(folder / n), folder / n) for n in names}  # read one at a time, below
     for name in names:
-        batch = _safe_unpickle((folder / name).read_bytes(), str(folder / name))
+        where, raw = files[name]
+        batch = _safe_unpickle(raw.read_bytes() if isinstance(raw, Path) else raw, where)
         if not isinstance(batch, dict):
-            raise DataError(f"{folder / name}: expected a dict with 'data' and 'labels'")
-        yield folder / name, batch
+            raise DataError(f"{where}: expected a dict with 'data' and 'labels'")
+        yield where, batch
+
+
+def _cifar_archive(archive: Path, names: list[str]) -> dict[str, tuple[str, bytes]]:
+    """The named batch files' bytes from a tar archive, read in one pass and never written to disk."""
+    import tarfile
+
+    found: dict[str, tuple[str, bytes]] = {}
+    try:
+        with tarfile.open(archive, "r|*") as tar:  # streamed: one decompression, in order
+            for member in tar:
+                base = member.name.rsplit("/", 1)[-1]
+                if base in names and base not in found and member.isfile():
+                    found[base] = (f"{archive}:{member.name}", tar.extractfile(member).read())
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{archive}: neither a folder of CIFAR-10 batch files nor a readable archive of them "
+                        f"({exc})") from None
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise DataError(f"{archive}: the archive holds no CIFAR-10 batch file(s) {', '.join(missing)}")
+    return found
 
 
 def load_cifar10(path: str | Path, split: str = "train") -> torch.Tensor:
     """CIFAR-10 as uint8 (N, 3, 32, 32) from the python-version batch files in ``path``.
 
-    Reads ``data_batch_1`` … ``data_batch_5`` (train) or ``test_batch`` (test), in ``path`` or
-    its ``cifar-10-batches-py`` subfolder; never downloads.
+    Reads ``data_batch_1`` … ``data_batch_5`` (train) or ``test_batch`` (test), in ``path``, its
+    ``cifar-10-batches-py`` subfolder, or the downloaded archive ``cifar-10-python.tar.gz`` given as
+    ``path`` (read without extracting it); never downloads.
     """
     arrays = []
     for name, batch in _cifar_batches(path, split):

@@ -53,8 +53,8 @@ def build_image_data(cfg: ImageDataConfig, split: str = "train", min_images: int
         data = load_digits(cfg.image_size)
     elif cfg.dataset == "cifar10":
         if not cfg.path:
-            raise DataError("CIFAR-10: give the folder of its python-version batch files (--data-dir); "
-                            "nothing is downloaded")
+            raise DataError("CIFAR-10: give the folder of its python-version batch files, or their archive "
+                            "cifar-10-python.tar.gz (--data-dir); nothing is downloaded")
         data = load_cifar10(cfg.path, split)
         if cfg.image_size != 32:
             raise DataError(f"CIFAR-10 images are 32×32, the config asks for {cfg.image_size}")
