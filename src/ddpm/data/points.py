@@ -229,7 +229,9 @@ def _points_from_file(path: Path, labelled: bool = False) -> PointData:
             raise DataError(f"{path}: the third column must hold class ids 0, 1, 2, … (integers up to 10000)")
         labels, array = torch.from_numpy(ids.astype(np.int64)), array[:, :2]
     if array.ndim != 2 or array.shape[1] != 2:
-        raise DataError(f"{path}: points must have shape (N, 2), got {array.shape}")
+        hint = " (a third column of class ids is read by class-conditional training: --class-conditional)" \
+            if array.ndim == 2 and array.shape[1] == 3 else ""
+        raise DataError(f"{path}: points must have shape (N, 2), got {array.shape}{hint}")
     if array.shape[0] < 2:
         raise DataError(f"{path}: need at least 2 points, got {array.shape[0]}")
     bad = ~np.isfinite(array).all(axis=1)
