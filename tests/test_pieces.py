@@ -228,6 +228,7 @@ def test_segments_cut_the_items_asked_from_kept_batches_of_any_size(tmp_path):
     pieces.put(0, 4, {"data": data[0:4], "label": data[0:4].long()})
     pieces.put(6, 3, {"data": data[6:9], "label": data[6:9].long()})
     (tmp_path / "p" / "000000000010-2.npz").write_bytes(b"PK\x03\x04 cut short")  # unreadable: made again
+    assert pieces.held(0, 12) == 7  # what "resuming: N of …" says: not the batch cut short
     runs = pieces.segments(2, 10)
     assert [(at, n, kept is None) for at, n, kept in runs] == [(2, 2, False), (4, 2, True), (6, 3, False),
                                                               (9, 3, True)]

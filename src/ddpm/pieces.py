@@ -96,9 +96,12 @@ class Pieces:
         return sorted((int(m[1]), int(m[2])) for m in map(_PIECE.match, (p.name for p in self.folder.iterdir())) if m)
 
     def held(self, first: int, n: int) -> int:
-        """How many of items first … first+n−1 finished batches hold (an item two batches hold counts once)."""
+        """How many of items first … first+n−1 finished batches hold (an item two batches hold counts
+        once; a batch cut short, whose archive does not open, counts none: it is made again)."""
         reach, total = first, 0
         for start, size in self._spans():
+            if not self._opens(start, size):
+                continue
             lo, hi = max(start, reach), min(start + size, first + n)
             if hi > lo:
                 total, reach = total + hi - lo, hi
@@ -137,6 +140,14 @@ class Pieces:
             arrays = None
         self._last = ((start, count), arrays)
         return arrays
+
+    def _opens(self, start: int, count: int) -> bool:
+        """Whether a kept batch's archive opens (its directory, at the end of the file, is read; not its arrays)."""
+        try:
+            with zipfile.ZipFile(self._path(start, count)):
+                return True
+        except (OSError, zipfile.BadZipFile):
+            return False
 
     def _path(self, start: int, count: int) -> Path:
         return self.folder / f"{start:012d}-{count}.npz"
