@@ -12,7 +12,7 @@ otherwise; :func:`nats_to_bits_per_dim` converts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal, NamedTuple, get_args
 
 import torch
@@ -176,14 +176,9 @@ def training_loss(
     - ``vlb``: the bound term L_{t−1} in bits/dim, as the authors trained "L" in Table 2.
     - ``hybrid``: L_simple + λ·(T/1000)·L_{t−1}, with μ_θ's gradient stopped in the bound
       term, so with T = 1000 this is exactly Nichol & Dhariwal's L_hybrid.
-
-    The bound term is trained on the unclipped x̂_0 whatever ``prediction.clip_x0`` says, as the
-    authors' training does (``clip_denoised=False``): a clamp would stop the gradient of every
-    pixel whose x̂_0 leaves [−1, 1], most of them at large t. Sampling and the measured bound clip.
     """
     if loss_config.loss == "simple" and prediction.learned_variance:
         raise ConfigError(f"variance {prediction.variance!r} is learned only by the bound: use loss 'hybrid' or 'vlb'")
-    prediction = replace(prediction, clip_x0=False)
     t = schedule.check_t(t)
     noise = noise_like(x0, noise, generator)
     xt = q_sample(schedule, x0, t, noise)  # (B, ...)
