@@ -10,8 +10,6 @@ never stopped, and every DDP process agrees on the global batch.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -19,10 +17,10 @@ from typing import NamedTuple
 
 import torch
 
-from ..checkpoint import Checkpoint, checkpoints_of, prune, remove_leftovers
+from ..checkpoint import Checkpoint, checkpoints_of, prune
 from ..config import RunConfig, differences, to_dict
 from ..errors import CheckpointError, ConfigError, DDPMError
-from ..files import FolderLock, new_folders, write_json
+from ..files import new_folders, write_json
 from ..kinds import TrainingData, drop_labels, kind_of
 from ..models import size_line
 from ..rng import seed_for
@@ -31,6 +29,7 @@ from .control import StopRequest, TimeLimit, checkpoint_due, sample_due, stop_re
 from .global_rng import global_rng_state, set_global_rng_state
 from .init import initial_weights, start_from
 from .log import TrainLog
+from .run_directory import check_room, take_run_directory, undo_run_directory
 from .trainer import TrainState, learning_rate, load_optimizer, make_train_state, optimizer_tensors, run_training
 
 
@@ -139,7 +138,7 @@ def train(config: RunConfig, out_dir: str | Path, resume_from: str = "auto", pro
     if dist.is_main():  # rank 0 holds the lock for all; the others learn whether it got it
         new = new_folders(Path(out_dir))
         try:
-            lock = _take_run_directory(Path(out_dir))
+            lock = take_run_directory(Path(out_dir))
         except DDPMError as exc:
             problem = exc
     if dist.world_size() > 1 and dist.any_flag(problem is not None, device) and problem is None:
@@ -153,54 +152,11 @@ def train(config: RunConfig, out_dir: str | Path, resume_from: str = "auto", pro
                       initial)
     except DDPMError:
         if lock is not None and new:
-            _undo_run_directory(Path(out_dir), new)
+            undo_run_directory(Path(out_dir), new)
         raise
     finally:
         if lock is not None:
             lock.release()
-
-
-def _undo_run_directory(out_dir: Path, new: list[Path]) -> None:
-    """A run refused before it wrote anything (its folder holds the lock and an empty checkpoints/
-    alone) takes away the folders it created: bad input leaves nothing behind."""
-    ckpts = out_dir / "checkpoints"
-    try:
-        if not ({p.name for p in out_dir.iterdir()} - {".lock", "checkpoints"} or any(ckpts.iterdir())):
-            ckpts.rmdir()
-            (out_dir / ".lock").unlink()
-            for folder in new:  # deepest first
-                folder.rmdir()
-    except OSError:  # something else is there after all: it stays
-        pass
-
-
-def _take_run_directory(out_dir: Path) -> FolderLock:
-    """Create the run directory, take its lock (one writer) and clear what killed writes left."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DDPMError(f"{out_dir}: exists and is not a folder; give a run directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        lock = FolderLock(out_dir).acquire()
-    except OSError as exc:
-        raise DDPMError(f"{out_dir}: cannot use it as a run directory: {exc.strerror}") from None
-    try:
-        (out_dir / "checkpoints").mkdir(exist_ok=True)
-        if not os.access(out_dir / "checkpoints", os.W_OK | os.X_OK):
-            raise PermissionError(13, "Permission denied")
-        remove_leftovers(out_dir)
-    except OSError as exc:  # found now, not at the first checkpoint with the steps before it lost
-        lock.release()
-        raise DDPMError(f"{out_dir / 'checkpoints'}: cannot write checkpoints there: {exc.strerror}") from None
-    return lock
-
-
-def _check_room(out_dir: Path, state: TrainState) -> None:
-    """Refuse to start when the disk cannot hold one more checkpoint (weights, EMA, Adam's two moments)."""
-    need = 4 * sum(t.numel() * t.element_size() for t in state.model.state_dict().values())
-    free = shutil.disk_usage(out_dir).free
-    if free < need:
-        raise DDPMError(f"{out_dir}: {free / 2**20:.1f} MiB free, less than the {need / 2**20:.1f} MiB one "
-                        "checkpoint of this run needs")
 
 
 def _train(config: RunConfig, out_dir: Path, device: torch.device, resume_from: str, progress: bool,
@@ -220,7 +176,7 @@ def _train(config: RunConfig, out_dir: Path, device: torch.device, resume_from: 
         state.forward = torch.compile(state.forward)
     state.autocast = torch.bfloat16 if config.precision == "bf16" else None
     if main:
-        _check_room(out_dir, state)
+        check_room(out_dir, state)
     resumed = resume(resume_from, out_dir, state, data, config, say, allow_changes)
     if resumed is None and config.init is not None:
         start_from(config.init, initial or initial_weights(config.init, config), state, config, say)
