@@ -165,6 +165,23 @@ def test_eval_nll_on_points_reports_nats_exact_nll_and_distances(tmp_path, capsy
     assert one["points"] == 1 and one["bound_standard_error"] is None and np.isfinite(one["bound_nats_per_point"])
 
 
+def _pixel_features(weights_path, seen=None):
+    """A stand-in for InceptionFeatures: features from pixels (which images come, not Inception,
+    is under test); ``seen`` collects the shapes it was given."""
+    class Fake:
+        path = weights_path
+
+        def __init__(self, device=None):
+            pass
+
+        def __call__(self, images, progress=False):
+            if seen is not None:
+                seen.append(tuple(images.shape))
+            return images.reshape(len(images), -1)[:, :4].double().numpy()
+
+    return Fake
+
+
 def test_a_cifar10_run_is_measured_against_the_data_it_trained_on_without_naming_it_again(tmp_path, capsys,
                                                                                           monkeypatch):
     """The paper's data set end to end: a run trained on CIFAR-10 batch files (--data-dir) reads its test
@@ -183,16 +200,7 @@ def test_a_cifar10_run_is_measured_against_the_data_it_trained_on_without_naming
     assert main(["eval", "nll", "--checkpoint", str(run), "--terms", "2", "--quiet", "--out", str(tmp_path / "nll")]) == 0
     assert json.loads((tmp_path / "nll" / "nll.json").read_text())["images"] == 6  # test_batch's
 
-    class Fake:  # features from pixels: which reference images come, not Inception, is under test
-        path = tmp_path / "cifar" / "test_batch"
-
-        def __init__(self, device=None):
-            pass
-
-        def __call__(self, images, progress=False):
-            return images.reshape(len(images), -1)[:, :4].double().numpy()
-
-    monkeypatch.setattr(fidmod, "InceptionFeatures", Fake)
+    monkeypatch.setattr(fidmod, "InceptionFeatures", _pixel_features(tmp_path / "cifar" / "test_batch"))
     monkeypatch.setenv("DDPM_CACHE", str(tmp_path / "cache"))
     argv = ["eval", "fid", "--checkpoint", str(run), "--n", "4", "--steps", "2", "--quiet"]
     assert main(argv) == 0
@@ -219,18 +227,7 @@ def test_fid_against_the_class_folder_tree_a_run_trained_on_reads_it_as_training
                  "--attention-resolutions", "none", "--batch-size", "2", "--class-conditional", "--steps", "1",
                  "--quiet", "--out", str(run)]) == 0
     seen = []
-
-    class Fake:
-        path = tmp_path / "imgs" / "cats" / "0.png"
-
-        def __init__(self, device=None):
-            pass
-
-        def __call__(self, images, progress=False):
-            seen.append(tuple(images.shape))
-            return images.reshape(len(images), -1)[:, :4].double().numpy()
-
-    monkeypatch.setattr(fidmod, "InceptionFeatures", Fake)
+    monkeypatch.setattr(fidmod, "InceptionFeatures", _pixel_features(tmp_path / "imgs" / "cats" / "0.png", seen))
     monkeypatch.setenv("DDPM_CACHE", str(tmp_path / "cache"))
     assert main(["eval", "fid", "--checkpoint", str(run), "--n", "4", "--steps", "2", "--ref", str(tmp_path / "imgs"),
                  "--quiet"]) == 0
