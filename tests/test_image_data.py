@@ -221,6 +221,26 @@ def test_bad_files_are_listed_with_reasons(image_folder, tmp_path, capsys):
         ".gif, .jpeg, .jpg, .png, .ppm, .tif, .tiff, .webp)"
 
 
+def test_threaded_decoding_equals_one_at_a_time_and_names_a_file_gone_bad(tmp_path, monkeypatch):
+    import ddpm.data.folder as folder
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(40):  # sizes, modes and formats mixed, so that threads finish out of order
+        pixels = rng.integers(0, 256, (20 + 7 * (i % 5), 24 + 5 * (i % 3), 3), dtype=np.uint8)
+        PIL.fromarray(pixels).convert("RGBA" if i % 4 == 1 else "RGB").save(root / f"{i:02d}.{'png' if i % 2 else 'jpg'}")
+    monkeypatch.setattr(folder, "CHUNK", 7)  # several chunks, the last one short
+    ds = ImageFolder(root, 12, 3)
+    one_by_one = torch.stack([torch.from_numpy(folder.open_image(p, 12, 3)) for p in ds.paths])
+    order = [3, 39, 0, 17, 3, 22, 8, 31, 12, 5]
+    assert torch.equal(ds.batch(order), one_by_one[order])
+    assert torch.equal(ds.batch(list(range(40))), one_by_one)
+    (root / "17.png").write_bytes(b"")  # spoilt after the check at the start
+    with pytest.raises(DataError, match=r"1 bad image\(s\): .*17.png: zero bytes"):
+        ds.batch(order)
+
+
 def test_empty_missing_and_too_small_folders(tmp_path, image_folder):
     (tmp_path / "none").mkdir()
     with pytest.raises(DataError, match="no images; need at least 1"):

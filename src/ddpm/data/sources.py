@@ -140,4 +140,4 @@ def gather(data: torch.Tensor | ImageFolder, idx: torch.Tensor) -> torch.Tensor:
     """uint8 images at ``idx``, shape (B, C, H, W)."""
     if isinstance(data, torch.Tensor):
         return data[idx]
-    return torch.stack([data[int(i)] for i in idx])
+    return data.batch(idx.tolist())

@@ -257,7 +257,7 @@ def images_from_path(path: str | Path, size: int | None = None) -> torch.Tensor:
             raise DataError(f"{p}: no images (arr_0 is {arr.shape})")
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
     if p.is_dir() or (p.is_file() and p.suffix.lower() in EXTENSIONS):
-        from ..data.folder import ImageFolder, open_image, peek_image, scan
+        from ..data.folder import open_image, peek_image, read_images, scan
 
         files = scan(p) if p.is_dir() else [p]
         if not files:
@@ -270,8 +270,10 @@ def images_from_path(path: str | Path, size: int | None = None) -> torch.Tensor:
                 return torch.from_numpy(open_image(p, width, channels))[None]
             except DataError as exc:
                 raise DataError(f"{p}: {exc}") from None
-        folder = ImageFolder(p, size or width, channels)
-        return torch.stack([folder[i] for i in range(len(folder))])
+        try:
+            return read_images(files, size or width, channels)  # each file decoded once
+        except DataError as exc:
+            raise DataError(f"{p}: {exc}") from None
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     raise DataError(f"{p}: give an .npz, an image file or a folder of images")
