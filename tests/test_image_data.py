@@ -229,7 +229,8 @@ def test_threaded_decoding_equals_one_at_a_time_and_names_a_file_gone_bad(tmp_pa
     root.mkdir()
     for i in range(40):  # sizes, modes and formats mixed, so that threads finish out of order
         pixels = rng.integers(0, 256, (20 + 7 * (i % 5), 24 + 5 * (i % 3), 3), dtype=np.uint8)
-        PIL.fromarray(pixels).convert("RGBA" if i % 4 == 1 else "RGB").save(root / f"{i:02d}.{'png' if i % 2 else 'jpg'}")
+        image = PIL.fromarray(pixels).convert("RGBA" if i % 4 == 1 else "RGB")
+        image.save(root / f"{i:02d}.{'png' if i % 2 else 'jpg'}")
     monkeypatch.setattr(folder, "CHUNK", 7)  # several chunks, the last one short
     ds = ImageFolder(root, 12, 3)
     one_by_one = torch.stack([torch.from_numpy(folder.open_image(p, 12, 3)) for p in ds.paths])

@@ -215,3 +215,38 @@ def test_no_module_imports_from_a_layer_above_it():
                 if _layer(target) > _layer(top):
                     wrong.append(f"{rel}: from {'.' * node.level}{node.module or ''} import …")
     assert not wrong, wrong
+
+
+def test_data_paths_are_stored_absolute_so_a_run_works_from_any_directory(tmp_path, monkeypatch, capsys):
+    import json
+
+    from PIL import Image
+
+    (tmp_path / "here" / "imgs").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    for i in range(4):
+        Image.new("RGB", (8, 8), (60 * i, 10, 200)).save(tmp_path / "here" / "imgs" / f"{i}.png")
+    np.save(tmp_path / "here" / "pts.npy", np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32))
+    tiny = ["--num-channels", "8", "--channel-mult", "1", "--num-res-blocks", "1", "--attention-resolutions", "none",
+            "--num-groups", "4", "--image-size", "8", "--batch-size", "4", "--T", "10", "--quiet"]
+    monkeypatch.chdir(tmp_path / "here")
+    assert main(["train", "--data", "imgs", "--steps", "2", "--checkpoint-every", "2", "--out", "img_run", *tiny]) == 0
+    assert main(["train", "--data", "pts.npy", "--steps", "2", "--T", "10", "--hidden", "8", "--blocks", "1",
+                 "--batch-size", "8", "--out", "pts_run", "--quiet"]) == 0
+    assert json.loads(Path("img_run/config.json").read_text())["data"]["path"] == str(tmp_path / "here" / "imgs")
+    assert json.loads(Path("pts_run/config.json").read_text())["data"] == str(tmp_path / "here" / "pts.npy")
+    monkeypatch.chdir(tmp_path / "elsewhere")  # relative to here, "imgs" and "pts.npy" are no more
+    assert main(["train", "--out", "../here/img_run", "--steps", "4"]) == 0
+    assert main(["train", "--out", "../here/pts_run", "--steps", "4"]) == 0
+    assert main(["eval", "nll", "--checkpoint", "../here/img_run", "--n", "4", "--respace", "2", "--split", "train",
+                 "--out", "nll"]) == 0
+    assert load("../here/img_run").step == 4 and load("../here/pts_run").step == 4
+    # a run made before the paths were stored absolute resumes under the same command, from where it was made
+    for state in (Path("../here/img_run/config.json"), *Path("../here/img_run").glob("checkpoints/*/state.json")):
+        text = state.read_text()
+        assert str(tmp_path / "here" / "imgs") in text
+        state.write_text(text.replace(json.dumps(str(tmp_path / "here" / "imgs")), '"imgs"'))
+    monkeypatch.chdir(tmp_path / "here")
+    capsys.readouterr()
+    assert main(["train", "--data", "imgs", "--steps", "6", "--checkpoint-every", "2", "--out", "img_run", *tiny]) == 0
+    assert "changed settings" not in capsys.readouterr().err and load("img_run").step == 6

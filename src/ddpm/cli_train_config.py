@@ -4,6 +4,7 @@ with what is given in place of their values; options the run cannot read are ref
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,12 @@ def _refuse(args: argparse.Namespace, names: tuple[str, ...], why: str) -> None:
         raise ConfigError(f"{', '.join(given)}: not read by {why}")
 
 
+def _absolute(path: str | None) -> str | None:
+    """A data path as the run stores it: absolute, so that eval, sample and a resumed training
+    find the data from any working directory."""
+    return os.path.abspath(path) if path else path
+
+
 def points_config(args: argparse.Namespace):
     from .config import DiffusionConfig, OptimConfig, PointsTrainConfig
     from .models.mlp import MLPConfig
@@ -73,9 +80,10 @@ def points_config(args: argparse.Namespace):
         raise ConfigError(f"{', '.join(_NETWORK_FLAGS[k] for k in network)}: not read by a 2-D run (its network is "
                           "the MLP: --hidden, --blocks)")
     diffusion, optim = _override(args, DiffusionConfig(decoder="gaussian"), OptimConfig())
-    from .data.points import load_points
+    from .data.points import POINT_DATASETS, load_points
 
     data = getattr(args, "data", "s_curve")
+    data = data if data in POINT_DATASETS else _absolute(data)
     available = load_points(data, labelled=True).num_classes if args.class_conditional else 0
     sizes, classes = {k: getattr(args, k) for k in _POINTS_ONLY if hasattr(args, k)}, _classes(args, available, data)
     try:
@@ -111,7 +119,8 @@ def image_config(args: argparse.Namespace):
         path = args.data_dir
     if dataset == "folder" and path is None:
         raise ConfigError("--data folder: give the folder with --data-dir DIR (or as --data DIR)")
-    data_cfg = replace(run.data, dataset=dataset, path=path, skip_bad_images=args.skip_bad_images)  # checked once
+    data_cfg = replace(run.data, dataset=dataset, path=_absolute(path),
+                       skip_bad_images=args.skip_bad_images)  # checked once
     if hasattr(args, "random_flip"):
         data_cfg = replace(data_cfg, random_flip=args.random_flip)
     diffusion, optim = _override(args, run.diffusion, run.optim)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,8 @@ def import_diffusers(src: str | Path, out: str | Path, data: str | None = None, 
         raise ConfigError("--data-dir: give --data too (the data set whose files it holds)")
     dataset, path = ("folder", data) if data is not None and Path(data).is_dir() else (data or "none", data_dir)
     try:  # a data set whose images are not the network's channels is refused here
-        data_cfg = ImageDataConfig(dataset=dataset, path=path, image_size=unet.image_size, channels=unet.in_channels,
-                                   random_flip=False)
+        data_cfg = ImageDataConfig(dataset=dataset, path=os.path.abspath(path) if path else None,
+                                   image_size=unet.image_size, channels=unet.in_channels, random_flip=False)
     except ConfigError as exc:
         raise ConfigError(f"--data {data}: {exc}") from None
     config = ImageTrainConfig(data=data_cfg, model=unet, diffusion=diffusion, optim=OptimConfig(), steps=0)

@@ -10,6 +10,7 @@ never stopped, and every DDP process agrees on the global batch.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -69,8 +70,14 @@ MAY_CHANGE = {"steps", "checkpoint_every", "keep_checkpoints", "sample_every", "
 
 
 def changed_settings(old: RunConfig, new: RunConfig) -> list[str]:
-    """'key: old -> new' for every setting that differs and may not change on resume."""
-    return [f"{k}: {a!r} -> {b!r}" for k, a, b in differences(old, new) if k not in MAY_CHANGE]
+    """'key: old -> new' for every setting that differs and may not change on resume. A data path
+    stored relative (runs made before paths were stored absolute) is the same as its absolute form."""
+    return [f"{k}: {a!r} -> {b!r}" for k, a, b in differences(old, new) if k not in MAY_CHANGE
+            and not (k in ("data", "data.path") and _same_path(a, b))]
+
+
+def _same_path(a, b) -> bool:
+    return isinstance(a, str) and isinstance(b, str) and os.path.abspath(a) == os.path.abspath(b)
 
 
 def check_same_run(ckpt: Checkpoint, config: RunConfig, allow_changes: bool, say) -> None:
