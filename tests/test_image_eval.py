@@ -233,3 +233,14 @@ def test_fid_against_the_class_folder_tree_a_run_trained_on_reads_it_as_training
                  "--quiet"]) == 0
     assert f"4 samples vs 6 reference images of file:{tmp_path / 'imgs'}@8px" in capsys.readouterr().out
     assert seen == [(6, 3, 8, 8), (4, 3, 8, 8)]  # the reference at the samples' size, then the samples
+    # without --ref: the folder it trained on (there is no test split; the paper's LSUN protocol), from its cache
+    assert main(["eval", "fid", "--checkpoint", str(run), "--n", "4", "--steps", "2", "--quiet"]) == 0
+    assert f"4 samples vs 6 reference images of file:{tmp_path / 'imgs'}@8px" in capsys.readouterr().out
+    assert seen == [(6, 3, 8, 8), (4, 3, 8, 8), (4, 3, 8, 8)]
+    (tmp_path / "imgs").rename(tmp_path / "moved")
+    monkeypatch.setattr(fidmod, "InceptionFeatures", _pixel_features(tmp_path / "moved" / "cats" / "0.png", seen))
+    assert main(["eval", "fid", "--checkpoint", str(run), "--n", "4", "--steps", "2", "--quiet"]) == 2
+    assert "the image folder this run trained on is not there" in capsys.readouterr().err
+    assert main(["eval", "fid", "--checkpoint", str(run), "--n", "4", "--steps", "2", "--quiet",
+                 "--data-dir", str(tmp_path / "moved")]) == 0
+    assert f"vs 6 reference images of file:{tmp_path / 'moved'}@8px" in capsys.readouterr().out

@@ -55,11 +55,12 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     fid.add_argument("--batch-size", type=BATCH, default=None, help="images per sampling batch (default: 64 on a "
                      "CPU, ~2^20 values on a GPU)")
     fid.add_argument("--ref", default=None, help="reference: mnist, cifar10 or digits with :train or :test "
-                     "(default: the checkpoint's data set, test split), or an .npz / image folder (sub-folders too, "
-                     "decoded at the samples' size as training decodes it)")
+                     "(default: the checkpoint's data set, test split; a folder run's own folder), or an .npz / image "
+                     "folder (sub-folders too, decoded at the samples' size as training decodes it)")
     fid.add_argument("--ref-n", type=INT, default=None, help="use the first N reference images (default: all)")
-    fid.add_argument("--data-dir", default=None, help="folder of the reference data set (CIFAR-10 batches, MNIST idx; "
-                     "default: the run's own, when --ref names the data set it trained on)")
+    fid.add_argument("--data-dir", default=None, help="folder of the reference data set (CIFAR-10 batches, MNIST idx "
+                     "files, a folder run's images; default: the run's own, when --ref names the data set it trained "
+                     "on or is not given)")
     fid.add_argument("--out", default=None, help="write the result as JSON here (and the samples beside it as .npz; "
                      "with --checkpoint, finished batches are kept in NAME.npz.partial and a rerun resumes)")
     fid.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
@@ -140,7 +141,7 @@ def _eval_nll(args: argparse.Namespace) -> int:
 
 
 def _reference(args: argparse.Namespace, loaded, size: int | None = None):
-    """(name, function returning all uint8 reference images). A named data set comes at the
+    """(name, function returning all uint8 reference images, the file or folder read or None). A named data set comes at the
     samples' ``size`` (given, or the checkpoint's) where it has that size (MNIST and the digits
     zero-padded to any size from their own up), else at its usual one: 28-pixel digits against
     32-pixel padded ones would count the padding."""
@@ -151,12 +152,17 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
     if ref is None:
         if loaded is None:
             raise ConfigError("--ref is needed with --samples (e.g. --ref mnist:test)")
-        dataset = loaded.config.data.dataset
-        if dataset not in NAMED_CHANNELS:
-            where = "an image folder" if dataset == "folder" else "data it does not name (an import?)"
-            raise ConfigError(f"--ref is needed: this run trained on {where}; give a folder or .npz of reference "
-                              "images, or mnist, cifar10 or digits with :train or :test")
-        ref = f"{dataset}:test"
+        dataset, folder = loaded.config.data.dataset, args.data_dir or loaded.config.data.path
+        if dataset == "folder" and folder:  # no test split: the images it trained on (the paper's LSUN protocol)
+            if not Path(folder).is_dir():
+                raise DataError(f"{folder}: the image folder this run trained on is not there; give --ref (a folder "
+                                "or .npz of reference images) or --data-dir (where the folder is now)")
+            ref = folder
+        elif dataset not in NAMED_CHANNELS:
+            raise ConfigError("--ref is needed: this run trained on data it does not name (an import?); give a "
+                              "folder or .npz of reference images, or mnist, cifar10 or digits with :train or :test")
+        else:
+            ref = f"{dataset}:test"
     size = size or (loaded.config.data.image_size if loaded is not None else None)
     name, _, split = ref.partition(":")
     if name in NAMED_CHANNELS:
@@ -172,14 +178,14 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
         path = args.data_dir if args.data_dir is not None or not own else loaded.config.data.path
         cfg = ImageDataConfig(dataset=name, path=path, image_size=size if fits else usual,
                               channels=NAMED_CHANNELS[name], random_flip=False)
-        return f"{name}:{split}@{cfg.image_size}px", lambda: build_image_data(cfg, split)
+        return f"{name}:{split}@{cfg.image_size}px", lambda: build_image_data(cfg, split), None
     path = Path(ref)
     if not path.exists():
         raise DataError(f"--ref {ref}: no such file or folder, nor a data set (mnist, cifar10 or digits, "
                         "with :train or :test)")
     if path.is_dir() and size is not None:  # a folder of pictures comes at the samples' size, as training read it
-        return f"file:{path}@{size}px", lambda: images_from_path(path, size)
-    return f"file:{path}", lambda: images_from_path(path)
+        return f"file:{path}@{size}px", lambda: images_from_path(path, size), path
+    return f"file:{path}", lambda: images_from_path(path), path
 
 
 def _sample_set(paths: list[str]):
@@ -219,10 +225,10 @@ def _eval_fid(args: argparse.Namespace) -> int:
         _main_process_first(lambda: prepare_output(Path(args.out).with_suffix(".json")), device)
     extractor = InceptionFeatures(device)  # fails first, with the install line, if absent
     samples = _sample_set(args.samples) if loaded is None else None
-    ref_name, ref_images = _reference(args, loaded, samples.shape[-1] if samples is not None else None)
+    ref_name, ref_images, ref_path = _reference(args, loaded, samples.shape[-1] if samples is not None else None)
     if args.ref_n is not None and args.ref_n < 2:
         raise ConfigError(f"--ref-n must be >= 2, got {args.ref_n}")
-    content = content_id(args.ref) if ref_name.startswith("file:") else ""  # files are keyed by what they hold
+    content = content_id(ref_path) if ref_path else ""  # files are keyed by what they hold
     reference: list = []  # rank 0's (statistics, label); the others wait for it to succeed or fail
     _main_process_first(lambda: reference.extend(reference_stats(ref_name, ref_images, args.ref_n, extractor,
                                                                  progress=not args.quiet, content=content)), device)
