@@ -141,10 +141,10 @@ def _eval_nll(args: argparse.Namespace) -> int:
 
 
 def _reference(args: argparse.Namespace, loaded, size: int | None = None):
-    """(name, function returning all uint8 reference images, the file or folder read or None). A named data set comes at the
-    samples' ``size`` (given, or the checkpoint's) where it has that size (MNIST and the digits
-    zero-padded to any size from their own up), else at its usual one: 28-pixel digits against
-    32-pixel padded ones would count the padding."""
+    """(name, function returning all uint8 reference images, the file or folder read or None). A
+    named data set comes at the samples' ``size`` (given, or the checkpoint's) where it has that
+    size (MNIST and the digits zero-padded to any size from their own up), else at its usual one:
+    28-pixel digits against 32-pixel padded ones would count the padding."""
     from .data.sources import NAMED_CHANNELS
     from .evaluation.fid import images_from_path
 
