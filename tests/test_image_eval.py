@@ -199,6 +199,7 @@ def test_a_cifar10_run_is_measured_against_the_data_it_trained_on_without_naming
     assert load(run).prediction.variance == "fixed_large"  # the authors' CIFAR-10 run sampled with β_t
     assert main(["eval", "nll", "--checkpoint", str(run), "--terms", "2", "--quiet", "--out", str(tmp_path / "nll")]) == 0
     assert json.loads((tmp_path / "nll" / "nll.json").read_text())["images"] == 6  # test_batch's
+    assert "6 images of cifar10:test," in capsys.readouterr().out
 
     monkeypatch.setattr(fidmod, "InceptionFeatures", _pixel_features(tmp_path / "cifar" / "test_batch"))
     monkeypatch.setenv("DDPM_CACHE", str(tmp_path / "cache"))
@@ -237,6 +238,10 @@ def test_fid_against_the_class_folder_tree_a_run_trained_on_reads_it_as_training
     assert main(["eval", "fid", "--checkpoint", str(run), "--n", "4", "--steps", "2", "--quiet"]) == 0
     assert f"4 samples vs 6 reference images of file:{tmp_path / 'imgs'}@8px" in capsys.readouterr().out
     assert seen == [(6, 3, 8, 8), (4, 3, 8, 8), (4, 3, 8, 8)]
+    assert main(["eval", "nll", "--checkpoint", str(run), "--n", "2", "--respace", "2", "--quiet", "--out",
+                 str(tmp_path / "nll")]) == 0  # bits/dim of the folder: the training images, said so
+    said = capsys.readouterr().out
+    assert f"2 images of {tmp_path / 'imgs'} (the images the run trained on: a folder has no test split)" in said
     (tmp_path / "imgs").rename(tmp_path / "moved")
     monkeypatch.setattr(fidmod, "InceptionFeatures", _pixel_features(tmp_path / "moved" / "cats" / "0.png", seen))
     assert main(["eval", "fid", "--checkpoint", str(run), "--n", "4", "--steps", "2", "--quiet"]) == 2

@@ -21,7 +21,8 @@ def _add_evaluation_parsers(sub, fmt) -> None:
     nll = ev_sub.add_parser("nll", help="bits/dim with the variational bound, its breakdown and rate-distortion; "
                             "on a 2-D checkpoint: nats per point and distances to fresh data", formatter_class=fmt)
     nll.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    nll.add_argument("--split", default="test", choices=("train", "test"), help="which split of the data set")
+    nll.add_argument("--split", default="test", choices=("train", "test"), help="which split of the data set (an image "
+                     "folder has none: its images are the ones the run trained on)")
     nll.add_argument("--data-dir", default=None, help="the data set's folder (CIFAR-10 batches, MNIST idx, images)")
     nll.add_argument("--n", "--num-samples", type=INT, default=None, help="first N test images (default: all; 2-D: "
                      "4000 points); under torchrun each process measures a share of the batches (write "
@@ -130,8 +131,12 @@ def _eval_nll(args: argparse.Namespace) -> int:
     dist.teardown()
     if not writer:
         return 0
+    data = loaded.config.data
+    folder = data.path if args.data_dir is None else args.data_dir
     result.update({"checkpoint": str(loaded.path), "step": loaded.step, "split": args.split, "seed": args.seed,
-                   "class": args.classes, "data": loaded.config.data.dataset})
+                   "class": args.classes, "data": data.dataset,
+                   "images_of": f"{data.dataset}:{args.split}" if data.dataset != "folder" else
+                   f"{folder} (the images the run trained on: a folder has no test split)"})
     written = write_nll_outputs(result, out, f"{loaded.config.data.dataset} · step {loaded.step}")
     if pieces is not None:
         pieces.remove()  # its figures are in nll.json now

@@ -175,7 +175,9 @@ def nll_lines(result: dict) -> list[str]:
         se = f" ± {v['standard_error']:.4f}" if v["standard_error"] is not None else ""
         return f"{v['mean']:.4f}{se}"
 
-    lines = [f"bits/dim {fmt('bits_per_dim')}  ({result['method']} of {result['process']}, {result['images']} images, "
+    of = f" of {result['images_of']}" if "images_of" in result else ""
+    lines = [f"bits/dim {fmt('bits_per_dim')}  ({result['method']} of {result['process']}, "
+             f"{result['images']} images{of}, "
              f"{result['network_evaluations_per_image']} network evaluations per image, {result['seconds']:.1f} s)",
              f"  prior L_T          {fmt('prior_L_T')}",
              f"  sum of L_1..L_T-1  {fmt('diffusion_sum_L_t')}",
