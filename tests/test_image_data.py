@@ -242,6 +242,27 @@ def test_threaded_decoding_equals_one_at_a_time_and_names_a_file_gone_bad(tmp_pa
         ds.batch(order)
 
 
+def test_a_class_folders_labels_come_without_decoding_it_again_unless_bad_images_are_skipped(tmp_path, monkeypatch):
+    import ddpm.data.folder as folder
+    from ddpm.data.sources import build_image_labels
+
+    for name, n in (("cats", 2), ("dogs", 3)):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(n):
+            PIL.new("RGB", (6, 6), (40 * i, 0, 0)).save(tmp_path / "pets" / name / f"{i}.png")
+    cfg = ImageDataConfig(dataset="folder", path=str(tmp_path / "pets"), image_size=4)
+    expected = ImageFolder(tmp_path / "pets", 4, 3).class_labels()
+    assert expected.tolist() == [0, 0, 1, 1, 1]
+    opened = []
+    monkeypatch.setattr(folder, "open_image", lambda *a: opened.append(a) or np.zeros((3, 4, 4), np.uint8))
+    assert torch.equal(build_image_labels(cfg), expected) and opened == []  # the data's own check is enough
+    monkeypatch.undo()
+    (tmp_path / "pets" / "cats" / "1.png").write_bytes(b"")  # skipped: the labels of the images kept
+    labels = build_image_labels(ImageDataConfig(dataset="folder", path=str(tmp_path / "pets"), image_size=4,
+                                                skip_bad_images=True))
+    assert labels.tolist() == [0, 1, 1, 1]
+
+
 def test_empty_missing_and_too_small_folders(tmp_path, image_folder):
     (tmp_path / "none").mkdir()
     with pytest.raises(DataError, match="no images; need at least 1"):

@@ -180,6 +180,15 @@ def _class_names(root: Path, files: list[Path]) -> list[str]:
     return names
 
 
+def class_labels(root: str | Path, files: list[Path] | None = None) -> torch.Tensor:
+    """The class of each of ``files`` (default: every image under ``root``, as :func:`scan` lists
+    them): the index of its first sub-folder among the sorted class names. Opens no image."""
+    root = Path(root)
+    files = scan(root) if files is None else files
+    index = {n: i for i, n in enumerate(_class_names(root, files))}
+    return torch.tensor([index[p.relative_to(root).parts[0]] for p in files], dtype=torch.int64)
+
+
 def check_folder(root: str | Path, size: int = 32, channels: int = 3) -> FolderReport:
     """Open every image once (in threads); list each bad file with its reason."""
     good, bad = [], []
@@ -214,8 +223,7 @@ class ImageFolder(torch.utils.data.Dataset):
 
     def class_labels(self) -> torch.Tensor:
         """Each image's class: the index of its first sub-folder among :meth:`class_names`."""
-        index = {n: i for i, n in enumerate(self.class_names())}
-        return torch.tensor([index[p.relative_to(self.root).parts[0]] for p in self.paths], dtype=torch.int64)
+        return class_labels(self.root, self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.batch([i])[0]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError, DataError, check_choice, check_int
-from .folder import ImageFolder
+from .folder import ImageFolder, class_labels
 from .images import load_cifar10, load_cifar10_labels, load_digits, load_digits_labels, load_mnist, load_mnist_labels
 
 
@@ -92,8 +92,10 @@ def build_image_labels(cfg: ImageDataConfig, split: str = "train") -> torch.Tens
         return load_digits_labels()
     if cfg.dataset == "cifar10":
         return load_cifar10_labels(cfg.path, split)
-    if cfg.dataset == "folder":
-        return ImageFolder(cfg.path, cfg.image_size, cfg.channels, skip_bad=cfg.skip_bad_images).class_labels()
+    if cfg.dataset == "folder":  # without skipping, a folder's images are all of its files (or it is refused)
+        if cfg.skip_bad_images:  # which ones are kept needs each image opened
+            return ImageFolder(cfg.path, cfg.image_size, cfg.channels, skip_bad=True).class_labels()
+        return class_labels(cfg.path)
     raise DataError(f"data set {cfg.dataset!r} has no class labels (those that do: {', '.join(IMAGE_CLASSES)})")
 
 
