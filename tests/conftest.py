@@ -3,6 +3,9 @@ import os
 import pytest
 import torch
 
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ddpm import rng
 from ddpm.schedules import NoiseSchedule, make_betas
 
 # Under pytest-xdist each worker gets one thread: two workers with two OpenMP threads each on a
@@ -72,3 +75,27 @@ def recording_compile(monkeypatch):
         return run
     monkeypatch.setattr(torch, "compile", fake_compile)
     return asked, batches
+
+
+class DeviceReads(TorchDispatchMode):
+    """Counts aten::_local_scalar_dense calls (what .item(), float(), int() and bool() of a tensor
+    do): on a GPU each one waits for the device, so a sampling or training loop must make none."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def as_on_a_gpu(monkeypatch):
+    """The CPU made to take a GPU's paths where they differ: the counter noise as tensors (not
+    NumPy words), and a tensor of timesteps checked by an asynchronous assert, not read back (the
+    one read the CPU allows itself, for a readable range error)."""
+    original = NoiseSchedule.check_t
+    monkeypatch.setattr(NoiseSchedule, "check_t", lambda self, t, allow_zero=False:
+                        t.long() if isinstance(t, torch.Tensor) else original(self, t, allow_zero=allow_zero))
+    monkeypatch.setattr(rng, "NUMPY_ON_CPU", False)

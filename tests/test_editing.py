@@ -21,7 +21,7 @@ from ddpm.models import GaussianMixtureDenoiser
 from ddpm.samplers import SamplerSpec
 from ddpm.schedules import NoiseSchedule
 
-from .conftest import recording_compile
+from .conftest import DeviceReads, recording_compile
 
 RHO = 0.8
 COV = torch.tensor([[1.0, RHO], [RHO, 1.0]], dtype=torch.float64)
@@ -266,3 +266,27 @@ def test_the_library_refuses_images_and_masks_the_network_cannot_take(run_dir):
         with pytest.raises(DDPMError, match=message):
             call()
     assert torch.equal(sdedit(loaded, x, 0.0, generate_mask=half), x)  # what fits still goes through
+
+
+class ReadsNothing(torch.nn.Module):
+    """A network whose output reads nothing back: 0.1·x plus a little of t."""
+
+    def forward(self, x, t, y=None):
+        return 0.1 * x + 1e-3 * t[:, None].to(x.dtype)
+
+
+def test_no_editing_step_reads_a_value_back_from_the_device(as_on_a_gpu):
+    """RePaint's reverse steps, its known part drawn from q(x_s | x_0), its time travel forward and
+    SDEdit's start from q(x_t0 | x_0) make no aten::_local_scalar_dense call (each would wait for a
+    GPU), through the whole inpaint / sdedit calls, the counter noise included."""
+    loaded = gaussian_model(40)
+    loaded.model = ReadsNothing()
+    data = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mask = torch.tensor([False, True])
+    for edit in (lambda: inpaint(loaded, data, mask, SamplerSpec(steps=8), resample=2, jump=2),
+                 lambda: inpaint(loaded, data, mask, SamplerSpec("ddim", steps=8)),
+                 lambda: sdedit(loaded, data, 0.5, SamplerSpec(steps=8)),
+                 lambda: sdedit(loaded, data, 0.5, SamplerSpec("ddim", steps=8, eta=0.5), generate_mask=mask)):
+        with DeviceReads() as reads:
+            out = edit()
+        assert reads.count == 0 and torch.isfinite(out).all()

@@ -12,6 +12,8 @@ from ddpm.models import GaussianMixtureDenoiser
 from ddpm.samplers import (SAMPLERS, ancestral_sample, ancestral_steps, ddim_invert, ddim_sample, ddim_sigma,
                            ddim_steps, dpm_solver_sample, make_timesteps, parse_timesteps, respace)
 
+from .conftest import DeviceReads
+
 MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
 COV = torch.tensor([[0.5, 0.3], [0.3, 0.8]], dtype=torch.float64)
 T = 1000
@@ -256,29 +258,13 @@ def test_strided_ddpm_equals_diffusers(schedule):
     assert torch.allclose(step.x, theirs, atol=1e-5)
 
 
-def test_no_sampler_step_reads_a_value_back_from_the_device(monkeypatch):
+def test_no_sampler_step_reads_a_value_back_from_the_device(as_on_a_gpu):
     """Counted as aten::_local_scalar_dense calls (what .item(), int(tensor) and bool(tensor) do): on a
     GPU each one waits for the device. The one read allowed on the CPU, check_t's readable range
     error, is replaced by what it does on a GPU (an asynchronous assert), so the count must be 0."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    from ddpm import rng
     from ddpm.rng import CounterNoise, per_sample_generators
     from ddpm.samplers import ClassifierFreeGuidance, SamplerSpec
 
-    class Reads(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.count = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.count += func is torch.ops.aten._local_scalar_dense.default
-            return func(*args, **(kwargs or {}))
-
-    original = NoiseSchedule.check_t  # one int t is checked in Python; a tensor as on a GPU
-    monkeypatch.setattr(NoiseSchedule, "check_t", lambda self, t, allow_zero=False:
-                        t.long() if isinstance(t, torch.Tensor) else original(self, t, allow_zero=allow_zero))
-    monkeypatch.setattr(rng, "NUMPY_ON_CPU", False)  # the counter noise as a GPU computes it
     schedule = NoiseSchedule.from_name("linear", 50)
     model = lambda x, t, y=None: 0.1 * x + 1e-3 * t[:, None].to(x.dtype)  # noqa: E731 - reads nothing itself
     guided = ClassifierFreeGuidance(model, torch.tensor([0, 1, 2, 3]), 2.0, 4)
@@ -286,7 +272,7 @@ def test_no_sampler_step_reads_a_value_back_from_the_device(monkeypatch):
                  SamplerSpec("dpm_solver++", steps=10)):
         for m in (model, guided):
             for noise in (per_sample_generators(0, 0, 4), CounterNoise(0, range(4))):
-                with Reads() as reads:
+                with DeviceReads() as reads:
                     spec.sample(m, schedule, torch.randn(4, 2, dtype=torch.float64), generator=noise)
                 assert reads.count == 0, (spec, noise, reads.count)
 

@@ -10,6 +10,8 @@ from scipy import stats
 from ddpm import rng
 from ddpm.rng import CounterNoise, philox4x32, randn, sample_noise
 
+from .conftest import DeviceReads
+
 M = 0xFFFFFFFF
 # Random123 tests/kat_vectors, the three "philox4x32 10" lines: counter (4 words), key (2), result (4)
 KAT = [
@@ -66,22 +68,12 @@ def test_the_normals_are_standard_and_independent():
         assert abs(r) < 0.01, r
 
 
-def test_the_counter_noise_reads_nothing_back_from_a_device(monkeypatch):
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Reads(TorchDispatchMode):
-        count = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Reads.count += func is torch.ops.aten._local_scalar_dense.default
-            return func(*args, **(kwargs or {}))
-
-    monkeypatch.setattr(rng, "NUMPY_ON_CPU", False)  # the tensor path a GPU takes
+def test_the_counter_noise_reads_nothing_back_from_a_device(as_on_a_gpu):
     noise = CounterNoise(5, range(6))
-    with Reads():
+    with DeviceReads() as reads:
         for _ in range(3):
             noise.randn((6, 2, 3))
-    assert Reads.count == 0
+    assert reads.count == 0
 
 
 def test_unknown_schemes_and_seeds_are_refused():

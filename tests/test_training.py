@@ -14,6 +14,8 @@ from ddpm.checkpoint import Checkpoint, resolve
 from ddpm.training.ema import EMA
 from ddpm.training.trainer import TrainingHalted, draw_batch, learning_rate, make_train_state, train_step
 
+from .conftest import DeviceReads
+
 
 class Scaled(nn.Module):
     def __init__(self, value=1.0):
@@ -39,33 +41,22 @@ def test_a_non_finite_step_is_recorded_on_the_device_and_halts_at_the_next_sync(
 
 
 @pytest.mark.parametrize("micro", [1, 3])
-def test_a_training_step_never_waits_for_the_device(monkeypatch, micro):
+def test_a_training_step_never_waits_for_the_device(as_on_a_gpu, micro):
     """No aten::_local_scalar_dense (.item(), float(), bool() of a tensor) in a step or in the log's
     record between rows; the sync reads the losses and the health once. check_t's readable range
     error on the CPU is replaced by what it does on a GPU (an asynchronous assert)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    from ddpm.schedules import NoiseSchedule
     from ddpm.training.log import TrainLog
-
-    monkeypatch.setattr(NoiseSchedule, "check_t", lambda self, t, allow_zero=False: t.long())
-    class Reads(TorchDispatchMode):
-        count = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Reads.count += func is torch.ops.aten._local_scalar_dense.default
-            return func(*args, **(kwargs or {}))
 
     diffusion, optim = DiffusionConfig(T=10), OptimConfig(warmup=2, lr=0.1, grad_accum=micro)
     state = make_train_state(Scaled(0.5), diffusion, optim)
     schedule, log = diffusion.make_schedule(), TrainLog(Path("."), 10, every=1000, active=False)
     log.active = True  # records without a file: no row is due before step 1000
-    with Reads():
+    with DeviceReads() as reads:
         for step in range(1, 6):
             g = torch.Generator().manual_seed(step)
             train_step(state, schedule, draw_batch(state, torch.randn(8, 2, generator=g), g), diffusion, optim)
             log.record(state.step, state.pending[-1], 0.1, state.last_t, state.last_example_losses)
-    assert Reads.count == 0
+    assert reads.count == 0
     state.sync()
     assert len(state.losses) == 5 and all(v > 0 for v in state.losses) and not state.pending
 
