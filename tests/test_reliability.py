@@ -216,6 +216,38 @@ def test_a_read_only_checkpoints_folder_is_found_at_the_start(tmp_path, capsys):
         os.chmod(tmp_path / "r" / "checkpoints", 0o755)
 
 
+def _refuses_files(folder: str) -> bool:
+    import tempfile
+
+    try:
+        os.close(tempfile.mkstemp(dir=folder)[0])
+    except OSError:
+        return True
+    return False  # pragma: no cover - a /sys that takes files
+
+
+def test_a_folder_that_takes_no_new_file_is_found_before_any_work(tmp_path, capsys, monkeypatch):
+    """os.access says yes to root for every folder, and nothing of a read-only file system's
+    folders or of /sys: the output's folder and the checkpoints folder are tried with a real file
+    at the start, not found unwritable after the samples or the steps are made."""
+    import errno
+    import tempfile
+
+    if Path("/sys").is_dir() and _refuses_files("/sys"):  # as root too
+        assert main(["sample", "--checkpoint", "pretrained:mnist", "--n", "1", "--out", "/sys/a.png"]) == 2
+        assert one_line(capsys).startswith("ddpm sample: error: /sys: cannot write there (")
+    for argv in (["sample", "--checkpoint", "pretrained:mnist", "--n", "1", "--out", str(tmp_path / "s" / "a.png")],
+                 ["train", *TINY, "--steps", "2", "--out", str(tmp_path / "r")]):
+        with monkeypatch.context() as m:
+            m.setattr(tempfile, "mkstemp", lambda **kw: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only "
+                                                                                      "file system")))
+            assert main(argv) == 2
+        line = one_line(capsys)
+        assert line.endswith(("s: cannot write there (Read-only file system)",
+                              "checkpoints: cannot write checkpoints there: Read-only file system")), line
+    assert not (tmp_path / "s").exists() and not checkpoints_of(tmp_path / "r")
+
+
 def test_the_fid_cache_of_a_file_is_keyed_by_its_content(tmp_path, monkeypatch):
     from ddpm.evaluation import fid as fidmod
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -227,9 +228,20 @@ def prepare_output(path: str | Path, folder: bool = False) -> Path:
     except OSError as exc:
         raise DDPMError(f"{target}: cannot create it: {exc.strerror}") from None
     _CREATED.extend(missing)
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise DDPMError(f"{target}: not writable")
+    try:
+        try_writing_in(target)
+    except OSError as exc:
+        raise DDPMError(f"{target}: cannot write there ({exc.strerror})") from None
     return path
+
+
+def try_writing_in(folder: Path) -> None:
+    """Create a file in ``folder`` and remove it: an OSError if that fails. Asking os.access is not
+    enough: for root it says yes to every folder, and it knows nothing of /proc or /sys, which
+    refuse new files whatever the permissions say; found after the work, that loses the work."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".ddpm-write-check-")
+    os.close(fd)
+    os.unlink(name)
 
 
 def new_folders(path: Path) -> list[Path]:

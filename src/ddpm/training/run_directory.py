@@ -3,14 +3,13 @@ given back when a run is refused before writing anything, and checked for room f
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..checkpoint import remove_leftovers
 from ..errors import DDPMError
-from ..files import FolderLock
+from ..files import FolderLock, try_writing_in
 
 if TYPE_CHECKING:
     from .trainer import TrainState
@@ -41,8 +40,7 @@ def take_run_directory(out_dir: Path) -> FolderLock:
         raise DDPMError(f"{out_dir}: cannot use it as a run directory: {exc.strerror}") from None
     try:
         (out_dir / "checkpoints").mkdir(exist_ok=True)
-        if not os.access(out_dir / "checkpoints", os.W_OK | os.X_OK):
-            raise PermissionError(13, "Permission denied")
+        try_writing_in(out_dir / "checkpoints")
         remove_leftovers(out_dir)
     except OSError as exc:  # found now, not at the first checkpoint with the steps before it lost
         lock.release()
