@@ -227,9 +227,9 @@ def _refuses_files(folder: str) -> bool:
 
 
 def test_a_folder_that_takes_no_new_file_is_found_before_any_work(tmp_path, capsys, monkeypatch):
-    """os.access says yes to root for every folder, and nothing of a read-only file system's
-    folders or of /sys: the output's folder and the checkpoints folder are tried with a real file
-    at the start, not found unwritable after the samples or the steps are made."""
+    """os.access says yes to root for every folder, /sys included, where no file can be made: the
+    output's folder and the checkpoints folder are tried with a real file at the start (here also
+    a file system refusing it as read-only), not found unwritable after the samples or steps."""
     import errno
     import tempfile
 
