@@ -142,7 +142,11 @@ def make_train_state(model: nn.Module, diffusion: DiffusionConfig, optim: OptimC
 
 
 def learning_rate(optim: OptimConfig, step: int) -> float:
-    """Linear warm-up over ``optim.warmup`` steps, then constant (Ho et al. §4)."""
+    """Linear warm-up over ``optim.warmup`` steps, then constant (Ho et al. §4): update ``step``
+    (0 for the first) takes lr·(step + 1)/warmup. The authors' ``get_warmed_up_lr`` takes
+    lr·global_step/warmup, so their first update has learning rate 0 (it only fills Adam's moments)
+    and each later one the rate ours had a step before: one step of the 5,000, kept so that no
+    update is spent."""
     if optim.warmup == 0:
         return optim.lr
     return optim.lr * min(1.0, (step + 1) / optim.warmup)
