@@ -129,14 +129,15 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     """‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^{1/2}) (Heusel et al. 2017).
 
     Tr((Σ₁Σ₂)^{1/2}) is computed as Σ √λ of the symmetric PSD matrix Σ₁^{1/2} Σ₂ Σ₁^{1/2}, which
-    has the same eigenvalues, so no complex square roots appear.
+    has the same eigenvalues, so no complex square roots appear. The distance is a square, never
+    negative: rounding that takes the sum of identical statistics a hair below 0 is clamped to 0.
     """
     w, v = np.linalg.eigh(sigma1)
     root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     m = root1 @ sigma2 @ root1
     tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+    return max(0.0, float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean))
 
 
 def kernel_inception_distance(x: np.ndarray, y: np.ndarray, subsets: int = 100, subset_size: int = 1000,
