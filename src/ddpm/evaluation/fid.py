@@ -188,7 +188,7 @@ class FIDResult:
         n = min(self.n_samples, self.n_reference)
         if n >= FEATURES:
             return None
-        return (f"note: FID from {n:,} images lies far above its limit (fewer than the {FEATURES:,} features: "
+        return (f"note: FID from {n:,} images lies far above its limit (fewer than the {FEATURES:,} features; e.g. "
                 "1,000 real MNIST training images score 9.4 against the test set, 10,000 score 1.65); compare "
                 "FIDs only at equal numbers of images, or read KID, which is unbiased")
 
