@@ -9,7 +9,7 @@
 #   PRESET=cifar10 STEPS=1000 DEVICE=cuda DATA_DIR=... bash benchmarks/bf16_loss_curve.sh
 #
 # On a CPU without native bf16 kernels the bf16 run is very slow (on the 2-core EPYC this was
-# written on, with AVX512-BF16, it took 10x the fp32 run's time); run nothing else beside it.
+# written on, with AVX512-BF16, it took 11x the fp32 run's time); run nothing else beside it.
 set -eu
 cd "$(dirname "$0")/.."
 PRESET=${PRESET:-mnist}; STEPS=${STEPS:-600}; OUT=${OUT:-runs/bf16_loss}; DEVICE=${DEVICE:-cpu}
