@@ -2,7 +2,6 @@ import os
 
 import pytest
 import torch
-
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ddpm import rng

@@ -220,10 +220,12 @@ def _refuses_files(folder: str) -> bool:
     import tempfile
 
     try:
-        os.close(tempfile.mkstemp(dir=folder)[0])
+        fd, name = tempfile.mkstemp(dir=folder)
     except OSError:
         return True
-    return False  # pragma: no cover - a /sys that takes files
+    os.close(fd)  # pragma: no cover - a /sys that takes files
+    os.unlink(name)  # pragma: no cover
+    return False  # pragma: no cover
 
 
 def test_a_folder_that_takes_no_new_file_is_found_before_any_work(tmp_path, capsys, monkeypatch):
