@@ -183,8 +183,11 @@ def test_inpaint_and_edit_from_the_cli(run_dir, images, tmp_path, capsys):
     assert main(["edit", *common, "--strength", "0.5", "--mask", str(images / "mask.npy"), "--sampler", "ddim",
                  "--steps", "5", "--out", str(tmp_path / "e.png")]) == 0
     assert (tmp_path / "e.png").exists() and (tmp_path / "e.json").exists()
+    from PIL import Image
+
     bad = np.zeros((4, 4), bool)
     np.save(tmp_path / "small.npy", bad)
+    Image.fromarray(np.zeros(src.shape[1:3], np.uint8)).save(tmp_path / "black.png")  # keeps every pixel
     with open(tmp_path / "zip.npy", "wb") as f:  # an .npz under an .npy's name
         np.savez(f, bad)
     for argv, message in (
@@ -192,6 +195,9 @@ def test_inpaint_and_edit_from_the_cli(run_dir, images, tmp_path, capsys):
          r"zip.npy: not an .npy file \(an .npz under another name\)"),
         (["inpaint", *common, "--mask", str(tmp_path / "small.npy"), "--out", str(tmp_path / "x.npz")],
          r"a mask of shape \(4, 4\)"),
+        (["edit", *common, "--strength", "0.5", "--mask", str(tmp_path / "black.png"), "--out",
+          str(tmp_path / "x.npz")],
+         r"black.png: the mask marks no pixel to generate \(white = generate, black = keep\)"),
         (["inpaint", *common, "--mask", str(tmp_path / "absent.png"), "--out", str(tmp_path / "x.npz")],
          r"absent.png: no such file \(a mask is a PNG, white = generate, or an .npy of booleans\)"),
         (["inpaint", *common, "--mask", str(images / "in.npz"), "--out", str(tmp_path / "x.npz")],

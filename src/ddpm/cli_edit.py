@@ -71,6 +71,9 @@ def read_mask(path: str | Path, n: int, size: int):
             raise DataError(f"{p}: not a readable image ({exc}); {MASK_KINDS}") from None
     if mask.shape[-2:] != (size, size) or mask.ndim not in (2, 3) or (mask.ndim == 3 and mask.shape[0] not in (1, n)):
         raise DataError(f"{p}: a mask of shape {mask.shape}; the images need ({size}, {size}) or ({n}, {size}, {size})")
+    if not mask.any():  # almost surely the convention turned round: the output would be the input
+        raise DataError(f"{p}: the mask marks no pixel to generate (white = generate, black = keep), so the "
+                        "output would be the input")
     mask = torch.from_numpy(mask.copy())
     return (mask[None] if mask.ndim == 2 else mask)[:, None]
 
