@@ -43,7 +43,7 @@ def read_samples(paths: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor 
     and their classes (arr_1, as `ddpm sample --class` writes it) when every file has them."""
     import numpy as np
 
-    from ddpm.evaluation.fid import images_from_path
+    from ddpm.data.image_sets import images_from_path
 
     parts = paths.split(",")
     images = torch.cat([images_from_path(path) for path in parts])[:n]

@@ -56,8 +56,8 @@ def main() -> None:
     from ddpm.allocator import keep_freed_memory
     keep_freed_memory()  # as the ddpm command does: CPU steps reuse freed memory
 
-    from ddpm.evaluation.fid import (FeatureStats, InceptionFeatures, compare, content_id, images_from_path,
-                                     reference_stats, weights_id)
+    from ddpm.data.image_sets import content_id, images_from_path
+    from ddpm.evaluation.fid import FeatureStats, InceptionFeatures, compare, reference_stats, weights_id
 
     extractor = InceptionFeatures("cpu")
     parts = [(path, images_from_path(path)) for path in args.samples.split(",")]

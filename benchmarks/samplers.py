@@ -84,7 +84,8 @@ def _reused_seconds(npz: Path) -> float | None:
 
 def fid(args) -> None:
     from ddpm.data.images import load_mnist
-    from ddpm.evaluation.fid import FeatureStats, InceptionFeatures, compare, images_from_path, reference_stats
+    from ddpm.data.image_sets import images_from_path
+    from ddpm.evaluation.fid import FeatureStats, InceptionFeatures, compare, reference_stats
 
     extractor = InceptionFeatures("cuda" if torch.cuda.is_available() else "cpu")
     ref, ref_label = reference_stats("mnist:test@28px", lambda: load_mnist(None, "test", 28), args.ref_n, extractor)

@@ -113,7 +113,8 @@ def evaluate(args, rows: list[str]) -> None:
 
 
 def fid(args, rows: list[str]) -> None:
-    from ddpm.evaluation.fid import FeatureStats, InceptionFeatures, compare, images_from_path, reference_stats
+    from ddpm.data.image_sets import images_from_path
+    from ddpm.evaluation.fid import FeatureStats, InceptionFeatures, compare, reference_stats
 
     extractor = InceptionFeatures("cpu" if not torch.cuda.is_available() else "cuda")
     name = "digits:all@8px" if args.preset == "digits" else "mnist:test@28px"

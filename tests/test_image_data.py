@@ -12,6 +12,7 @@ import torch
 from ddpm.cli import main
 from ddpm.config import ImageDataConfig
 from ddpm.data.folder import ImageFolder, check_folder
+from ddpm.data.image_sets import images_from_path
 from ddpm.data.images import (load_cifar10, load_cifar10_labels, load_digits, load_digits_labels, load_mnist,
                               load_mnist_labels, pad_to, random_flip, to_model_range, to_uint8)
 from ddpm.data.sources import EpochOrder, build_image_data
@@ -285,3 +286,42 @@ def test_epoch_order_is_a_permutation_and_resumes():
     assert all(torch.equal(a, again.next()) for a in ahead)
     with pytest.raises(DataError, match="fewer than one batch"):
         EpochOrder(2, 3, seed=0)
+
+
+def test_sample_files_are_checked(tmp_path):
+    np.savez(tmp_path / "bad.npz", arr_0=np.zeros((4, 8, 8), np.float32))
+    with pytest.raises(DataError, match="arr_0 must be uint8"):
+        images_from_path(tmp_path / "bad.npz")
+    np.savez(tmp_path / "other.npz", images=np.zeros((4, 8, 8, 1), np.uint8))
+    with pytest.raises(DataError, match="no arr_0 array"):
+        images_from_path(tmp_path / "other.npz")
+    np.savez(tmp_path / "empty.npz", np.zeros((0, 8, 8, 1), np.uint8))
+    with pytest.raises(DataError, match=r"empty.npz: no images \(arr_0 is \(0, 8, 8, 1\)\)"):
+        images_from_path(tmp_path / "empty.npz")
+
+
+def test_picture_files_and_folders_are_checked_naming_the_file(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "notes.txt").write_text("no image")
+    (tmp_path / "imgs" / "sub").mkdir(parents=True)
+    Image.new("L", (6, 6), 50).save(tmp_path / "imgs" / "a.png")
+    Image.new("L", (9, 9), 200).save(tmp_path / "imgs" / "sub" / "b.png")
+    Image.new("RGB", (12, 8)).save(tmp_path / "wide.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)).save(tmp_path / "full.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "full.png").read_bytes()[:200])  # its header whole, pixels cut
+    (tmp_path / "s.txt").write_text("x")
+    got = images_from_path(tmp_path / "imgs", 4)  # recursively, each at the size asked, grey as the first
+    assert got.shape == (2, 1, 4, 4) and got.dtype == torch.uint8 and got[0].max() < 60 and got[1].min() > 190
+    assert images_from_path(tmp_path / "imgs").shape == (2, 1, 6, 6)  # the first image's size
+    for path, message in ((tmp_path / "none", "none: no images"),
+                          (tmp_path / "wide.png", "wide.png: 12×8: images must be square"),
+                          (tmp_path / "cut.png", "cut.png: (truncated|unreadable)"),
+                          (tmp_path / "absent.png", "absent.png: no such file or folder"),
+                          (tmp_path / "s.txt", "s.txt: give an .npz, an image file or a folder of images")):
+        with pytest.raises(DataError, match=message):
+            images_from_path(path)
+    (tmp_path / "imgs" / "sub" / "b.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"imgs: 1 bad image\(s\): .*sub/b.png: zero bytes"):
+        images_from_path(tmp_path / "imgs")

@@ -251,6 +251,7 @@ def test_a_folder_that_takes_no_new_file_is_found_before_any_work(tmp_path, caps
 
 
 def test_the_fid_cache_of_a_file_is_keyed_by_its_content(tmp_path, monkeypatch):
+    from ddpm.data.image_sets import content_id, images_from_path
     from ddpm.evaluation import fid as fidmod
 
     monkeypatch.setenv("DDPM_CACHE", str(tmp_path / "cache"))
@@ -265,8 +266,8 @@ def test_the_fid_cache_of_a_file_is_keyed_by_its_content(tmp_path, monkeypatch):
     means = []
     for fill in (0, 200):
         np.savez(ref, np.full((5, 8, 8, 1), fill, np.uint8) + np.arange(5, dtype=np.uint8)[:, None, None, None])
-        stats, _ = fidmod.reference_stats("file:ref.npz", lambda: fidmod.images_from_path(ref), None, Features(),
-                                          content=fidmod.content_id(ref))
+        stats, _ = fidmod.reference_stats("file:ref.npz", lambda: images_from_path(ref), None, Features(),
+                                          content=content_id(ref))
         means.append(stats.mu[0])
     assert means[1] - means[0] == pytest.approx(200)  # the overwritten file was measured again
     assert len(list((tmp_path / "cache" / "fid").iterdir())) == 2

