@@ -268,8 +268,9 @@ def _eval_fid(args: argparse.Namespace) -> int:
     result = compare(FeatureStats.of(features), *reference)
     print(result.line() + (f"; samples seed {args.seed}, sampler {meta['sampler']['name']} with "
                            f"{meta['sampler']['network_evaluations_per_sample']} steps" if loaded is not None else ""))
-    if result.small_n_note():
-        print(result.small_n_note(), file=sys.stderr)
+    note = result.small_n_note()
+    if note:
+        print(note, file=sys.stderr)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         if everything is not None:
