@@ -12,7 +12,7 @@ import torch
 
 from ..errors import DataError
 from ..files import digest_file, digest_tree, load_numpy, numpy_error_text
-from .folder import EXTENSIONS
+from .folder import EXTENSIONS, open_image, peek_image, read_images, scan
 
 __all__ = ["content_id", "images_from_path"]
 
@@ -47,8 +47,6 @@ def images_from_path(path: str | Path, size: int | None = None) -> torch.Tensor:
             raise DataError(f"{p}: no images (arr_0 is {arr.shape})")
         return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
     if p.is_dir() or (p.is_file() and p.suffix.lower() in EXTENSIONS):
-        from ..data.folder import open_image, peek_image, read_images, scan
-
         files = scan(p) if p.is_dir() else [p]
         if not files:
             raise DataError(f"{p}: no images")
